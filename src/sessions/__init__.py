@@ -1,0 +1,1 @@
+"""sessions: event-sourced directory-synchronization sessions over gRPC."""

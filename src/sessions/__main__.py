@@ -1,0 +1,3 @@
+from sessions.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""The domain's vocabularies. Values equal the public API's enum numbers so
+that translation is a lookup; stored events carry the names."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class SessionStatus(Enum):
+    OPENED = 1
+    PENDING = 2
+    COMPLETED = 3
+    FAILED = 4
+    EXPIRED = 5
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        return self in (SessionStatus.OPENED, SessionStatus.PENDING)
+
+
+FINAL_STATUSES = frozenset(
+    {SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.EXPIRED}
+)
+
+
+class SyncMode(Enum):
+    FULL_SYNC = 1
+    DELTA = 2
+
+
+class SessionType(Enum):
+    AD_SYNC = 1
+    AD_PASSWORD_HASH = 2
+    AD_USER_CONTROL = 3
+    LDAP_SYNC = 4
+
+
+class RelatedObjectType(Enum):
+    USER = 1
+    GROUP = 2
+    MEMBERSHIP = 3
+
+
+class ChangeType(Enum):
+    CREATE = 1
+    UPDATE = 2
+    DELETE = 3
+    ACTIVATE = 4
+    DEACTIVATE = 5
+    PASSWORD_HASH_UPDATE = 6
+
+
+class OpenResult(Enum):
+    SUCCESS = 1
+    OPENED_SESSION_EXISTS = 2
+    TOO_EARLY = 3
+
+
+DOMAIN_ENUMS: tuple[type[Enum], ...] = (
+    SessionStatus,
+    SyncMode,
+    SessionType,
+    RelatedObjectType,
+    ChangeType,
+    OpenResult,
+)

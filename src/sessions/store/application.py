@@ -1,0 +1,320 @@
+"""The eventsourcing Application: the only door to the event store.
+
+Each command loads the aggregates it needs, lets them decide, and saves all
+new events together with the call's operation record in one atomic write.
+A write that loses an optimistic-concurrency race is retried against fresh
+state a bounded number of times, then refused as a conflict.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, JSONTranscoder
+
+from sessions.domain.base import Aggregate
+from sessions.domain.enums import OpenResult, SessionType
+from sessions.domain.errors import DomainError, NotFound
+from sessions.domain.ids import SESSION_PREFIX, new_id
+from sessions.domain.policy import Policy
+from sessions.domain.progress import ProgressEntry
+from sessions.domain.schedule import SyncSchedule, schedule_id
+from sessions.domain.session import Session
+from sessions.store.clock import Clock, system_clock
+from sessions.store.operations import OperationRecord, operation_id_for
+from sessions.store.transcodings import register_domain_transcodings
+from sessions.store.urls import StoreSettings
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+SYSTEM_PRINCIPAL = "system:deadline"
+
+
+class ConcurrencyConflict(Exception):
+    """Optimistic-concurrency retries were exhausted (ABORTED)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    principal: str
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What OpenSession decided; ``session`` is the new or the running one."""
+
+    result: OpenResult
+    session: Session | None = None
+    next_session_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Changed:
+    """The session after a report, heartbeat or close."""
+
+    session: Session
+
+
+Result = Opened | Changed
+# Turns a result into the stored answer: (operation id, now, result) -> bytes.
+Render = Callable[[str, datetime, Result], bytes]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    operation_id: str
+    payload: bytes
+    # Notification id of the last event written; 0 for a replayed answer.
+    position: int
+    replayed: bool
+
+
+class SessionsApplication(Application[str]):
+    name = "sessions"  # fixed: table names derive from it
+
+    def __init__(
+        self,
+        settings: StoreSettings,
+        *,
+        policy: Policy | None = None,
+        clock: Clock = system_clock,
+    ):
+        self.settings = settings
+        self.policy = policy or Policy()
+        self.clock = clock
+        super().__init__(env=settings.env)
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        register_domain_transcodings(transcoder)
+
+    # --- commands ---------------------------------------------------------------
+
+    def open_session(
+        self,
+        subject_container_id: str,
+        agent_id: str,
+        session_type: SessionType,
+        caller: Caller,
+        render: Render,
+    ) -> Outcome:
+        def decide(now: datetime) -> tuple[list[Aggregate], Result]:
+            sid = schedule_id(subject_container_id, session_type)
+            schedule = self._get_or_none(SyncSchedule, sid) or SyncSchedule.start(
+                subject_container_id, session_type, now=now, principal=caller.principal
+            )
+            changed: list[Aggregate] = [schedule]
+            if schedule.active_session_id is not None:
+                running = self._get(Session, schedule.active_session_id)
+                if not self._end_if_expired(running, schedule, now):
+                    return changed, Opened(OpenResult.OPENED_SESSION_EXISTS, session=running)
+                changed.append(running)
+            decision = schedule.decide_open(now, self.policy)
+            if decision.result is OpenResult.TOO_EARLY:
+                return changed, Opened(
+                    OpenResult.TOO_EARLY, next_session_at=decision.next_session_at
+                )
+            assert decision.sync_mode is not None
+            session = Session(
+                id=new_id(SESSION_PREFIX),
+                subject_container_id=subject_container_id,
+                agent_id=agent_id,
+                session_type=session_type,
+                sync_mode=decision.sync_mode,
+                expires_at=now + self.policy.session_ttl,
+                principal=caller.principal,
+                idempotency_key=caller.idempotency_key,
+                timestamp=now,
+            )
+            schedule.session_started(
+                session_id=session.id,
+                sync_mode=decision.sync_mode,
+                principal=caller.principal,
+                idempotency_key=caller.idempotency_key,
+                timestamp=now,
+            )
+            return [*changed, session], Opened(OpenResult.SUCCESS, session=session)
+
+        return self._execute("OpenSession", "", caller, render, decide)
+
+    def report_progress(
+        self, session_id: str, entries: Sequence[ProgressEntry], caller: Caller, render: Render
+    ) -> Outcome:
+        def decide(now: datetime) -> tuple[list[Aggregate], Result]:
+            session = self._get_active(session_id, now)
+            session.report_progress(
+                entries,
+                now=now,
+                policy=self.policy,
+                principal=caller.principal,
+                idempotency_key=caller.idempotency_key,
+            )
+            return [session], Changed(session)
+
+        return self._execute("ReportSessionProgress", session_id, caller, render, decide)
+
+    def heartbeat(self, session_id: str, caller: Caller, render: Render) -> Outcome:
+        def decide(now: datetime) -> tuple[list[Aggregate], Result]:
+            session = self._get_active(session_id, now)
+            session.heartbeat(
+                now=now,
+                policy=self.policy,
+                principal=caller.principal,
+                idempotency_key=caller.idempotency_key,
+            )
+            return [session], Changed(session)
+
+        return self._execute("Heartbeat", session_id, caller, render, decide)
+
+    def close_session(
+        self, session_id: str, failed: bool, fail_reason: str, caller: Caller, render: Render
+    ) -> Outcome:
+        def decide(now: datetime) -> tuple[list[Aggregate], Result]:
+            session = self._get_active(session_id, now)
+            closed = session.close(
+                failed=failed,
+                fail_reason=fail_reason,
+                now=now,
+                principal=caller.principal,
+                idempotency_key=caller.idempotency_key,
+            )
+            if not closed:  # the same close again: answer with the session as it is
+                return [], Changed(session)
+            schedule = self._get(SyncSchedule, schedule_id(session.subject_container_id, session.session_type))
+            schedule.session_ended(
+                session_id=session.id,
+                outcome=session.status,
+                ended_at=now,
+                principal=caller.principal,
+                idempotency_key=caller.idempotency_key,
+                timestamp=now,
+            )
+            return [session, schedule], Changed(session)
+
+        return self._execute("CloseSession", session_id, caller, render, decide)
+
+    def expire_session(self, session_id: str) -> bool:
+        """Record the expiry of a session that is due; return whether this
+        call recorded it (a lost race with another worker is not an error)."""
+        try:
+            now = self.clock()
+            session = self._get(Session, session_id)
+            schedule = self._get(SyncSchedule, schedule_id(session.subject_container_id, session.session_type))
+            if not self._end_if_expired(session, schedule, now):
+                return False
+            self.save(session, schedule)
+            return True
+        except IntegrityError:
+            return False
+
+    # --- queries ----------------------------------------------------------------
+
+    def get_session(self, session_id: str, version: int | None = None) -> Session:
+        return self._get(Session, session_id, version)
+
+    def get_operation_payload(self, operation_id: str) -> bytes:
+        return self._get(OperationRecord, operation_id).payload
+
+    # --- mechanics --------------------------------------------------------------
+
+    def _execute(
+        self,
+        method: str,
+        session_id: str,
+        caller: Caller,
+        render: Render,
+        decide: Callable[[datetime], tuple[list[Aggregate], Result]],
+    ) -> Outcome:
+        operation_id = operation_id_for(caller.principal, caller.idempotency_key)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            if caller.idempotency_key:
+                previous = self._get_or_none(OperationRecord, operation_id)
+                if previous is not None:
+                    return Outcome(operation_id, previous.payload, 0, replayed=True)
+            now = self.clock()
+            changed, result = decide(now)
+            payload = render(operation_id, now, result)
+            record = OperationRecord(
+                id=operation_id,
+                method=method,
+                session_id=session_id or _session_id_of(result),
+                payload=payload,
+                principal=caller.principal,
+                idempotency_key=caller.idempotency_key,
+                timestamp=now,
+            )
+            try:
+                recordings = self.save(*changed, record)
+            except IntegrityError:
+                log.debug("%s: concurrent write, attempt %d of %d", method, attempt, MAX_ATTEMPTS)
+                continue
+            position = max(r.notification.id for r in recordings if r.notification.id)
+            return Outcome(operation_id, payload, position, replayed=False)
+        raise ConcurrencyConflict(
+            f"{method}: gave up after {MAX_ATTEMPTS} conflicting concurrent writes; retry"
+        )
+
+    def _get_active(self, session_id: str, now: datetime) -> Session:
+        """Load a session; if it is past its expiry, record that first (so the
+        refusal that follows is backed by an event)."""
+        session = self._get(Session, session_id)
+        if session.is_due_to_expire(now):
+            self.expire_session(session_id)
+            session = self._get(Session, session_id)
+        return session
+
+    def _end_if_expired(self, session: Session, schedule: SyncSchedule, now: datetime) -> bool:
+        if not session.expire(now=now, principal=SYSTEM_PRINCIPAL):
+            return False
+        assert session.closed_at is not None
+        schedule.session_ended(
+            session_id=session.id,
+            outcome=session.status,
+            ended_at=session.closed_at,
+            principal=SYSTEM_PRINCIPAL,
+            idempotency_key="",
+            timestamp=now,
+        )
+        return True
+
+    def _get(self, kind: type[Any], aggregate_id: str, version: int | None = None) -> Any:
+        try:
+            aggregate = self.repository.get(aggregate_id, version=version)
+        except AggregateNotFoundError:
+            raise NotFound(f"{_describe(kind)} {aggregate_id!r} not found") from None
+        if not isinstance(aggregate, kind):
+            raise NotFound(f"{_describe(kind)} {aggregate_id!r} not found")
+        return aggregate
+
+    def _get_or_none(self, kind: type[Any], aggregate_id: str) -> Any:
+        try:
+            return self._get(kind, aggregate_id)
+        except NotFound:
+            return None
+
+
+def _describe(kind: type[Any]) -> str:
+    return {Session: "session", OperationRecord: "operation"}.get(kind, kind.__name__)
+
+
+def _session_id_of(result: Result) -> str:
+    session = getattr(result, "session", None)
+    return session.id if session is not None else ""
+
+
+__all__ = [
+    "Caller",
+    "Changed",
+    "ConcurrencyConflict",
+    "DomainError",
+    "Opened",
+    "Outcome",
+    "SessionsApplication",
+]

@@ -1,0 +1,95 @@
+"""Store URLs -> eventsourcing infrastructure settings.
+
+  sqlite:///path/file.db              an SQLite file (created with its folder;
+                                      sqlite:///./rel.db is relative)
+  postgresql://user:pw@host:port/db   PostgreSQL (libpq URL; ?schema=NAME)
+  memory://                           a throwaway in-memory SQLite database
+"""
+
+from __future__ import annotations
+
+import getpass
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+
+def default_store_url() -> str:
+    """An SQLite file in the working directory's .sessions/ folder."""
+    return f"sqlite://{(Path.cwd() / '.sessions' / 'sessions.db').as_posix()}"
+
+
+class StoreURLError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    backend: str  # "sqlite" or "postgresql"
+    env: dict[str, str] = field(repr=False)
+    description: str  # safe to log: no password
+
+
+def parse_store_url(url: str) -> StoreSettings:
+    common = {"ORIGINATOR_ID_TYPE": "text"}
+    if url == "memory://" or url.startswith("memory://"):
+        # Shared cache, so that every connection of the pool sees one database.
+        name = f"file:sessions-{uuid.uuid4().hex}?mode=memory&cache=shared"
+        return StoreSettings(
+            "sqlite",
+            {**common, "PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": name},
+            "memory:// (in-memory SQLite, discarded on exit)",
+        )
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://") :]
+        if path.startswith("/./") or path.startswith("/../"):
+            path = path[1:]
+        if not path or path == "/":
+            raise StoreURLError(f"store URL {url!r} names no file: use sqlite:///path/file.db")
+        file = Path(unquote(path))
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreURLError(f"cannot create the folder of {file}: {e}") from e
+        return StoreSettings(
+            "sqlite",
+            {
+                **common,
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": str(file),
+                "SQLITE_LOCK_TIMEOUT": "10",
+            },
+            f"sqlite://{'/' if file.is_absolute() else ''}{file}",
+        )
+    if url.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(url)
+        dbname = unquote(parts.path.lstrip("/"))
+        if not dbname:
+            raise StoreURLError(f"store URL {url!r} names no database")
+        query = parse_qs(parts.query)
+        env = {
+            **common,
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": dbname,
+            "POSTGRES_HOST": unquote(parts.hostname or "") or "/var/run/postgresql",
+            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_USER": unquote(parts.username or "") or getpass.getuser(),
+            "POSTGRES_PASSWORD": unquote(parts.password or ""),
+            "POSTGRES_CONNECT_TIMEOUT": "5",
+            "POSTGRES_POOL_SIZE": query.get("pool_size", ["8"])[0],
+            "POSTGRES_MAX_OVERFLOW": query.get("max_overflow", ["16"])[0],
+        }
+        if "schema" in query:
+            env["POSTGRES_SCHEMA"] = query["schema"][0]
+        shown = parts._replace(
+            netloc=parts.netloc.replace(f":{parts.password}@", ":***@")
+            if parts.password
+            else parts.netloc
+        ).geturl()
+        return StoreSettings("postgresql", env, shown)
+    raise StoreURLError(
+        f"unsupported store URL {url!r}: expected sqlite:///path/file.db, "
+        "postgresql://user@host:port/dbname or memory://"
+    )
