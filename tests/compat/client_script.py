@@ -245,9 +245,7 @@ def run_scenario(client: Client, container_id: str) -> dict:
     summary["report_operation_id"] = report_op.id
 
     # ---- Heartbeat
-    hb_op = client.call(
-        "Heartbeat", client.sessions.Heartbeat, S.HeartbeatRequest(session_id=session_id)
-    )
+    hb_op = client.call("Heartbeat", client.sessions.Heartbeat, S.HeartbeatRequest(session_id=session_id))
     hb_op = client.wait_operation(hb_op, "Heartbeat")
     check_operation_envelope(hb_op, S.HeartbeatMetadata, session_id, "Heartbeat")
     unpack(hb_op.response, empty_pb2.Empty, "Heartbeat response")
@@ -267,9 +265,7 @@ def run_scenario(client: Client, container_id: str) -> dict:
     check(len(set(op_ids)) == len(op_ids), f"every mutating call needs its own operation id, got {op_ids}")
 
     # ---- GetSession
-    got = client.call(
-        "GetSession", client.sessions.GetSession, S.GetSessionRequest(session_id=session_id)
-    ).session
+    got = client.call("GetSession", client.sessions.GetSession, S.GetSessionRequest(session_id=session_id)).session
     check(got.session_id == session_id, f"GetSession: session_id {got.session_id!r}, expected {session_id!r}")
     check(got.status == S.COMPLETED, f"GetSession: status {S.SessionStatus.Name(got.status)}, expected COMPLETED")
     check(
@@ -315,8 +311,7 @@ def run_scenario(client: Client, container_id: str) -> dict:
     refetched = unpack(fetched.response, S.OpenSessionResponse, "OperationService.Get response")
     check(
         refetched == opened,
-        "OperationService.Get: response differs from OpenSession's\n"
-        f"  open: {opened}\n  get:  {refetched}",
+        f"OperationService.Get: response differs from OpenSession's\n  open: {opened}\n  get:  {refetched}",
     )
     check(
         unpack(fetched.metadata, S.OpenSessionMetadata, "OperationService.Get metadata").session_id == session_id,
@@ -325,7 +320,9 @@ def run_scenario(client: Client, container_id: str) -> dict:
 
     # ---- validation and error mapping
     expect_status(
-        lambda: client.call("GetSession(51 chars)", client.sessions.GetSession, S.GetSessionRequest(session_id="x" * 51)),
+        lambda: client.call(
+            "GetSession(51 chars)", client.sessions.GetSession, S.GetSessionRequest(session_id="x" * 51)
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
         "GetSession with a 51-character session_id",
     )
@@ -350,10 +347,15 @@ def describe() -> dict:
     """The official descriptors, as names and numbers, for comparing with API.md."""
 
     SCALAR_TYPE_NAMES = {
-        getattr(FieldDescriptor, name): name[len("TYPE_"):].lower()
+        getattr(FieldDescriptor, name): name[len("TYPE_") :].lower()
         for name in dir(FieldDescriptor)
         if name.startswith("TYPE_") and name != "TYPE_MESSAGE" and name != "TYPE_ENUM"
     }
+
+    def is_repeated(field):
+        if hasattr(type(field), "is_repeated"):  # protobuf >= 6: `label` is deprecated
+            return field.is_repeated
+        return field.label == FieldDescriptor.LABEL_REPEATED
 
     def enum_info(enum):
         return {v.name: v.number for v in enum.values}
@@ -370,7 +372,7 @@ def describe() -> dict:
             fields[f.name] = {
                 "number": f.number,
                 "type": kind,
-                "repeated": f.is_repeated if hasattr(type(f), "is_repeated") else f.label == FieldDescriptor.LABEL_REPEATED,
+                "repeated": is_repeated(f),
                 "oneof": f.containing_oneof.name if f.containing_oneof else None,
             }
         return fields
@@ -423,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 grpc.channel_ready_future(channel).result(timeout=args.connect_timeout)
             except grpc.FutureTimeoutError:
-                raise CompatFailure(f"could not connect to {args.target} within {args.connect_timeout}s")
+                raise CompatFailure(f"could not connect to {args.target} within {args.connect_timeout}s") from None
             client = Client(channel, timeout=args.timeout, token=args.token)
             calls = client.calls
             result.update(run_scenario(client, container_id))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from eventsourcing.utils import register_topic
 from eventsourcing.domain import (
     BaseAggregate,
     CanInitAggregate,
@@ -38,6 +39,8 @@ class SnapshotOfState(CanSnapshotAggregate[str], metaclass=MetaDomainEvent):
     """A whole aggregate state at one version, used by the projection to
     resume folding where it left off without replaying a stream."""
 
+    TOPIC = "sessions.Snapshot"
+
     originator_id: str
     originator_version: int
     timestamp: datetime
@@ -50,6 +53,9 @@ class SnapshotOfState(CanSnapshotAggregate[str], metaclass=MetaDomainEvent):
         for private in ("_id", "_version", "_pending_events"):
             snapshot.state.pop(private, None)
         return snapshot
+
+
+register_topic(SnapshotOfState.TOPIC, SnapshotOfState)
 
 
 class Aggregate(BaseAggregate[str]):

@@ -22,6 +22,12 @@ MAX_FAIL_REASON = 256
 EXPIRY_REASON = "session expired: no heartbeat, progress or close before expires_at"
 
 
+def visible_status(status: SessionStatus, expires_at: datetime, now: datetime) -> SessionStatus:
+    """The status a reader must see at ``now``: never OPENED or PENDING past
+    expires_at, even before the expiry event has been recorded."""
+    return SessionStatus.EXPIRED if status.is_active and now >= expires_at else status
+
+
 class Session(Aggregate):
     TOPIC = "sessions.Session"
 
@@ -156,9 +162,7 @@ class Session(Aggregate):
         return True
 
     def status_at(self, now: datetime) -> SessionStatus:
-        """The status a reader must see at ``now``: never OPENED or PENDING
-        past expires_at, even before the expiry event is recorded."""
-        return SessionStatus.EXPIRED if self.is_due_to_expire(now) else self.status
+        return visible_status(self.status, self.expires_at, now)
 
     # --- rules ----------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
   sqlite:///path/file.db              an SQLite file (created with its folder;
                                       sqlite:///./rel.db is relative)
-  postgresql://user:pw@host:port/db   PostgreSQL (libpq URL; ?schema=NAME)
+  postgresql://user:pw@host:port/db   PostgreSQL (libpq URL; ?pool_size=N)
   memory://                           a throwaway in-memory SQLite database
 """
 
@@ -81,8 +81,6 @@ def parse_store_url(url: str) -> StoreSettings:
             "POSTGRES_POOL_SIZE": query.get("pool_size", ["8"])[0],
             "POSTGRES_MAX_OVERFLOW": query.get("max_overflow", ["16"])[0],
         }
-        if "schema" in query:
-            env["POSTGRES_SCHEMA"] = query["schema"][0]
         shown = parts._replace(
             netloc=parts.netloc.replace(f":{parts.password}@", ":***@")
             if parts.password

@@ -1,0 +1,22 @@
+-- One row per session, ready to serve. {table} is the versioned table name.
+-- Times are microseconds since the Unix epoch (UTC), the precision of the
+-- events, so that comparisons and keyset pages are exact on both backends.
+CREATE TABLE IF NOT EXISTS {table} (
+    session_id           text     PRIMARY KEY,
+    subject_container_id text     NOT NULL,
+    session_type         smallint NOT NULL,
+    status               smallint NOT NULL,
+    sync_mode            smallint NOT NULL,
+    agent_id             text     NOT NULL,
+    created_at           bigint   NOT NULL,
+    expires_at           bigint   NOT NULL,
+    closed_at            bigint,
+    last_seen_at         bigint   NOT NULL,
+    version              integer  NOT NULL,  -- stream version folded so far
+    state                bytea    NOT NULL,  -- the fold's state, to resume from
+    session              bytea    NOT NULL   -- serialized SynchronizationSession
+);
+
+-- ListSessions: one container, newest first, ties by session id.
+CREATE INDEX IF NOT EXISTS {table}_by_container
+    ON {table} (subject_container_id, created_at DESC, session_id DESC);

@@ -1,0 +1,22 @@
+-- One row per session, ready to serve. {table} is the versioned table name.
+-- Times are microseconds since the Unix epoch (UTC), the precision of the
+-- events, so that comparisons and keyset pages are exact on both backends.
+CREATE TABLE IF NOT EXISTS {table} (
+    session_id           TEXT    PRIMARY KEY,
+    subject_container_id TEXT    NOT NULL,
+    session_type         INTEGER NOT NULL,
+    status               INTEGER NOT NULL,
+    sync_mode            INTEGER NOT NULL,
+    agent_id             TEXT    NOT NULL,
+    created_at           INTEGER NOT NULL,
+    expires_at           INTEGER NOT NULL,
+    closed_at            INTEGER,
+    last_seen_at         INTEGER NOT NULL,
+    version              INTEGER NOT NULL,  -- stream version folded so far
+    state                BLOB    NOT NULL,  -- the fold's state, to resume from
+    session              BLOB    NOT NULL   -- serialized SynchronizationSession
+) WITHOUT ROWID;
+
+-- ListSessions: one container, newest first, ties by session id.
+CREATE INDEX IF NOT EXISTS {table}_by_container
+    ON {table} (subject_container_id, created_at DESC, session_id DESC);

@@ -1,0 +1,1 @@
+"""The gRPC face: servicers, validation, proto <-> domain conversion, errors."""

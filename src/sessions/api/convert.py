@@ -1,0 +1,92 @@
+"""Translation between protobuf messages and domain values. No rules here:
+the domain decides, this module only maps names and numbers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from sessions.api.protos import session_pb2
+from sessions.domain.enums import SessionStatus, SessionType
+from sessions.domain.progress import ChangeCount, ProgressEntry
+from sessions.domain.session import Session
+from sessions.domain import enums
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def micros(moment: datetime) -> int:
+    """Microseconds since the epoch: exact, unlike float seconds."""
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    us = micros(moment)
+    return Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
+
+
+def session_message(
+    session: Session, status: SessionStatus | None = None
+) -> session_pb2.SynchronizationSession:
+    """The SynchronizationSession that GetSession serves for this state."""
+    message = session_pb2.SynchronizationSession(
+        session_id=session.id,
+        agent_id=session.agent_id,
+        created_at=timestamp(session.created_at),
+        expires_at=timestamp(session.expires_at),
+        sync_mode=session.sync_mode.value,
+        status=(status or session.status).value,
+        fail_reason=session.fail_reason,
+        session_type=session.session_type.value,
+        progress_entries=[
+            session_pb2.ProgressEntry(
+                object_type=entry.object_type.value,
+                change_info=[
+                    session_pb2.ChangeInfo(
+                        change_type=c.change_type.value, successful=c.successful, failed=c.failed
+                    )
+                    for c in entry.changes
+                ],
+            )
+            for entry in session.progress
+        ],
+    )
+    if session.closed_at is not None:
+        message.closed_at.CopyFrom(timestamp(session.closed_at))
+    return message
+
+
+def session_bytes(session: Session) -> bytes:
+    return session_message(session).SerializeToString(deterministic=True)
+
+
+def progress_entries(messages: list[session_pb2.ProgressEntry]) -> list[ProgressEntry]:
+    """Map reported entries to the domain. Unknown or UNSPECIFIED enum numbers
+    become None, which the domain's checks refuse with the field's path."""
+    return [
+        ProgressEntry(
+            object_type=_enum_or_none(enums.RelatedObjectType, m.object_type),  # type: ignore[arg-type]
+            changes=tuple(
+                ChangeCount(
+                    change_type=_enum_or_none(enums.ChangeType, c.change_type),  # type: ignore[arg-type]
+                    successful=c.successful,
+                    failed=c.failed,
+                )
+                for c in m.change_info
+            ),
+        )
+        for m in messages
+    ]
+
+
+def session_type(number: int) -> SessionType | None:
+    return _enum_or_none(SessionType, number)
+
+
+def _enum_or_none(enum_type, number: int):  # type: ignore[no-untyped-def]
+    try:
+        return enum_type(number)
+    except ValueError:
+        return None

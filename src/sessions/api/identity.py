@@ -1,0 +1,34 @@
+"""Who is calling, and under which idempotency key, from call metadata."""
+
+from __future__ import annotations
+
+import hashlib
+
+import grpc
+
+from sessions.api.validation import max_length
+from sessions.store.application import Caller
+
+ANONYMOUS = "anonymous"
+MAX_IDEMPOTENCY_KEY = 128
+
+
+def metadata_value(context: grpc.ServicerContext, key: str) -> str:
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
+            return value if isinstance(value, str) else value.decode()
+    return ""
+
+
+def caller_of(context: grpc.ServicerContext) -> Caller:
+    """The principal is a stable digest of the bearer token (never the token
+    itself), or "anonymous" when the call carries none."""
+    authorization = metadata_value(context, "authorization")
+    token = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
+    principal = (
+        "token:" + hashlib.sha256(token.encode()).hexdigest()[:16] if token else ANONYMOUS
+    )
+    key = max_length(
+        "idempotency-key", metadata_value(context, "idempotency-key"), MAX_IDEMPOTENCY_KEY
+    )
+    return Caller(principal=principal, idempotency_key=key)

@@ -1,0 +1,161 @@
+"""gRPC servicers: parse, call the store or the read model, translate back.
+No business rules live here; every decision is the domain's."""
+
+from __future__ import annotations
+
+import grpc
+
+from sessions.api import convert, validation
+from sessions.api.errors import ProjectionBehind, translated_errors
+from sessions.api.identity import caller_of
+from sessions.api.operations import renderer
+from sessions.api.protos import (
+    operation_pb2,
+    operation_service_pb2,
+    operation_service_pb2_grpc,
+    service_pb2,
+    service_pb2_grpc,
+    session_pb2,
+)
+from sessions.domain.enums import SessionStatus
+from sessions.domain.errors import InvalidArgument, NotFound
+from sessions.domain.session import EXPIRY_REASON, visible_status
+from sessions.projection.read_model import ReadModel
+from sessions.projection.snapshots import ServedRow
+from sessions.store.application import Outcome, SessionsApplication
+
+READ_YOUR_WRITES_TIMEOUT = 5.0
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+class SessionService(service_pb2_grpc.SynchronizationSessionServiceServicer):
+    def __init__(self, app: SessionsApplication, read_model: ReadModel):
+        self.app = app
+        self.read_model = read_model
+
+    # --- writes -------------------------------------------------------------------
+
+    def OpenSession(self, request, context):  # noqa: N802 - gRPC method names
+        with translated_errors(context, "OpenSession"):
+            validation.required_id("subject_container_id", request.subject_container_id)
+            validation.required_id("agent_id", request.agent_id)
+            session_type = convert.session_type(request.session_type)
+            validation.required_enum("session_type", session_type, request.session_type)
+            caller = caller_of(context)
+            outcome = self.app.open_session(
+                request.subject_container_id,
+                request.agent_id,
+                session_type,  # type: ignore[arg-type]
+                caller,
+                renderer("OpenSession", caller.principal),
+            )
+            return self._answer(outcome)
+
+    def ReportSessionProgress(self, request, context):  # noqa: N802
+        with translated_errors(context, "ReportSessionProgress"):
+            validation.required_id("session_id", request.session_id)
+            entries = convert.progress_entries(list(request.progress_entries))
+            caller = caller_of(context)
+            outcome = self.app.report_progress(
+                request.session_id,
+                entries,
+                caller,
+                renderer("ReportSessionProgress", caller.principal),
+            )
+            return self._answer(outcome)
+
+    def Heartbeat(self, request, context):  # noqa: N802
+        with translated_errors(context, "Heartbeat"):
+            validation.required_id("session_id", request.session_id)
+            caller = caller_of(context)
+            outcome = self.app.heartbeat(
+                request.session_id, caller, renderer("Heartbeat", caller.principal)
+            )
+            return self._answer(outcome)
+
+    def CloseSession(self, request, context):  # noqa: N802
+        with translated_errors(context, "CloseSession"):
+            validation.required_id("session_id", request.session_id)
+            validation.max_length("fail_reason", request.fail_reason, 256)
+            caller = caller_of(context)
+            outcome = self.app.close_session(
+                request.session_id,
+                request.failed,
+                request.fail_reason,
+                caller,
+                renderer("CloseSession", caller.principal),
+            )
+            return self._answer(outcome)
+
+    def _answer(self, outcome: Outcome) -> operation_pb2.Operation:
+        if not self.read_model.wait_for(outcome.position, READ_YOUR_WRITES_TIMEOUT):
+            raise ProjectionBehind(
+                f"operation {outcome.operation_id} was recorded, but the read model has "
+                f"not caught up within {READ_YOUR_WRITES_TIMEOUT:g}s; retry with the same "
+                "idempotency-key or poll OperationService.Get"
+            )
+        return operation_pb2.Operation.FromString(outcome.payload)
+
+    # --- reads --------------------------------------------------------------------
+
+    def GetSession(self, request, context):  # noqa: N802
+        with translated_errors(context, "GetSession"):
+            session_id = validation.required_id("session_id", request.session_id)
+            row = self.read_model.get(session_id)
+            if row is None:
+                raise NotFound(f"session {session_id!r} not found")
+            return service_pb2.GetSessionResponse(session=self._visible(row))
+
+    def ListSessions(self, request, context):  # noqa: N802
+        with translated_errors(context, "ListSessions"):
+            container = validation.required_id("subject_container_id", request.subject_container_id)
+            page_size = validation.in_range("page_size", request.page_size, 0, MAX_PAGE_SIZE)
+            validation.max_length("page_token", request.page_token, 2000)
+            validation.max_length("filter", request.filter, 1000)
+            if request.page_token:
+                raise InvalidArgument("page_token", "is not a token this service issued")
+            if request.filter:
+                raise InvalidArgument("filter", "filters are not supported yet")
+            rows = self.read_model.list_newest(container, page_size or DEFAULT_PAGE_SIZE)
+            return service_pb2.ListSessionsResponse(sessions=[self._visible(r) for r in rows])
+
+    def _visible(self, row: ServedRow) -> session_pb2.SynchronizationSession:
+        """The stored session, with read-time expiry applied (the expiry event
+        may not be recorded yet, but an expired session is never shown open)."""
+        session = session_pb2.SynchronizationSession.FromString(row.session)
+        now = self.app.clock()
+        expires_at = convert.EPOCH + convert.timedelta(microseconds=row.expires_at)
+        status = visible_status(SessionStatus(row.status), expires_at, now)
+        if status.value != row.status:
+            session.status = status.value
+            session.closed_at.CopyFrom(session.expires_at)
+            session.fail_reason = EXPIRY_REASON
+        return session
+
+
+class OperationService(operation_service_pb2_grpc.OperationServiceServicer):
+    def __init__(self, app: SessionsApplication):
+        self.app = app
+
+    def Get(self, request, context):  # noqa: N802
+        with translated_errors(context, "OperationService.Get"):
+            operation_id = validation.required_id("operation_id", request.operation_id)
+            return operation_pb2.Operation.FromString(self.app.get_operation_payload(operation_id))
+
+    def Cancel(self, request, context):  # noqa: N802
+        with translated_errors(context, "OperationService.Cancel"):
+            operation_id = validation.required_id("operation_id", request.operation_id)
+            # Every operation here is done when it is returned: nothing is left
+            # to cancel, so the answer is the operation as it is.
+            return operation_pb2.Operation.FromString(self.app.get_operation_payload(operation_id))
+
+
+def add_services(server: grpc.Server, app: SessionsApplication, read_model: ReadModel) -> None:
+    service_pb2_grpc.add_SynchronizationSessionServiceServicer_to_server(
+        SessionService(app, read_model), server
+    )
+    operation_service_pb2_grpc.add_OperationServiceServicer_to_server(OperationService(app), server)
+
+
+__all__ = ["OperationService", "SessionService", "add_services", "operation_service_pb2"]

@@ -1,0 +1,197 @@
+"""`sessions ...`: the operator interface (see spec/DESIGN.md).
+
+Exit codes: 0 success, 1 failure found, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+
+from sessions.domain.policy import Policy
+from sessions.store.urls import StoreURLError, default_store_url
+
+log = logging.getLogger("sessions")
+
+POLICY_FLAGS = {
+    "session_ttl": "seconds a session lives after its last heartbeat or progress (default 600)",
+    "heartbeat_grace": "seconds without heartbeat or progress before a session is PENDING (default 120)",
+    "sync_interval": "least seconds between the end of a session and the next open (default 60)",
+    "full_sync_period": "seconds after which the next session is a FULL_SYNC again (default 86400)",
+}
+
+
+class UsageError(Exception):
+    pass
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"SESSIONS_{name.upper()}", default)
+
+
+def _add_store(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        default=_env("store"),
+        help="store URL: sqlite:///path/file.db, postgresql://user@host:port/db or memory:// "
+        "(env SESSIONS_STORE; default: .sessions/sessions.db in the working directory)",
+    )
+
+
+def _add_policy(parser: argparse.ArgumentParser) -> None:
+    for name, text in POLICY_FLAGS.items():
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=float,
+            default=_float_env(name),
+            metavar="SECONDS",
+            help=f"{text}; env SESSIONS_{name.upper()}",
+        )
+
+
+def _float_env(name: str) -> float | None:
+    value = _env(name)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"SESSIONS_{name.upper()}={value!r} is not a number of seconds") from None
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    try:
+        return Policy.from_seconds(**{name: getattr(args, name) for name in POLICY_FLAGS})
+    except ValueError as e:
+        raise UsageError(f"invalid policy: {e}") from None
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    while not stop.wait(3600):
+        pass
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sessions.server import SessionsServer
+
+    server = SessionsServer(
+        args.store or default_store_url(),
+        args.listen,
+        policy=_policy(args),
+        run_projector=not args.no_projector,
+    )
+    server.start()
+    _wait_for_signal()
+    server.stop(grace=args.grace)
+    return 0
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from sessions.projection.runner import Projector
+    from sessions.projection.snapshots import open_snapshots
+    from sessions.store.application import SessionsApplication
+    from sessions.store.urls import parse_store_url
+
+    settings = parse_store_url(args.store or default_store_url())
+    log.info("store: %s", settings.description)
+    app = SessionsApplication(settings)
+    view = open_snapshots(app)
+    head = app.recorder.max_notification_id() or 0
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        "events",
+        TimeRemainingColumn(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("catching up", total=head, completed=view.position())
+        projector = Projector(
+            app, view, on_batch=lambda n, position: progress.update(task, completed=position)
+        )
+        projector.catch_up()
+    log.info("projector: caught up at %d; tailing the log", projector.position)
+    if args.once:
+        app.close()
+        return 0
+    projector.start()
+    _wait_for_signal()
+    projector.stop()
+    app.close()
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.target) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+        except grpc.RpcError as e:
+            print(f"{args.target}: {e.code().name} {e.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(f"{args.target}: {status}")
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sessions", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default=_env("log_level", "INFO"), help="default INFO")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gRPC API (with projector by default)")
+    serve.add_argument(
+        "--listen",
+        default=_env("listen", "127.0.0.1:50051"),
+        metavar="HOST:PORT",
+        help="address to listen on (env SESSIONS_LISTEN; default 127.0.0.1:50051)",
+    )
+    _add_store(serve)
+    _add_policy(serve)
+    serve.add_argument(
+        "--no-projector",
+        action="store_true",
+        help="do not fold events here: another process runs `sessions project`",
+    )
+    serve.add_argument("--grace", type=float, default=10.0, help="shutdown grace in seconds")
+    serve.set_defaults(run=cmd_serve)
+
+    project = commands.add_parser("project", help="run the projector alone")
+    _add_store(project)
+    project.add_argument("--once", action="store_true", help="catch up, then exit")
+    project.set_defaults(run=cmd_project)
+
+    check = commands.add_parser("health", help="exit 0 when the server reports SERVING")
+    check.add_argument("--target", default=_env("target", "127.0.0.1:50051"), metavar="HOST:PORT")
+    check.add_argument("--service", default="", help="service name (default: the server)")
+    check.add_argument("--timeout", type=float, default=3.0)
+    check.set_defaults(run=cmd_health)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=args.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        run: Callable[[argparse.Namespace], int] = args.run
+        return run(args)
+    except (UsageError, StoreURLError) as e:
+        print(f"sessions: {e}", file=sys.stderr)
+        return 2

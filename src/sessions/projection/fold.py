@@ -1,0 +1,81 @@
+"""Folding session events into snapshot rows.
+
+The fold is the aggregate's own: each event's ``mutate`` runs the same method
+body that ran when the event happened, so the read model cannot drift from
+the write side. A row stores the aggregate's state at its version; the next
+batch resumes from it instead of replaying the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from eventsourcing.persistence import Mapper, Notification, StoredEvent
+
+from sessions.api.convert import micros, session_bytes
+from sessions.domain.base import SnapshotOfState
+from sessions.domain.session import Session
+from sessions.projection.snapshots import SnapshotRow
+
+
+def session_event_topics() -> frozenset[str]:
+    return frozenset(
+        value.TOPIC
+        for value in vars(Session).values()
+        if isinstance(value, type)
+        and issubclass(value, Session.Event)
+        and value not in (Session.Event, Session.Created)
+    )
+
+
+SESSION_TOPICS = session_event_topics()
+
+
+class SessionFold:
+    def __init__(self, mapper: Mapper[Any]):
+        self.mapper = mapper
+
+    def resume(self, session_id: str, version: int, state: bytes) -> Session:
+        stored = StoredEvent(session_id, version, SnapshotOfState.TOPIC, state)
+        return self.mapper.to_domain_event(stored).mutate(None)  # type: ignore[return-value]
+
+    def apply(
+        self, sessions: dict[str, Session], notifications: Iterable[Notification]
+    ) -> set[str]:
+        """Apply the session events among ``notifications`` to ``sessions``
+        (in place); return the ids that changed. Events a row already holds
+        (version not newer) are skipped."""
+        changed: set[str] = set()
+        for notification in notifications:
+            if notification.topic not in SESSION_TOPICS:
+                continue
+            event = self.mapper.to_domain_event(notification)
+            current = sessions.get(event.originator_id)
+            if current is not None and event.originator_version <= current.version:
+                continue
+            sessions[event.originator_id] = event.mutate(current)  # type: ignore[assignment]
+            changed.add(event.originator_id)
+        return changed
+
+    def row(self, session: Session) -> SnapshotRow:
+        snapshot = self.mapper.to_stored_event(SnapshotOfState.take(session))
+        return SnapshotRow(
+            session_id=session.id,
+            subject_container_id=session.subject_container_id,
+            session_type=session.session_type.value,
+            status=session.status.value,
+            sync_mode=session.sync_mode.value,
+            agent_id=session.agent_id,
+            created_at=micros(session.created_at),
+            expires_at=micros(session.expires_at),
+            closed_at=micros(session.closed_at) if session.closed_at else None,
+            last_seen_at=micros(session.last_seen_at),
+            version=session.version,
+            state=snapshot.state,
+            session=session_bytes(session),
+        )
+
+
+def session_ids_in(notifications: Sequence[Notification]) -> set[str]:
+    return {str(n.originator_id) for n in notifications if n.topic in SESSION_TOPICS}

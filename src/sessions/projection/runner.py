@@ -1,0 +1,181 @@
+"""The projector: folds the event log into the session_snapshots read model.
+
+Catch up in batches, then tail. Each batch is one transaction holding the
+changed rows and the new tracking position (exactly once). New events are
+noticed three ways: a local wake-up from writes in this process, PostgreSQL
+NOTIFY from other processes, and a polling fallback, so that a lost
+notification delays the projector by one poll interval at most.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from eventsourcing.persistence import Notification, Tracking
+
+from sessions.domain.session import Session
+from sessions.projection.fold import SessionFold, session_ids_in
+from sessions.projection.snapshots import SessionSnapshots
+from sessions.store.application import SessionsApplication
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 500
+DEFAULT_POLL_INTERVAL = 0.1
+
+
+class Projector:
+    def __init__(
+        self,
+        app: SessionsApplication,
+        view: SessionSnapshots,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        on_batch: Callable[[int, int], None] | None = None,
+    ):
+        self.app = app
+        self.view = view
+        self.fold = SessionFold(app.mapper)
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.on_batch = on_batch
+        self._position = view.position()
+        self._progress = threading.Condition()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    # --- catching up ------------------------------------------------------------
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    def run_batch(self) -> int:
+        """Fold the next batch of the log; return how many notifications it held."""
+        notifications = self.app.recorder.select_notifications(
+            start=self._position, limit=self.batch_size, inclusive_of_start=False
+        )
+        if not notifications:
+            return 0
+        self._apply(notifications)
+        return len(notifications)
+
+    def catch_up(self) -> int:
+        """Fold until the head of the log as it is now; return events folded."""
+        total = 0
+        while (n := self.run_batch()) > 0:
+            total += n
+        return total
+
+    def _apply(self, notifications: list[Notification]) -> None:
+        ids = session_ids_in(notifications)
+        sessions: dict[str, Session] = {
+            sid: self.fold.resume(sid, version, state)
+            for sid, (version, state) in self.view.resume_points(ids).items()
+        }
+        changed = self.fold.apply(sessions, notifications)
+        rows = [self.fold.row(sessions[sid]) for sid in sorted(changed)]
+        last = notifications[-1].id
+        self.view.save(rows, Tracking(self.view.tracking_name, last))
+        self._advance(last)
+        if self.on_batch:
+            self.on_batch(len(notifications), last)
+
+    def _advance(self, position: int) -> None:
+        with self._progress:
+            self._position = position
+            self._progress.notify_all()
+
+    # --- read-your-writes ---------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Block until ``position`` is folded into the read model, or timeout."""
+        if self._position >= position:
+            return True
+        self.wake()
+        with self._progress:
+            return self._progress.wait_for(
+                lambda: self._position >= position or self._stop.is_set(), timeout
+            ) and self._position >= position
+
+    # --- tailing ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="projector", daemon=True)
+        self._thread.start()
+        if self.app.settings.backend == "postgresql":
+            self._listener = threading.Thread(
+                target=self._listen, name="projector-listen", daemon=True
+            )
+            self._listener.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        self._wake.set()
+        with self._progress:
+            self._progress.notify_all()
+        for thread in (self._thread, self._listener):
+            if thread is not None:
+                thread.join(timeout)
+
+    def _run(self) -> None:
+        backoff = self.poll_interval
+        while not self._stop.is_set():
+            try:
+                self._wake.clear()
+                if self.run_batch() == self.batch_size:
+                    continue  # more is waiting: no pause while catching up
+                backoff = self.poll_interval
+            except Exception as e:  # keep tailing; the error is logged and shown
+                self.error = e
+                log.exception("projector: batch after position %d failed", self._position)
+                backoff = min(backoff * 2, 5.0)
+                self._stop.wait(backoff)
+                continue
+            self._wake.wait(self.poll_interval)
+
+    def _listen(self) -> None:
+        """Turn PostgreSQL NOTIFYs on the events table's channel into wake-ups."""
+        import psycopg
+
+        env = self.app.settings.env
+        channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(
+                    dbname=env["POSTGRES_DBNAME"],
+                    host=env["POSTGRES_HOST"],
+                    port=env["POSTGRES_PORT"],
+                    user=env["POSTGRES_USER"],
+                    password=env["POSTGRES_PASSWORD"] or None,
+                    autocommit=True,
+                    connect_timeout=5,
+                ) as conn:
+                    conn.execute(f'LISTEN "{channel}"')
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self._wake.set()
+            except Exception as e:  # polling still runs; try to listen again
+                log.warning("projector: LISTEN failed (%s); polling meanwhile", e)
+                self._stop.wait(1.0)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.002) -> bool:
+    """Poll ``predicate`` until true or timeout (for processes without a projector)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

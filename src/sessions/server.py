@@ -1,0 +1,111 @@
+"""One process: the gRPC API, the projector (unless disabled), health,
+reflection, and a graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sessions.api.protos import OPERATION_SERVICE, SESSION_SERVICE
+from sessions.api.servicers import add_services
+from sessions.domain.policy import Policy
+from sessions.projection.read_model import ReadModel
+from sessions.projection.runner import Projector
+from sessions.projection.snapshots import open_snapshots
+from sessions.store.application import SessionsApplication
+from sessions.store.clock import Clock, system_clock
+from sessions.store.urls import parse_store_url
+
+log = logging.getLogger("sessions.server")
+
+
+class SessionsServer:
+    def __init__(
+        self,
+        store_url: str,
+        listen: str = "127.0.0.1:50051",
+        *,
+        policy: Policy | None = None,
+        run_projector: bool = True,
+        clock: Clock = system_clock,
+        max_workers: int = 32,
+    ):
+        self.settings = parse_store_url(store_url)
+        self.listen = listen
+        self.policy = policy or Policy()
+        self.run_projector = run_projector
+        self.clock = clock
+        self.max_workers = max_workers
+        self.port = 0
+        self._stopped = threading.Event()
+
+    def start(self) -> int:
+        """Start serving; return the bound port. Health says SERVING once the
+        projector has folded the log as it was at start."""
+        log.info("store: %s", self.settings.description)
+        log.info("policy: %s", self.policy.describe())
+        self.app = SessionsApplication(self.settings, policy=self.policy, clock=self.clock)
+        self.view = open_snapshots(self.app)
+        self.projector = Projector(self.app, self.view) if self.run_projector else None
+        read_model = ReadModel(self.view, self.projector)
+
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="grpc"),
+            options=[("grpc.so_reuseport", 0)],
+        )
+        add_services(self.server, self.app, read_model)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        reflection.enable_server_reflection(
+            (SESSION_SERVICE, OPERATION_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(self.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.listen}")
+        self.server.start()
+        host = self.listen.rsplit(":", 1)[0]
+        log.info("listening on %s:%d (gRPC, plaintext)", host, self.port)
+        log.warning("no credentials configured: every caller is accepted as 'anonymous'")
+
+        if self.projector is None:
+            log.info("projector: not in this process (--no-projector); waiting on its position")
+            self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        else:
+            head = self.app.recorder.max_notification_id() or 0
+            log.info("projector: read model at %d, log head at %d", self.projector.position, head)
+            self.projector.start()
+            threading.Thread(target=self._serve_when_caught_up, args=(head,), daemon=True).start()
+        return self.port
+
+    def _serve_when_caught_up(self, head: int) -> None:
+        assert self.projector is not None
+        while not self._stopped.is_set():
+            if self.projector.wait_for(head, timeout=1.0):
+                log.info("projector: caught up at %d; SERVING", self.projector.position)
+                self._set_health(health_pb2.HealthCheckResponse.SERVING)
+                return
+
+    def _set_health(self, status: int) -> None:
+        for service in ("", SESSION_SERVICE, OPERATION_SERVICE):
+            self.health.set(service, status)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting calls, let in-flight ones finish, then stop the
+        projector and close the store."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("shutting down: finishing in-flight calls (up to %gs)", grace)
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.server.stop(grace).wait()
+        if self.projector is not None:
+            self.projector.stop()
+        self.app.close()
+        log.info("stopped")
