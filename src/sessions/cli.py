@@ -117,9 +117,13 @@ def cmd_project(args: argparse.Namespace) -> int:
     ) as progress:
         task = progress.add_task("catching up", total=head, completed=view.position())
         projector = Projector(
-            app, view, on_batch=lambda n, position: progress.update(task, completed=position)
+            app,
+            view,
+            batch_size=args.batch_size,
+            on_batch=lambda n, position: progress.update(task, completed=position),
         )
         projector.catch_up()
+    projector.on_batch = None
     log.info("projector: caught up at %d; tailing the log", projector.position)
     if args.once:
         app.close()
@@ -173,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     project = commands.add_parser("project", help="run the projector alone")
     _add_store(project)
     project.add_argument("--once", action="store_true", help="catch up, then exit")
+    project.add_argument("--batch-size", type=int, default=500, help="events per transaction")
     project.set_defaults(run=cmd_project)
 
     check = commands.add_parser("health", help="exit 0 when the server reports SERVING")
