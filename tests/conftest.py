@@ -26,6 +26,16 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
+# Servers started by the current test; stopped before its database is dropped.
+_running: list["RunningServer"] = []
+
+
+def _stop_running_servers() -> None:
+    while _running:
+        running = _running.pop()
+        running.channel.close()
+        running.server.stop(grace=1)
+
 
 def _postgres_unavailable() -> str | None:
     try:
@@ -56,6 +66,7 @@ def postgres_url(postgres_admin: str) -> Iterator[str]:
     try:
         yield f"{base}/{name}"
     finally:
+        _stop_running_servers()
         with psycopg.connect(postgres_admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -85,8 +96,6 @@ class RunningServer:
 @pytest.fixture
 def start_server() -> Iterator:  # type: ignore[type-arg]
     """Start in-process servers on free ports; all are stopped after the test."""
-    started: list[RunningServer] = []
-
     def start(
         store_url: str,
         *,
@@ -102,10 +111,8 @@ def start_server() -> Iterator:  # type: ignore[type-arg]
         channel = grpc.insecure_channel(target)
         grpc.channel_ready_future(channel).result(timeout=10)
         running = RunningServer(server, channel, target)
-        started.append(running)
+        _running.append(running)
         return running
 
     yield start
-    for running in reversed(started):
-        running.channel.close()
-        running.server.stop(grace=1)
+    _stop_running_servers()

@@ -9,6 +9,9 @@ state a bounded number of times, then refused as a conflict.
 from __future__ import annotations
 
 import logging
+import random
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +35,8 @@ from sessions.store.urls import StoreSettings
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 12
+LOCK_STRIPES = 256
 SYSTEM_PRINCIPAL = "system:deadline"
 
 
@@ -89,7 +93,13 @@ class SessionsApplication(Application[str]):
         self.settings = settings
         self.policy = policy or Policy()
         self.clock = clock
+        # Commands on one stream take turns inside this process, so only
+        # writers in other processes can conflict (and are retried).
+        self._stream_locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         super().__init__(env=settings.env)
+
+    def _stream_lock(self, stream_id: str) -> threading.Lock:
+        return self._stream_locks[hash(stream_id) % LOCK_STRIPES]
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -142,7 +152,8 @@ class SessionsApplication(Application[str]):
             )
             return [*changed, session], Opened(OpenResult.SUCCESS, session=session)
 
-        return self._execute("OpenSession", "", caller, render, decide)
+        stream = schedule_id(subject_container_id, session_type)
+        return self._execute("OpenSession", "", caller, render, decide, stream)
 
     def report_progress(
         self, session_id: str, entries: Sequence[ProgressEntry], caller: Caller, render: Render
@@ -158,7 +169,9 @@ class SessionsApplication(Application[str]):
             )
             return [session], Changed(session)
 
-        return self._execute("ReportSessionProgress", session_id, caller, render, decide)
+        return self._execute(
+            "ReportSessionProgress", session_id, caller, render, decide, session_id
+        )
 
     def heartbeat(self, session_id: str, caller: Caller, render: Render) -> Outcome:
         def decide(now: datetime) -> tuple[list[Aggregate], Result]:
@@ -171,7 +184,7 @@ class SessionsApplication(Application[str]):
             )
             return [session], Changed(session)
 
-        return self._execute("Heartbeat", session_id, caller, render, decide)
+        return self._execute("Heartbeat", session_id, caller, render, decide, session_id)
 
     def close_session(
         self, session_id: str, failed: bool, fail_reason: str, caller: Caller, render: Render
@@ -198,7 +211,7 @@ class SessionsApplication(Application[str]):
             )
             return [session, schedule], Changed(session)
 
-        return self._execute("CloseSession", session_id, caller, render, decide)
+        return self._execute("CloseSession", session_id, caller, render, decide, session_id)
 
     def expire_session(self, session_id: str) -> bool:
         """Record the expiry of a session that is due; return whether this
@@ -231,6 +244,18 @@ class SessionsApplication(Application[str]):
         caller: Caller,
         render: Render,
         decide: Callable[[datetime], tuple[list[Aggregate], Result]],
+        stream_id: str,
+    ) -> Outcome:
+        with self._stream_lock(stream_id):
+            return self._execute_locked(method, session_id, caller, render, decide)
+
+    def _execute_locked(
+        self,
+        method: str,
+        session_id: str,
+        caller: Caller,
+        render: Render,
+        decide: Callable[[datetime], tuple[list[Aggregate], Result]],
     ) -> Outcome:
         operation_id = operation_id_for(caller.principal, caller.idempotency_key)
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -254,6 +279,8 @@ class SessionsApplication(Application[str]):
                 recordings = self.save(*changed, record)
             except IntegrityError:
                 log.debug("%s: concurrent write, attempt %d of %d", method, attempt, MAX_ATTEMPTS)
+                # Jittered backoff, so that racing processes stop colliding.
+                time.sleep(random.uniform(0, 0.002 * attempt))
                 continue
             position = max(r.notification.id for r in recordings if r.notification.id)
             return Outcome(operation_id, payload, position, replayed=False)

@@ -33,7 +33,9 @@ class StoreSettings:
 
 
 def parse_store_url(url: str) -> StoreSettings:
-    common = {"ORIGINATOR_ID_TYPE": "text"}
+    # Aggregates stay cached between commands; each load fast-forwards the
+    # cached copy with newer events from the store, so other writers are seen.
+    common = {"ORIGINATOR_ID_TYPE": "text", "AGGREGATE_CACHE_MAXSIZE": "10000"}
     if url == "memory://" or url.startswith("memory://"):
         # Shared cache, so that every connection of the pool sees one database.
         name = f"file:sessions-{uuid.uuid4().hex}?mode=memory&cache=shared"
