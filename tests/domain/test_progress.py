@@ -15,7 +15,7 @@ from sessions.domain.progress import (
     check_report,
 )
 
-USER, GROUP, MEMBERSHIP = RelatedObjectType.USER, RelatedObjectType.GROUP, RelatedObjectType.MEMBERSHIP
+USER, GROUP, MEMBERSHIP = list(RelatedObjectType)
 CREATE, UPDATE, DELETE = ChangeType.CREATE, ChangeType.UPDATE, ChangeType.DELETE
 
 
@@ -209,7 +209,7 @@ def test_counts_at_the_edges_of_the_range_are_accepted(value):
 
 @pytest.mark.parametrize("bad", [None, 0, 1, "USER", ChangeType.CREATE])
 def test_an_object_type_outside_the_enum_is_refused(bad):
-    entries = [entry(USER, (CREATE, 1, 0)), entry(GROUP, (CREATE, 1, 0)), entry(bad, (CREATE, 1, 0))]
+    entries = [entry(t, (CREATE, 1, 0)) for t in (USER, GROUP, bad)]
     with pytest.raises(InvalidArgument) as err:
         check_report(entries)
     assert err.value.field == "progress_entries[2].object_type"

@@ -19,7 +19,7 @@ from sessions.domain.enums import (
 )
 from sessions.domain.errors import InvalidArgument, StateConflict
 from sessions.domain.progress import ChangeCount, ProgressEntry
-from sessions.domain.session import EXPIRY_REASON, MAX_FAIL_REASON, Session
+from sessions.domain.session import EXPIRY_REASON, MAX_FAIL_REASON, Session, visible_status
 
 USERS_CREATED = (
     ProgressEntry(RelatedObjectType.USER, (ChangeCount(ChangeType.CREATE, 3, 1),)),
@@ -469,6 +469,15 @@ def test_status_at_of_a_closed_session_is_its_final_status(status):
     s = FINAL[status]()
     for now in (at(61), s.expires_at, s.expires_at + timedelta(days=1)):
         assert s.status_at(now) is status
+
+
+@pytest.mark.parametrize("status", list(SessionStatus))
+def test_visible_status_hides_active_states_from_expires_at_on(status):
+    deadline = T0 + TTL
+    assert visible_status(status, deadline, deadline - MICRO) is status
+    for now in (deadline, deadline + timedelta(days=1)):
+        shown = visible_status(status, deadline, now)
+        assert shown is (SessionStatus.EXPIRED if status.is_active else status)
 
 
 # --- the audit trail -------------------------------------------------------------

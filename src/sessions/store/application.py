@@ -44,6 +44,11 @@ class ConcurrencyConflict(Exception):
     """Optimistic-concurrency retries were exhausted (ABORTED)."""
 
 
+class _StaleRead(Exception):
+    """Streams read one after another disagree (another process wrote in
+    between); the command is retried against fresh state."""
+
+
 @dataclass(frozen=True)
 class Caller:
     principal: str
@@ -123,6 +128,8 @@ class SessionsApplication(Application[str]):
             changed: list[Aggregate] = [schedule]
             if schedule.active_session_id is not None:
                 running = self._get(Session, schedule.active_session_id)
+                if running.status.is_final:
+                    raise _StaleRead(f"session {running.id} ended after its schedule was read")
                 if not self._end_if_expired(running, schedule, now):
                     return changed, Opened(OpenResult.OPENED_SESSION_EXISTS, session=running)
                 changed.append(running)
@@ -264,7 +271,11 @@ class SessionsApplication(Application[str]):
                 if previous is not None:
                     return Outcome(operation_id, previous.payload, 0, replayed=True)
             now = self.clock()
-            changed, result = decide(now)
+            try:
+                changed, result = decide(now)
+            except _StaleRead as e:
+                log.debug("%s: %s; attempt %d of %d", method, e, attempt, MAX_ATTEMPTS)
+                continue
             payload = render(operation_id, now, result)
             record = OperationRecord(
                 id=operation_id,

@@ -63,33 +63,50 @@ def parse_store_url(url: str) -> StoreSettings:
                 "SQLITE_DBNAME": str(file),
                 "SQLITE_LOCK_TIMEOUT": "10",
             },
-            f"sqlite://{'/' if file.is_absolute() else ''}{file}",
+            f"sqlite://{file}" if file.is_absolute() else f"sqlite:///./{file}",
         )
     if url.startswith(("postgresql://", "postgres://")):
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as e:
+            raise StoreURLError(f"store URL {_redacted(url)!r} is malformed: {e}") from None
         dbname = unquote(parts.path.lstrip("/"))
         if not dbname:
-            raise StoreURLError(f"store URL {url!r} names no database")
+            raise StoreURLError(f"store URL {_redacted(url)!r} names no database")
         query = parse_qs(parts.query)
+        unknown = sorted(set(query) - {"pool_size", "max_overflow"})
+        if unknown:
+            raise StoreURLError(
+                f"store URL parameter(s) {', '.join(unknown)} not supported "
+                "(only pool_size and max_overflow; put the password before the @)"
+            )
         env = {
             **common,
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": dbname,
             "POSTGRES_HOST": unquote(parts.hostname or "") or "/var/run/postgresql",
-            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_PORT": str(port or 5432),
             "POSTGRES_USER": unquote(parts.username or "") or getpass.getuser(),
             "POSTGRES_PASSWORD": unquote(parts.password or ""),
             "POSTGRES_CONNECT_TIMEOUT": "5",
             "POSTGRES_POOL_SIZE": query.get("pool_size", ["8"])[0],
             "POSTGRES_MAX_OVERFLOW": query.get("max_overflow", ["16"])[0],
         }
-        shown = parts._replace(
-            netloc=parts.netloc.replace(f":{parts.password}@", ":***@")
-            if parts.password
-            else parts.netloc
-        ).geturl()
-        return StoreSettings("postgresql", env, shown)
+        return StoreSettings("postgresql", env, _redacted(url))
     raise StoreURLError(
-        f"unsupported store URL {url!r}: expected sqlite:///path/file.db, "
+        f"unsupported store URL {_redacted(url)!r}: expected sqlite:///path/file.db, "
         "postgresql://user@host:port/dbname or memory://"
     )
+
+
+def _redacted(url: str) -> str:
+    """The URL with any password replaced by ***, safe to log."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{hostport}"
+    return f"{scheme}{sep}{netloc}{slash}{tail}"
