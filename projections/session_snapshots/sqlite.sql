@@ -20,3 +20,11 @@ CREATE TABLE IF NOT EXISTS {table} (
 -- ListSessions: one container, newest first, ties by session id.
 CREATE INDEX IF NOT EXISTS {table}_by_container
     ON {table} (subject_container_id, created_at DESC, session_id DESC);
+
+-- Deadlines: the worker asks for OPENED sessions silent since before a time,
+-- and for active sessions past expires_at. Partial indexes hold only active
+-- sessions, so the cost follows the number of due sessions, not the total.
+CREATE INDEX IF NOT EXISTS {table}_stall_due
+    ON {table} (last_seen_at) WHERE status = 1;
+CREATE INDEX IF NOT EXISTS {table}_expiry_due
+    ON {table} (expires_at) WHERE status IN (1, 2);

@@ -64,6 +64,21 @@ def _float_env(name: str) -> float | None:
         raise UsageError(f"SESSIONS_{name.upper()}={value!r} is not a number of seconds") from None
 
 
+def _add_deadlines(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-deadlines",
+        action="store_true",
+        help="do not record stalls and expiries here (safe to run in several processes)",
+    )
+    parser.add_argument(
+        "--deadline-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often the deadline worker sweeps (default 1)",
+    )
+
+
 def _policy(args: argparse.Namespace) -> Policy:
     try:
         return Policy.from_seconds(**{name: getattr(args, name) for name in POLICY_FLAGS})
@@ -87,6 +102,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.listen,
         policy=_policy(args),
         run_projector=not args.no_projector,
+        run_deadlines=not args.no_deadlines,
+        deadline_interval=args.deadline_interval,
     )
     server.start()
     _wait_for_signal()
@@ -97,6 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_project(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from sessions.deadlines import DeadlineWorker
     from sessions.projection.runner import Projector
     from sessions.projection.snapshots import open_snapshots
     from sessions.store.application import SessionsApplication
@@ -104,7 +122,7 @@ def cmd_project(args: argparse.Namespace) -> int:
 
     settings = parse_store_url(args.store or default_store_url())
     log.info("store: %s", settings.description)
-    app = SessionsApplication(settings)
+    app = SessionsApplication(settings, policy=_policy(args))
     view = open_snapshots(app)
     head = app.recorder.max_notification_id() or 0
     with Progress(
@@ -129,7 +147,16 @@ def cmd_project(args: argparse.Namespace) -> int:
         app.close()
         return 0
     projector.start()
+    deadlines = None
+    if not args.no_deadlines:
+        deadlines = DeadlineWorker(
+            app, view, interval=args.deadline_interval, on_sweep=lambda sweep: projector.wake()
+        )
+        deadlines.start()
+        log.info("deadlines: sweeping every %gs", args.deadline_interval)
     _wait_for_signal()
+    if deadlines is not None:
+        deadlines.stop()
     projector.stop()
     app.close()
     return 0
@@ -171,11 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not fold events here: another process runs `sessions project`",
     )
+    _add_deadlines(serve)
     serve.add_argument("--grace", type=float, default=10.0, help="shutdown grace in seconds")
     serve.set_defaults(run=cmd_serve)
 
     project = commands.add_parser("project", help="run the projector alone")
     _add_store(project)
+    _add_policy(project)
+    _add_deadlines(project)
     project.add_argument("--once", action="store_true", help="catch up, then exit")
     project.add_argument("--batch-size", type=int, default=500, help="events per transaction")
     project.set_defaults(run=cmd_project)

@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from sessions.api.protos import OPERATION_SERVICE, SESSION_SERVICE
 from sessions.api.servicers import add_services
+from sessions.deadlines import DEFAULT_INTERVAL, DeadlineWorker
 from sessions.domain.policy import Policy
 from sessions.projection.read_model import ReadModel
 from sessions.projection.runner import Projector
@@ -32,6 +33,8 @@ class SessionsServer:
         *,
         policy: Policy | None = None,
         run_projector: bool = True,
+        run_deadlines: bool = True,
+        deadline_interval: float = DEFAULT_INTERVAL,
         clock: Clock = system_clock,
         max_workers: int = 32,
     ):
@@ -39,6 +42,8 @@ class SessionsServer:
         self.listen = listen
         self.policy = policy or Policy()
         self.run_projector = run_projector
+        self.run_deadlines = run_deadlines
+        self.deadline_interval = deadline_interval
         self.clock = clock
         self.max_workers = max_workers
         self.port = 0
@@ -53,6 +58,16 @@ class SessionsServer:
         self.view = open_snapshots(self.app)
         self.projector = Projector(self.app, self.view) if self.run_projector else None
         read_model = ReadModel(self.view, self.projector)
+        self.deadlines = (
+            DeadlineWorker(
+                self.app,
+                self.view,
+                interval=self.deadline_interval,
+                on_sweep=self._wake_projector,
+            )
+            if self.run_deadlines
+            else None
+        )
 
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="grpc"),
@@ -82,7 +97,14 @@ class SessionsServer:
             log.info("projector: read model at %d, log head at %d", self.projector.position, head)
             self.projector.start()
             threading.Thread(target=self._serve_when_caught_up, args=(head,), daemon=True).start()
+        if self.deadlines is not None:
+            self.deadlines.start()
+            log.info("deadlines: sweeping every %gs", self.deadline_interval)
         return self.port
+
+    def _wake_projector(self, sweep: object) -> None:
+        if self.projector is not None and getattr(sweep, "position", 0):
+            self.projector.wake()
 
     def _serve_when_caught_up(self, head: int) -> None:
         assert self.projector is not None
@@ -105,6 +127,8 @@ class SessionsServer:
         log.info("shutting down: finishing in-flight calls (up to %gs)", grace)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.stop(grace).wait()
+        if self.deadlines is not None:
+            self.deadlines.stop()
         if self.projector is not None:
             self.projector.stop()
         self.app.close()

@@ -61,7 +61,7 @@ def _venv_key() -> str:
         [
             *OFFICIAL_CLIENT_REQUIREMENTS,
             f"python={sys.version}",
-            f"base={getattr(sys, '_base_executable', sys.executable)}",
+            f"base={os.path.realpath(getattr(sys, '_base_executable', sys.executable))}",
         ]
     )
     return hashlib.sha256(material.encode()).hexdigest()
@@ -354,7 +354,8 @@ def test_official_client_drives_the_whole_session_lifecycle(official_client_pyth
             f"--- server log ---\n{sessions_server.log_tail()}",
             pytrace=False,
         )
-    # A graceful stop exits 0; dying of the signal itself (-15) is tolerated, a crash is not.
-    assert code in (0, -signal.SIGTERM, 128 + signal.SIGTERM), (
+    # DESIGN.md asks for a graceful shutdown: the server handles SIGTERM and exits 0
+    # (a bare -15 would mean it died of the signal without stopping its parts).
+    assert code == 0, (
         f"the server exited with code {code} on SIGTERM.\n--- server log ---\n{sessions_server.log_tail()}"
     )

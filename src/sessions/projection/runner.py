@@ -88,6 +88,14 @@ class Projector:
         if self.on_batch:
             self.on_batch(len(notifications), last)
 
+    def _resync(self) -> None:
+        """Take the stored position as the truth again: another instance may
+        have moved it, or a commit may have landed whose answer was lost."""
+        try:
+            self._advance(self.view.position())
+        except Exception:  # the store is down; the next batch will tell
+            log.debug("projector: cannot read the stored position", exc_info=True)
+
     def _advance(self, position: int) -> None:
         with self._progress:
             self._position = position
@@ -139,6 +147,7 @@ class Projector:
             except Exception as e:  # keep tailing; the error is logged and shown
                 self.error = e
                 log.exception("projector: batch after position %d failed", self._position)
+                self._resync()
                 backoff = min(backoff * 2, 5.0)
                 self._stop.wait(backoff)
                 continue

@@ -85,6 +85,14 @@ class SessionSnapshots:
     def list_newest(self, subject_container_id: str, limit: int) -> list[ServedRow]:
         raise NotImplementedError
 
+    def due_to_stall(self, silent_since: int, limit: int) -> list[str]:
+        """OPENED sessions last seen at or before ``silent_since`` (micros)."""
+        raise NotImplementedError
+
+    def due_to_expire(self, now: int, limit: int) -> list[str]:
+        """OPENED or PENDING sessions whose expires_at is at or before ``now``."""
+        raise NotImplementedError
+
     def position(self) -> int:
         return self.max_tracking_id(self.tracking_name) or 0  # type: ignore[attr-defined]
 
@@ -145,6 +153,25 @@ class SQLiteSessionSnapshots(SQLiteTrackingRecorder, SessionSnapshots):
             )
             return [ServedRow(bytes(r[0]), r[1], r[2]) for r in c.fetchall()]
 
+    def due_to_stall(self, silent_since: int, limit: int) -> list[str]:
+        return self._ids(
+            f"SELECT session_id FROM {self.table} WHERE status = 1 AND last_seen_at <= ? "
+            "ORDER BY last_seen_at LIMIT ?",
+            (silent_since, limit),
+        )
+
+    def due_to_expire(self, now: int, limit: int) -> list[str]:
+        return self._ids(
+            f"SELECT session_id FROM {self.table} WHERE status IN (1, 2) AND expires_at <= ? "
+            "ORDER BY expires_at LIMIT ?",
+            (now, limit),
+        )
+
+    def _ids(self, query: str, params: tuple[Any, ...]) -> list[str]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(query, params)
+            return [r[0] for r in c.fetchall()]
+
 
 class PostgresSessionSnapshots(PostgresTrackingRecorder, SessionSnapshots):
     def __init__(self, datastore: Any, *, at_version: int | None = None, **kwargs: Any):
@@ -170,6 +197,14 @@ class PostgresSessionSnapshots(PostgresTrackingRecorder, SessionSnapshots):
         ).format(table=table)
         self._get = SQL(
             "SELECT session, status, expires_at FROM {table} WHERE session_id = %s"
+        ).format(table=table)
+        self._due_to_stall = SQL(
+            "SELECT session_id FROM {table} WHERE status = 1 AND last_seen_at <= %s "
+            "ORDER BY last_seen_at LIMIT %s"
+        ).format(table=table)
+        self._due_to_expire = SQL(
+            "SELECT session_id FROM {table} WHERE status IN (1, 2) AND expires_at <= %s "
+            "ORDER BY expires_at LIMIT %s"
         ).format(table=table)
         self._list = SQL(
             "SELECT session, status, expires_at FROM {table} "
@@ -202,6 +237,17 @@ class PostgresSessionSnapshots(PostgresTrackingRecorder, SessionSnapshots):
                 ServedRow(bytes(r["session"]), r["status"], r["expires_at"])
                 for r in curs.fetchall()
             ]
+
+    def due_to_stall(self, silent_since: int, limit: int) -> list[str]:
+        return self._ids(self._due_to_stall, (silent_since, limit))
+
+    def due_to_expire(self, now: int, limit: int) -> list[str]:
+        return self._ids(self._due_to_expire, (now, limit))
+
+    def _ids(self, query: Any, params: tuple[Any, ...]) -> list[str]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(query, params, prepare=True)
+            return [r["session_id"] for r in curs.fetchall()]
 
 
 def open_snapshots(app: Any, *, at_version: int | None = None) -> SessionSnapshots:

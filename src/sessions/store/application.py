@@ -100,10 +100,10 @@ class SessionsApplication(Application[str]):
         self.clock = clock
         # Commands on one stream take turns inside this process, so only
         # writers in other processes can conflict (and are retried).
-        self._stream_locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+        self._stream_locks = [threading.RLock() for _ in range(LOCK_STRIPES)]
         super().__init__(env=settings.env)
 
-    def _stream_lock(self, stream_id: str) -> threading.Lock:
+    def _stream_lock(self, stream_id: str) -> threading.RLock:
         return self._stream_locks[hash(stream_id) % LOCK_STRIPES]
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
@@ -220,19 +220,33 @@ class SessionsApplication(Application[str]):
 
         return self._execute("CloseSession", session_id, caller, render, decide, session_id)
 
-    def expire_session(self, session_id: str) -> bool:
-        """Record the expiry of a session that is due; return whether this
-        call recorded it (a lost race with another worker is not an error)."""
-        try:
-            now = self.clock()
-            session = self._get(Session, session_id)
-            schedule = self._get(SyncSchedule, schedule_id(session.subject_container_id, session.session_type))
-            if not self._end_if_expired(session, schedule, now):
-                return False
-            self.save(session, schedule)
-            return True
-        except IntegrityError:
-            return False
+    def expire_session(self, session_id: str) -> int:
+        """Record the expiry of a session that is due. Return the position of
+        the events written, or 0 when there was nothing to do (not due, or
+        another writer got there first: a lost race is not an error)."""
+        with self._stream_lock(session_id):
+            try:
+                now = self.clock()
+                session = self._get(Session, session_id)
+                schedule = self._get(
+                    SyncSchedule, schedule_id(session.subject_container_id, session.session_type)
+                )
+                if not self._end_if_expired(session, schedule, now):
+                    return 0
+                return _last_position(self.save(session, schedule))
+            except IntegrityError:
+                return 0
+
+    def stall_session(self, session_id: str) -> int:
+        """Record that a session's agent went quiet, if it did (see expire_session)."""
+        with self._stream_lock(session_id):
+            try:
+                session = self._get(Session, session_id)
+                if not session.stall(now=self.clock(), policy=self.policy, principal=SYSTEM_PRINCIPAL):
+                    return 0
+                return _last_position(self.save(session))
+            except IntegrityError:
+                return 0
 
     # --- queries ----------------------------------------------------------------
 
@@ -293,8 +307,7 @@ class SessionsApplication(Application[str]):
                 # Jittered backoff, so that racing processes stop colliding.
                 time.sleep(random.uniform(0, 0.002 * attempt))
                 continue
-            position = max(r.notification.id for r in recordings if r.notification.id)
-            return Outcome(operation_id, payload, position, replayed=False)
+            return Outcome(operation_id, payload, _last_position(recordings), replayed=False)
         raise ConcurrencyConflict(
             f"{method}: gave up after {MAX_ATTEMPTS} conflicting concurrent writes; retry"
         )
@@ -336,6 +349,10 @@ class SessionsApplication(Application[str]):
             return self._get(kind, aggregate_id)
         except NotFound:
             return None
+
+
+def _last_position(recordings: Sequence[Any]) -> int:
+    return max(r.notification.id or 0 for r in recordings)
 
 
 def _describe(kind: type[Any]) -> str:
