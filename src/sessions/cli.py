@@ -179,6 +179,131 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _open_app(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from sessions.store.application import SessionsApplication
+    from sessions.store.urls import parse_store_url
+
+    return SessionsApplication(parse_store_url(args.store or default_store_url()))
+
+
+def _parse_time(text: str):  # type: ignore[no-untyped-def]
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--as-of {text!r} is not an RFC 3339 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    import json
+
+    from google.protobuf.json_format import MessageToDict
+    from rich.console import Console
+    from rich.table import Table
+
+    from sessions.api.convert import session_message
+    from sessions.domain.errors import NotFound
+    from sessions.projection.history import session_as_of, session_at_version, session_history
+
+    app = _open_app(args)
+    try:
+        if args.as_of or args.at_version:
+            if args.at_version:
+                session = session_at_version(app, args.session_id, args.at_version)
+                message = session_message(session)
+            else:
+                session, message = session_as_of(app, args.session_id, _parse_time(args.as_of))
+            shown = MessageToDict(message, preserving_proto_field_name=True)
+            print(json.dumps({"version": session.version, "session": shown}, indent=None if args.json else 2))
+            return 0
+        entries = session_history(app, args.session_id)
+        if args.json:
+            for e in entries:
+                print(json.dumps({
+                    "version": e.version,
+                    "position": e.position,
+                    "recorded_at": e.recorded_at.isoformat(),
+                    "event_type": e.event_type,
+                    "principal": e.principal,
+                    "idempotency_key": e.idempotency_key,
+                    "link": e.link,
+                    "changes": e.changes,
+                    "state": MessageToDict(e.state, preserving_proto_field_name=True),
+                }))
+            return 0
+        table = Table(title=f"session {args.session_id}")
+        for column in ("ver", "pos", "recorded at", "event", "principal", "idempotency key", "changes", "status after"):
+            table.add_column(column)
+        for e in entries:
+            table.add_row(
+                str(e.version),
+                str(e.position),
+                e.recorded_at.isoformat(timespec="milliseconds"),
+                e.event_type,
+                e.principal,
+                e.idempotency_key,
+                _describe_changes(e.changes),
+                _status_name(e.state.status),
+            )
+        Console().print(table)
+        return 0
+    except NotFound as e:
+        print(f"sessions: {e}", file=sys.stderr)
+        return 1
+    finally:
+        app.close()
+
+
+def _describe_changes(changes: dict) -> str:  # type: ignore[type-arg]
+    parts = []
+    for key, value in changes.items():
+        if key == "entries":
+            value = "; ".join(
+                f"{e['object_type']} " + ", ".join(f"{c}+{s}/{f}" for c, s, f in e["changes"])
+                for e in value
+            )
+        parts.append(f"{key}={value}")
+    return "\n".join(parts)
+
+
+def _status_name(number: int) -> str:
+    from sessions.api.protos import session_pb2
+
+    return session_pb2.SessionStatus.Name(number)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from sessions.store.chain_check import check_all, check_session
+
+    if bool(args.session_id) == bool(args.all):
+        raise UsageError("give a SESSION_ID or --all")
+    app = _open_app(args)
+    try:
+        if args.session_id:
+            try:
+                broken = check_session(app, args.session_id)
+            except LookupError as e:
+                print(f"sessions: {e}", file=sys.stderr)
+                return 1
+            breaks = [broken] if broken else []
+        else:
+            head = app.recorder.max_notification_id() or 0
+            with Progress(transient=True) as progress:
+                task = progress.add_task("verifying chains", total=head)
+                breaks = list(check_all(app, on_progress=lambda p: progress.update(task, completed=p)))
+        for b in breaks:
+            print(f"BROKEN {b.stream}: first bad version {b.version}: {b.problem}")
+        if not breaks:
+            print("intact: every chain verifies")
+        return 1 if breaks else 0
+    finally:
+        app.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sessions", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default=_env("log_level", "INFO"), help="default INFO")
@@ -210,6 +335,23 @@ def build_parser() -> argparse.ArgumentParser:
     project.add_argument("--batch-size", type=int, default=500, help="events per transaction")
     project.set_defaults(run=cmd_project)
 
+    history = commands.add_parser("history", help="a session's events in order, and the state after each")
+    history.add_argument("session_id", metavar="SESSION_ID")
+    _add_store(history)
+    history.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    point = history.add_mutually_exclusive_group()
+    point.add_argument("--as-of", metavar="TIME", help="the session as GetSession showed it then (RFC 3339)")
+    point.add_argument("--at-version", type=int, metavar="N", help="the session right after version N")
+    history.set_defaults(run=cmd_history)
+
+    audit = commands.add_parser("audit", help="tamper evidence")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    verify = audit_commands.add_parser("verify", help="recompute the chains; exit 1 if any is broken")
+    verify.add_argument("session_id", nargs="?", metavar="SESSION_ID")
+    verify.add_argument("--all", action="store_true", help="every stream in the store")
+    _add_store(verify)
+    verify.set_defaults(run=cmd_audit_verify)
+
     check = commands.add_parser("health", help="exit 0 when the server reports SERVING")
     check.add_argument("--target", default=_env("target", "127.0.0.1:50051"), metavar="HOST:PORT")
     check.add_argument("--service", default="", help="service name (default: the server)")
@@ -230,3 +372,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, StoreURLError) as e:
         print(f"sessions: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `sessions history ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

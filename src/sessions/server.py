@@ -11,8 +11,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from sessions.api.protos import OPERATION_SERVICE, SESSION_SERVICE
-from sessions.api.servicers import add_services
+from sessions.api.audit import AuditService
+from sessions.api.protos import (
+    AUDIT_SERVICE,
+    OPERATION_SERVICE,
+    SESSION_SERVICE,
+    audit_pb2_grpc,
+    operation_service_pb2_grpc,
+    service_pb2_grpc,
+)
+from sessions.api.servicers import OperationService, SessionService
 from sessions.deadlines import DEFAULT_INTERVAL, DeadlineWorker
 from sessions.domain.policy import Policy
 from sessions.projection.read_model import ReadModel
@@ -73,12 +81,24 @@ class SessionsServer:
             futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="grpc"),
             options=[("grpc.so_reuseport", 0)],
         )
-        add_services(self.server, self.app, read_model)
+        service_pb2_grpc.add_SynchronizationSessionServiceServicer_to_server(
+            SessionService(self.app, read_model), self.server
+        )
+        operation_service_pb2_grpc.add_OperationServiceServicer_to_server(
+            OperationService(self.app), self.server
+        )
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(self.app), self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         reflection.enable_server_reflection(
-            (SESSION_SERVICE, OPERATION_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            (
+                SESSION_SERVICE,
+                OPERATION_SERVICE,
+                AUDIT_SERVICE,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            ),
             self.server,
         )
         self.port = self.server.add_insecure_port(self.listen)
@@ -115,7 +135,7 @@ class SessionsServer:
                 return
 
     def _set_health(self, status: int) -> None:
-        for service in ("", SESSION_SERVICE, OPERATION_SERVICE):
+        for service in ("", SESSION_SERVICE, OPERATION_SERVICE, AUDIT_SERVICE):
             self.health.set(service, status)
 
     def stop(self, grace: float = 10.0) -> None:

@@ -35,6 +35,7 @@ def ended(schedule: SyncSchedule, session_id: str, outcome: SessionStatus, ended
         session_id=session_id,
         outcome=outcome,
         ended_at=ended_at,
+        final_link="00" * 32,
         principal="agent:a",
         idempotency_key="",
         timestamp=ended_at,

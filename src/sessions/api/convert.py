@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sessions.api.protos import session_pb2
 from sessions.domain.enums import SessionStatus, SessionType
 from sessions.domain.progress import ChangeCount, ProgressEntry
-from sessions.domain.session import Session
+from sessions.domain.session import EXPIRY_REASON, Session
 from sessions.domain import enums
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -28,16 +28,17 @@ def timestamp(moment: datetime) -> Timestamp:
 
 
 def session_message(
-    session: Session, status: SessionStatus | None = None
+    session: Session, at: datetime | None = None
 ) -> session_pb2.SynchronizationSession:
-    """The SynchronizationSession that GetSession serves for this state."""
+    """The SynchronizationSession that GetSession serves for this state (at
+    time ``at``, if given: read-time expiry applies then)."""
     message = session_pb2.SynchronizationSession(
         session_id=session.id,
         agent_id=session.agent_id,
         created_at=timestamp(session.created_at),
         expires_at=timestamp(session.expires_at),
         sync_mode=session.sync_mode.value,
-        status=(status or session.status).value,
+        status=session.status.value,
         fail_reason=session.fail_reason,
         session_type=session.session_type.value,
         progress_entries=[
@@ -55,7 +56,16 @@ def session_message(
     )
     if session.closed_at is not None:
         message.closed_at.CopyFrom(timestamp(session.closed_at))
+    if at is not None and session.status_at(at) != session.status:
+        show_expired(message)
     return message
+
+
+def show_expired(message: session_pb2.SynchronizationSession) -> None:
+    """Show a session past its expires_at as the expiry event will record it."""
+    message.status = SessionStatus.EXPIRED.value
+    message.closed_at.CopyFrom(message.expires_at)
+    message.fail_reason = EXPIRY_REASON
 
 
 def session_bytes(session: Session) -> bytes:

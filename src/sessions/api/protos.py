@@ -14,3 +14,10 @@ from sessions.generated.yandex.cloud.organizationmanager.v1.idp import (  # noqa
 
 SESSION_SERVICE = service_pb2.DESCRIPTOR.services_by_name["SynchronizationSessionService"].full_name
 OPERATION_SERVICE = operation_service_pb2.DESCRIPTOR.services_by_name["OperationService"].full_name
+
+from sessions.generated.sessions.audit.v1 import (  # noqa: E402, F401
+    audit_service_pb2 as audit_pb2,
+    audit_service_pb2_grpc as audit_pb2_grpc,
+)
+
+AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name

@@ -1,12 +1,12 @@
 """Building blocks shared by the aggregates: string ids, and events that
-always say who caused them, when, and under which idempotency key."""
+always say who caused them, when, under which idempotency key, and that chain
+to the previous event of their stream (see chain.py)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from eventsourcing.utils import register_topic
 from eventsourcing.domain import (
     BaseAggregate,
     CanInitAggregate,
@@ -14,6 +14,9 @@ from eventsourcing.domain import (
     CanSnapshotAggregate,
     MetaDomainEvent,
 )
+from eventsourcing.utils import get_topic, register_topic
+
+from sessions.domain.chain import GENESIS, link_for
 
 
 class RecordedEvent(CanMutateAggregate[str], metaclass=MetaDomainEvent):
@@ -21,7 +24,8 @@ class RecordedEvent(CanMutateAggregate[str], metaclass=MetaDomainEvent):
 
     ``timestamp`` is the time the event was recorded, taken from the caller's
     clock (the domain never reads the clock itself); ``principal`` is who
-    caused it; ``idempotency_key`` is the request's key, or "".
+    caused it; ``idempotency_key`` is the request's key, or ""; ``link``
+    chains the event to its stream's previous one (tamper evidence).
     """
 
     originator_id: str
@@ -29,6 +33,12 @@ class RecordedEvent(CanMutateAggregate[str], metaclass=MetaDomainEvent):
     timestamp: datetime
     principal: str
     idempotency_key: str
+    link: str
+
+    def mutate(self, aggregate: Any) -> Any:
+        aggregate = super().mutate(aggregate)
+        aggregate.chain_link = self.link
+        return aggregate
 
 
 class CreationEvent(RecordedEvent, CanInitAggregate[str]):
@@ -59,7 +69,10 @@ register_topic(SnapshotOfState.TOPIC, SnapshotOfState)
 
 
 class Aggregate(BaseAggregate[str]):
-    """An aggregate with a string id whose events are RecordedEvents."""
+    """An aggregate with a string id whose events are RecordedEvents, each
+    linked to the one before it when it is created."""
+
+    chain_link: str = GENESIS
 
     class Event(RecordedEvent):
         pass
@@ -68,3 +81,14 @@ class Aggregate(BaseAggregate[str]):
         pass
 
     Snapshot = SnapshotOfState
+
+    @classmethod
+    def _create(cls, event_class: Any, *, id: Any = None, **kwargs: Any) -> Any:  # noqa: A002
+        fields = {**kwargs, "originator_topic": get_topic(cls)}
+        link = link_for(GENESIS, id, cls.INITIAL_VERSION, get_topic(event_class), fields)
+        return super()._create(event_class, id=id, link=link, **kwargs)
+
+    def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
+        version = self.version + 1
+        link = link_for(self.chain_link, self.id, version, get_topic(event_class), kwargs)
+        super().trigger_event(event_class, link=link, **kwargs)

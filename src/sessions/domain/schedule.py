@@ -113,12 +113,15 @@ class SyncSchedule(Aggregate):
         self.active_session_id = session_id
         self.active_sync_mode = sync_mode
 
+    # ``final_link`` is the ended session's last chain link: it seals the
+    # session's stream, so that removing its last events is detected.
     @event("SessionEnded", topic="sessions.SessionEnded")
     def session_ended(
         self,
         session_id: str,
         outcome: SessionStatus,
         ended_at: datetime,
+        final_link: str,
         principal: str,
         idempotency_key: str,
         timestamp: datetime,

@@ -12,7 +12,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,7 @@ from sessions.store.urls import StoreSettings
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 12
+SCHEMA_LOCK_KEY = 0x5E5510  # pg_advisory_lock key held while creating tables
 LOCK_STRIPES = 256
 SYSTEM_PRINCIPAL = "system:deadline"
 
@@ -101,7 +103,33 @@ class SessionsApplication(Application[str]):
         # Commands on one stream take turns inside this process, so only
         # writers in other processes can conflict (and are retried).
         self._stream_locks = [threading.RLock() for _ in range(LOCK_STRIPES)]
-        super().__init__(env=settings.env)
+        with self.schema_lock():
+            super().__init__(env=settings.env)
+
+    @contextmanager
+    def schema_lock(self) -> Iterator[None]:
+        """Serialize table creation across processes: PostgreSQL's CREATE ...
+        IF NOT EXISTS races when several servers start on a fresh database."""
+        if self.settings.backend != "postgresql":
+            yield
+            return
+        import psycopg
+
+        env = self.settings.env
+        with psycopg.connect(
+            dbname=env["POSTGRES_DBNAME"],
+            host=env["POSTGRES_HOST"],
+            port=env["POSTGRES_PORT"],
+            user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"] or None,
+            connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
+            autocommit=True,
+        ) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
 
     def _stream_lock(self, stream_id: str) -> threading.RLock:
         return self._stream_locks[hash(stream_id) % LOCK_STRIPES]
@@ -212,6 +240,7 @@ class SessionsApplication(Application[str]):
                 session_id=session.id,
                 outcome=session.status,
                 ended_at=now,
+                final_link=session.chain_link,
                 principal=caller.principal,
                 idempotency_key=caller.idempotency_key,
                 timestamp=now,
@@ -329,6 +358,7 @@ class SessionsApplication(Application[str]):
             session_id=session.id,
             outcome=session.status,
             ended_at=session.closed_at,
+            final_link=session.chain_link,
             principal=SYSTEM_PRINCIPAL,
             idempotency_key="",
             timestamp=now,

@@ -1,0 +1,46 @@
+"""Raw stored events of one stream, with their positions in the log.
+
+The library's ``select_events`` leaves out the notification id; audits need
+it, so this reads the same table through the recorder's own datastore.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg.sql import SQL, Identifier
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    stream: str
+    version: int
+    position: int
+    topic: str
+    state: bytes
+
+
+def stream_records(recorder: Any, stream_id: str) -> list[StoredRecord]:
+    table = recorder.events_table_name
+    if isinstance(recorder, PostgresApplicationRecorder):
+        query = SQL(
+            "SELECT notification_id, originator_version, topic, state FROM {table} "
+            "WHERE originator_id = %s ORDER BY originator_version"
+        ).format(table=Identifier(table))
+        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(query, (stream_id,), prepare=True)
+            return [
+                StoredRecord(
+                    stream_id, r["originator_version"], r["notification_id"], r["topic"], bytes(r["state"])
+                )
+                for r in curs.fetchall()
+            ]
+    with recorder.datastore.transaction(commit=False) as c:
+        c.execute(
+            f"SELECT rowid, originator_version, topic, state FROM {table} "
+            "WHERE originator_id = ? ORDER BY originator_version",
+            (stream_id,),
+        )
+        return [StoredRecord(stream_id, r[1], r[0], r[2], bytes(r[3])) for r in c.fetchall()]
