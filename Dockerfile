@@ -10,10 +10,15 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 FROM python:3.11-slim
 RUN useradd --system --create-home --home-dir /var/lib/sessions sessions
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+    && mkdir -p /var/lib/sessions/data && chown sessions: /var/lib/sessions/data
 USER sessions
 WORKDIR /var/lib/sessions
 ENV SESSIONS_STORE=sqlite:///var/lib/sessions/data/sessions.db
+# It listens on a public address, so it needs credentials: make them in the
+# volume with `sessions auth add-token` (see README, Security); until the file
+# exists the server refuses to start. SIGHUP reloads it.
+ENV SESSIONS_AUTH_FILE=/var/lib/sessions/data/credentials.json
 VOLUME /var/lib/sessions/data
 EXPOSE 50051
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \

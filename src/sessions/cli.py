@@ -13,8 +13,10 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
+from sessions import security_cli
 from sessions.domain.policy import Policy
 from sessions.store.urls import StoreURLError, default_store_url
+from sessions.transport import add_client_options
 
 log = logging.getLogger("sessions")
 
@@ -95,16 +97,20 @@ def _wait_for_signal() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from sessions.security_cli import reload_on_sighup, server_kwargs, usage_errors
     from sessions.server import SessionsServer
 
-    server = SessionsServer(
-        args.store or default_store_url(),
-        args.listen,
-        policy=_policy(args),
-        run_projector=not args.no_projector,
-        run_deadlines=not args.no_deadlines,
-        deadline_interval=args.deadline_interval,
-    )
+    with usage_errors():
+        server = SessionsServer(
+            args.store or default_store_url(),
+            args.listen,
+            policy=_policy(args),
+            run_projector=not args.no_projector,
+            run_deadlines=not args.no_deadlines,
+            deadline_interval=args.deadline_interval,
+            **server_kwargs(args),
+        )
+    reload_on_sighup(server)
     server.start()
     _wait_for_signal()
     server.stop(grace=args.grace)
@@ -166,10 +172,17 @@ def cmd_health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(args.target) as channel:
+    from sessions.security_cli import usage_errors
+    from sessions.transport import call_metadata, client_channel
+
+    with usage_errors():
+        channel = client_channel(args, args.target)
+    with channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+                health_pb2.HealthCheckRequest(service=args.service),
+                timeout=args.timeout,
+                metadata=call_metadata(args),
             )
         except grpc.RpcError as e:
             print(f"{args.target}: {e.code().name} {e.details()}", file=sys.stderr)
@@ -325,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_deadlines(serve)
     serve.add_argument("--grace", type=float, default=10.0, help="shutdown grace in seconds")
+    security_cli.add_serve_options(serve)
     serve.set_defaults(run=cmd_serve)
 
     project = commands.add_parser("project", help="run the projector alone")
@@ -356,7 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--target", default=_env("target", "127.0.0.1:50051"), metavar="HOST:PORT")
     check.add_argument("--service", default="", help="service name (default: the server)")
     check.add_argument("--timeout", type=float, default=3.0)
+    add_client_options(check)
     check.set_defaults(run=cmd_health)
+
+    security_cli.add_auth_commands(commands)
     return parser
 
 

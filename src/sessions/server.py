@@ -4,6 +4,7 @@ reflection, and a graceful shutdown."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from concurrent import futures
 
@@ -11,6 +12,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from sessions import credentials as credentials_file
+from sessions.api.access import AccessInterceptor
 from sessions.api.audit import AuditService
 from sessions.api.protos import (
     AUDIT_SERVICE,
@@ -29,6 +32,15 @@ from sessions.projection.snapshots import open_snapshots
 from sessions.store.application import SessionsApplication
 from sessions.store.clock import Clock, system_clock
 from sessions.store.urls import parse_store_url
+from sessions.transport import (
+    DEFAULT_MAX_CONCURRENT_RPCS,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_STREAMS_PER_CONNECTION,
+    SecurityConfigError,
+    ServerTLS,
+    is_loopback,
+    server_options,
+)
 
 log = logging.getLogger("sessions.server")
 
@@ -45,7 +57,20 @@ class SessionsServer:
         deadline_interval: float = DEFAULT_INTERVAL,
         clock: Clock = system_clock,
         max_workers: int = 32,
+        auth_file: str | os.PathLike[str] | None = None,
+        insecure_no_auth: bool = False,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_client_ca: str | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_concurrent_rpcs: int | None = DEFAULT_MAX_CONCURRENT_RPCS,
+        max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION,
     ):
+        """Security (issue 7): with ``auth_file`` every call is authenticated
+        and authorized (sessions.api.access); without, the server is open and
+        may listen only on loopback unless ``insecure_no_auth``. Raises
+        SecurityConfigError or credentials.CredentialsError before anything
+        is opened when the configuration is unsafe or unreadable."""
         self.settings = parse_store_url(store_url)
         self.listen = listen
         self.policy = policy or Policy()
@@ -56,6 +81,39 @@ class SessionsServer:
         self.max_workers = max_workers
         self.port = 0
         self._stopped = threading.Event()
+        self.auth_file = os.fspath(auth_file) if auth_file else None
+        self.insecure_no_auth = insecure_no_auth
+        self.tls = ServerTLS.from_options(tls_cert, tls_key, tls_client_ca)
+        self._tls_credentials = self.tls.credentials() if self.tls is not None else None
+        self.max_message_bytes = max_message_bytes
+        self.max_concurrent_rpcs = max_concurrent_rpcs
+        self.max_streams_per_connection = max_streams_per_connection
+        self.access = (
+            AccessInterceptor(credentials_file.load(self.auth_file)) if self.auth_file else None
+        )
+        if self.access is None and not is_loopback(listen) and not insecure_no_auth:
+            raise SecurityConfigError(
+                f"refusing to listen on {listen} without credentials: every caller would be "
+                "accepted. Give --auth-file (SESSIONS_AUTH_FILE) with tokens made by "
+                "`sessions auth add-token`, listen on 127.0.0.1, or pass --insecure-no-auth "
+                "if an open server on this address is really intended."
+            )
+
+    def reload_credentials(self) -> bool:
+        """Re-read the credentials file (SIGHUP). A file that does not load
+        leaves the credentials as they were; returns whether it loaded."""
+        if self.access is None:
+            log.warning("credentials: none configured (no --auth-file); nothing to reload")
+            return False
+        assert self.auth_file is not None
+        try:
+            loaded = credentials_file.load(self.auth_file)
+        except credentials_file.CredentialsError as e:
+            log.error("credentials: reload failed, keeping the previous ones: %s", e)
+            return False
+        self.access.credentials = loaded
+        log.info("credentials: reloaded from %s: %s", self.auth_file, loaded.describe())
+        return True
 
     def start(self) -> int:
         """Start serving; return the bound port. Health says SERVING once the
@@ -79,7 +137,9 @@ class SessionsServer:
 
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="grpc"),
-            options=[("grpc.so_reuseport", 0)],
+            options=server_options(self.max_message_bytes, self.max_streams_per_connection),
+            interceptors=[self.access] if self.access is not None else None,
+            maximum_concurrent_rpcs=self.max_concurrent_rpcs,
         )
         service_pb2_grpc.add_SynchronizationSessionServiceServicer_to_server(
             SessionService(self.app, read_model), self.server
@@ -101,13 +161,17 @@ class SessionsServer:
             ),
             self.server,
         )
-        self.port = self.server.add_insecure_port(self.listen)
+        if self.tls is not None:
+            self.port = self.server.add_secure_port(self.listen, self._tls_credentials)
+        else:
+            self.port = self.server.add_insecure_port(self.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.listen}")
         self.server.start()
         host = self.listen.rsplit(":", 1)[0]
-        log.info("listening on %s:%d (gRPC, plaintext)", host, self.port)
-        log.warning("no credentials configured: every caller is accepted as 'anonymous'")
+        transport = self.tls.describe() if self.tls is not None else "plaintext"
+        log.info("listening on %s:%d (gRPC, %s)", host, self.port, transport)
+        self._log_security()
 
         if self.projector is None:
             log.info("projector: not in this process (--no-projector); waiting on its position")
@@ -121,6 +185,35 @@ class SessionsServer:
             self.deadlines.start()
             log.info("deadlines: sweeping every %gs", self.deadline_interval)
         return self.port
+
+    def _log_security(self) -> None:
+        log.info(
+            "limits: messages up to %d bytes, %s calls at once, %d per connection",
+            self.max_message_bytes,
+            self.max_concurrent_rpcs or "unbounded",
+            self.max_streams_per_connection,
+        )
+        if self.access is not None:
+            log.info(
+                "access control: credentials from %s: %s",
+                self.auth_file,
+                self.access.credentials.describe(),
+            )
+            if self.tls is None and not is_loopback(self.listen):
+                log.warning(
+                    "bearer tokens travel in clear text to %s: use --tls-cert/--tls-key "
+                    "unless TLS is terminated in front of this server", self.listen
+                )
+        elif is_loopback(self.listen):
+            log.warning(
+                "no credentials configured (--auth-file): the server is OPEN, every caller "
+                "is accepted; serving on loopback only"
+            )
+        else:
+            log.warning(
+                "no credentials configured and --insecure-no-auth: the server is OPEN to "
+                "every caller that reaches %s", self.listen
+            )
 
     def _wake_projector(self, sweep: object) -> None:
         if self.projector is not None and getattr(sweep, "position", 0):

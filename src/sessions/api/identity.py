@@ -6,6 +6,7 @@ import hashlib
 
 import grpc
 
+from sessions.api.access import current_grant
 from sessions.api.validation import max_length
 from sessions.store.application import Caller
 
@@ -21,8 +22,15 @@ def metadata_value(context: grpc.ServicerContext, key: str) -> str:
 
 
 def caller_of(context: grpc.ServicerContext) -> Caller:
-    """The principal is a stable digest of the bearer token (never the token
-    itself), or "anonymous" when the call carries none."""
+    """With credentials configured, the principal is the credential's name
+    (see sessions.api.access). Without, it is a stable digest of the bearer
+    token (never the token itself), or "anonymous" when the call carries none."""
+    grant = current_grant()
+    if grant is not None:
+        key = max_length(
+            "idempotency-key", metadata_value(context, "idempotency-key"), MAX_IDEMPOTENCY_KEY
+        )
+        return Caller(principal=grant.principal, idempotency_key=key, acting_for=grant.acting_for)
     authorization = metadata_value(context, "authorization")
     token = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
     principal = (

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from eventsourcing.domain import event
 
+from sessions.domain.access import ActingFor, require_acting_for
 from sessions.domain.base import Aggregate
 from sessions.domain.enums import SessionStatus, SessionType, SyncMode
 from sessions.domain.errors import InvalidArgument, StateConflict
@@ -63,6 +64,10 @@ class Session(Aggregate):
         self.progress: tuple[ProgressEntry, ...] = ()
 
     # --- commands -----------------------------------------------------------
+
+    def require_owner(self, acting_for: ActingFor, action: str) -> None:
+        """Only the agent a session was opened for may act on it."""
+        require_acting_for(self.agent_id, acting_for, f"{action} session {self.id}")
 
     def report_progress(
         self,

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_POLL_INTERVAL = 0.1
+DEFAULT_CACHE_SIZE = 20_000
 
 
 class Projector:
@@ -36,6 +37,7 @@ class Projector:
         batch_size: int = DEFAULT_BATCH_SIZE,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         on_batch: Callable[[int, int], None] | None = None,
+        cache_size: int = DEFAULT_CACHE_SIZE,
     ):
         self.app = app
         self.view = view
@@ -43,6 +45,8 @@ class Projector:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.on_batch = on_batch
+        self.cache_size = cache_size
+        self._cache: dict[str, Session] = {}  # insertion order = recency
         self._position = view.position()
         self._progress = threading.Condition()
         self._wake = threading.Event()
@@ -76,17 +80,37 @@ class Projector:
 
     def _apply(self, notifications: list[Notification]) -> None:
         ids = session_ids_in(notifications)
-        sessions: dict[str, Session] = {
-            sid: self.fold.resume(sid, version, state)
-            for sid, (version, state) in self.view.resume_points(ids).items()
-        }
-        changed = self.fold.apply(sessions, notifications)
-        rows = [self.fold.row(sessions[sid]) for sid in sorted(changed)]
-        last = notifications[-1].id
-        self.view.save(rows, Tracking(self.view.tracking_name, last))
+        sessions: dict[str, Session] = {}
+        missing = []
+        for sid in ids:
+            cached = self._cache.pop(sid, None)
+            if cached is None:
+                missing.append(sid)
+            else:
+                sessions[sid] = cached
+        if missing:
+            for sid, (version, state) in self.view.resume_points(missing).items():
+                sessions[sid] = self.fold.resume(sid, version, state)
+        try:
+            changed = self.fold.apply(sessions, notifications)
+            rows = [self.fold.row(sessions[sid]) for sid in sorted(changed)]
+            last = notifications[-1].id
+            self.view.save(rows, Tracking(self.view.tracking_name, last))
+        except BaseException:
+            # Folded objects may hold changes that were not committed.
+            self._cache.clear()
+            raise
+        self._remember(sessions)
         self._advance(last)
         if self.on_batch:
             self.on_batch(len(notifications), last)
+
+    def _remember(self, sessions: dict[str, Session]) -> None:
+        """Keep recently folded sessions, so the next batch need not read their
+        state back (this projector is the only writer of its table)."""
+        self._cache.update(sessions)
+        while len(self._cache) > self.cache_size:
+            del self._cache[next(iter(self._cache))]
 
     def _resync(self) -> None:
         """Take the stored position as the truth again: another instance may
@@ -147,6 +171,7 @@ class Projector:
             except Exception as e:  # keep tailing; the error is logged and shown
                 self.error = e
                 log.exception("projector: batch after position %d failed", self._position)
+                self._cache.clear()
                 self._resync()
                 backoff = min(backoff * 2, 5.0)
                 self._stop.wait(backoff)
@@ -172,7 +197,7 @@ class Projector:
                 ) as conn:
                     conn.execute(f'LISTEN "{channel}"')
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                        for _ in conn.notifies(timeout=0.25, stop_after=1):
                             self._wake.set()
             except Exception as e:  # polling still runs; try to listen again
                 log.warning("projector: LISTEN failed (%s); polling meanwhile", e)

@@ -21,6 +21,7 @@ from typing import Any
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
+from sessions.domain.access import require_acting_for
 from sessions.domain.base import Aggregate
 from sessions.domain.enums import OpenResult, SessionType
 from sessions.domain.errors import DomainError, NotFound
@@ -55,6 +56,8 @@ class _StaleRead(Exception):
 class Caller:
     principal: str
     idempotency_key: str = ""
+    # Agent ids the caller may act for; None: not limited (admin, or no credentials).
+    acting_for: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,8 @@ class SessionsApplication(Application[str]):
         caller: Caller,
         render: Render,
     ) -> Outcome:
+        require_acting_for(agent_id, caller.acting_for, "open a session")
+
         def decide(now: datetime) -> tuple[list[Aggregate], Result]:
             sid = schedule_id(subject_container_id, session_type)
             schedule = self._get_or_none(SyncSchedule, sid) or SyncSchedule.start(
@@ -194,7 +199,7 @@ class SessionsApplication(Application[str]):
         self, session_id: str, entries: Sequence[ProgressEntry], caller: Caller, render: Render
     ) -> Outcome:
         def decide(now: datetime) -> tuple[list[Aggregate], Result]:
-            session = self._get_active(session_id, now)
+            session = self._get_active(session_id, now, caller, "report progress to")
             session.report_progress(
                 entries,
                 now=now,
@@ -210,7 +215,7 @@ class SessionsApplication(Application[str]):
 
     def heartbeat(self, session_id: str, caller: Caller, render: Render) -> Outcome:
         def decide(now: datetime) -> tuple[list[Aggregate], Result]:
-            session = self._get_active(session_id, now)
+            session = self._get_active(session_id, now, caller, "send a heartbeat to")
             session.heartbeat(
                 now=now,
                 policy=self.policy,
@@ -225,7 +230,7 @@ class SessionsApplication(Application[str]):
         self, session_id: str, failed: bool, fail_reason: str, caller: Caller, render: Render
     ) -> Outcome:
         def decide(now: datetime) -> tuple[list[Aggregate], Result]:
-            session = self._get_active(session_id, now)
+            session = self._get_active(session_id, now, caller, "close")
             closed = session.close(
                 failed=failed,
                 fail_reason=fail_reason,
@@ -341,10 +346,11 @@ class SessionsApplication(Application[str]):
             f"{method}: gave up after {MAX_ATTEMPTS} conflicting concurrent writes; retry"
         )
 
-    def _get_active(self, session_id: str, now: datetime) -> Session:
-        """Load a session; if it is past its expiry, record that first (so the
-        refusal that follows is backed by an event)."""
+    def _get_active(self, session_id: str, now: datetime, caller: Caller, action: str) -> Session:
+        """Load a session the caller may act on; if it is past its expiry,
+        record that first (so the refusal that follows is backed by an event)."""
         session = self._get(Session, session_id)
+        session.require_owner(caller.acting_for, action)
         if session.is_due_to_expire(now):
             self.expire_session(session_id)
             session = self._get(Session, session_id)

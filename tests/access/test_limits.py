@@ -1,0 +1,95 @@
+"""Limits: message size, calls at once, and client deadlines; each refusal a
+clear status."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+
+from sessions.api import servicers
+from sessions.api.protos import service_pb2, service_pb2_grpc
+from sessions.server import SessionsServer
+from sessions.transport import server_options
+
+
+def _start(tmp_path: Path, **kwargs: object) -> tuple[SessionsServer, grpc.Channel]:
+    server = SessionsServer(f"sqlite://{tmp_path}/s.db", "127.0.0.1:0", **kwargs)  # type: ignore[arg-type]
+    port = server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    grpc.channel_ready_future(channel).result(timeout=10)
+    return server, channel
+
+
+def _open_request(container: str = "c-1") -> service_pb2.OpenSessionRequest:
+    return service_pb2.OpenSessionRequest(subject_container_id=container, agent_id="a", session_type=1)
+
+
+def test_the_defaults_bound_messages_and_calls() -> None:
+    options = dict(server_options(4 * 1024 * 1024, 100))
+    assert options["grpc.max_receive_message_length"] == 4 * 1024 * 1024
+    assert options["grpc.max_send_message_length"] == 4 * 1024 * 1024
+    assert options["grpc.max_concurrent_streams"] == 100
+    server = SessionsServer("memory://", "127.0.0.1:0")
+    assert server.max_concurrent_rpcs == 1024 and server.max_message_bytes == 4 * 1024 * 1024
+
+
+def test_a_message_over_the_limit_is_resource_exhausted(tmp_path: Path) -> None:
+    server, channel = _start(tmp_path, max_message_bytes=1024)
+    try:
+        stub = service_pb2_grpc.SynchronizationSessionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ListSessions(
+                service_pb2.ListSessionsRequest(subject_container_id="c", filter="x" * 2000), timeout=10
+            )
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # Within the limit the same call is answered (and validated) as usual.
+        with pytest.raises(grpc.RpcError) as invalid:
+            stub.ListSessions(service_pb2.ListSessionsRequest(subject_container_id="c", filter="x" * 900), timeout=10)
+        assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        channel.close()
+        server.stop(grace=1)
+
+
+def test_calls_over_the_bound_are_resource_exhausted_and_deadlines_are_honoured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a projector a write waits for the read model, which never moves:
+    # a call that stays in progress for as long as we like.
+    monkeypatch.setattr(servicers, "READ_YOUR_WRITES_TIMEOUT", 2.0)
+    server, channel = _start(tmp_path, max_concurrent_rpcs=1, run_projector=False, run_deadlines=False)
+    stub = service_pb2_grpc.SynchronizationSessionServiceStub(channel)
+    try:
+        # A client deadline shorter than the wait: DEADLINE_EXCEEDED, on time.
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as late:
+            stub.OpenSession(_open_request("c-deadline"), timeout=0.3)
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 1.5
+        time.sleep(2.2)  # let the server finish that call
+
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(lambda: stub.OpenSession(_open_request("c-slow"), timeout=10))
+            codes = []
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline and grpc.StatusCode.RESOURCE_EXHAUSTED not in codes:
+                try:
+                    stub.GetSession(service_pb2.GetSessionRequest(session_id="ses1"), timeout=5)
+                except grpc.RpcError as e:
+                    codes.append(e.code())
+                time.sleep(0.02)
+            assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+            with pytest.raises(grpc.RpcError) as behind:
+                slow.result()
+            assert behind.value.code() == grpc.StatusCode.UNAVAILABLE  # the read model never caught up
+        # Once the slot is free, calls are served again.
+        with pytest.raises(grpc.RpcError) as missing:
+            stub.GetSession(service_pb2.GetSessionRequest(session_id="ses1"), timeout=5)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        channel.close()
+        server.stop(grace=1)
