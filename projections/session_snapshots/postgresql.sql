@@ -21,6 +21,20 @@ CREATE TABLE IF NOT EXISTS {table} (
 CREATE INDEX IF NOT EXISTS {table}_by_container
     ON {table} (subject_container_id, created_at DESC, session_id DESC);
 
+-- ListSessions filtered on status (FAILED, EXPIRED, ...): the same order
+-- within one stored status, so such a page is a short ordered walk too
+-- (one branch per stored status a match can have, merged).
+CREATE INDEX IF NOT EXISTS {table}_by_container_status
+    ON {table} (subject_container_id, status, created_at DESC, session_id DESC);
+
+-- The key that signs ListSessions page tokens: one row, 32 random bytes,
+-- written on first use by whichever process lists first, so that every API
+-- process on this store accepts the tokens of the others, across restarts.
+CREATE TABLE IF NOT EXISTS {table}_page_token_key (
+    id     smallint PRIMARY KEY CHECK (id = 1),
+    secret bytea    NOT NULL
+);
+
 -- Deadlines: the worker asks for OPENED sessions silent since before a time,
 -- and for active sessions past expires_at. Partial indexes hold only active
 -- sessions, so the cost follows the number of due sessions, not the total.

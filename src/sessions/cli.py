@@ -222,8 +222,10 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     app = _open_app(args)
     try:
-        if args.as_of or args.at_version:
-            if args.at_version:
+        if args.at_version is not None and args.at_version < 1:
+            raise UsageError("--at-version must be 1 or more")
+        if args.as_of is not None or args.at_version is not None:
+            if args.at_version is not None:
                 session = session_at_version(app, args.session_id, args.at_version)
                 message = session_message(session)
             else:
@@ -294,6 +296,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     if bool(args.session_id) == bool(args.all):
         raise UsageError("give a SESSION_ID or --all")
+    if args.anchor and not args.all:
+        raise UsageError("--anchor goes with --all")
+    anchor = _read_anchor(args.anchor) if args.anchor else None
     app = _open_app(args)
     try:
         if args.session_id:
@@ -307,7 +312,13 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             head = app.recorder.max_notification_id() or 0
             with Progress(transient=True) as progress:
                 task = progress.add_task("verifying chains", total=head)
-                breaks = list(check_all(app, on_progress=lambda p: progress.update(task, completed=p)))
+                breaks = list(
+                    check_all(
+                        app,
+                        on_progress=lambda p: progress.update(task, completed=p),
+                        anchor=anchor,
+                    )
+                )
         for b in breaks:
             print(f"BROKEN {b.stream}: first bad version {b.version}: {b.problem}")
         if not breaks:
@@ -315,6 +326,53 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         return 1 if breaks else 0
     finally:
         app.close()
+
+
+ANCHOR_FORMAT = "sessions.anchor"
+
+
+def _read_anchor(path: str) -> dict[str, tuple[int, str]]:
+    import json
+
+    try:
+        document = json.loads(open(path, encoding="utf-8").read())
+        if document.get("format") != ANCHOR_FORMAT:
+            raise ValueError("not a sessions anchor file")
+        return {stream: (int(v), str(link)) for stream, (v, link) in document["streams"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"cannot read the anchor {path}: {e}") from None
+
+
+def cmd_audit_anchor(args: argparse.Namespace) -> int:
+    import json
+    from datetime import datetime, timezone
+
+    from rich.progress import Progress
+
+    from sessions.store.chain_check import heads
+
+    app = _open_app(args)
+    try:
+        head = app.recorder.max_notification_id() or 0
+        with Progress(transient=True) as progress:
+            task = progress.add_task("reading stream heads", total=head)
+            found = heads(app, on_progress=lambda p: progress.update(task, completed=p))
+    finally:
+        app.close()
+    document = {
+        "format": ANCHOR_FORMAT,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "head": head,
+        "streams": {stream: [version, link] for stream, (version, link) in sorted(found.items())},
+    }
+    text = json.dumps(document, indent=1) + "\n"
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"anchored {len(found)} streams at position {head} in {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -363,8 +421,17 @@ def build_parser() -> argparse.ArgumentParser:
     verify = audit_commands.add_parser("verify", help="recompute the chains; exit 1 if any is broken")
     verify.add_argument("session_id", nargs="?", metavar="SESSION_ID")
     verify.add_argument("--all", action="store_true", help="every stream in the store")
+    verify.add_argument(
+        "--anchor", metavar="FILE", help="also check every stream still reaches its anchored head"
+    )
     _add_store(verify)
     verify.set_defaults(run=cmd_audit_verify)
+    anchor = audit_commands.add_parser(
+        "anchor", help="write every stream's head (version, link) to keep outside the store"
+    )
+    anchor.add_argument("--out", metavar="FILE", help="default: standard output")
+    _add_store(anchor)
+    anchor.set_defaults(run=cmd_audit_anchor)
 
     check = commands.add_parser("health", help="exit 0 when the server reports SERVING")
     check.add_argument("--target", default=_env("target", "127.0.0.1:50051"), metavar="HOST:PORT")

@@ -44,13 +44,12 @@ def _open(secured: SecuredServer, token: str, agent_id: str, container: str | No
 
 def _history(secured: SecuredServer, session_id: str) -> list[audit_pb2.HistoryEntry]:
     stub = audit_pb2_grpc.AuditServiceStub(secured.channel)
-    return list(
-        stub.StreamHistory(
-            audit_pb2.StreamHistoryRequest(session_id=session_id),
-            metadata=bearer(secured.tokens.auditor),
-            timeout=10,
-        )
+    pages = stub.StreamHistory(
+        audit_pb2.StreamHistoryRequest(session_id=session_id),
+        metadata=bearer(secured.tokens.auditor),
+        timeout=10,
     )
+    return [entry for page in pages for entry in page.entries]
 
 
 def _code(call) -> grpc.StatusCode:  # type: ignore[no-untyped-def]

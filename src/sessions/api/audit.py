@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from google.protobuf import struct_pb2
+import json
 
 from sessions.api import convert, validation
 from sessions.api.errors import translated_errors
@@ -12,6 +12,9 @@ from sessions.projection.history import session_as_of, session_at_version, sessi
 from sessions.store.application import SessionsApplication
 
 
+PAGE_SIZE = 250
+
+
 class AuditService(audit_pb2_grpc.AuditServiceServicer):
     def __init__(self, app: SessionsApplication):
         self.app = app
@@ -19,20 +22,26 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
     def StreamHistory(self, request, context):  # noqa: N802
         with translated_errors(context, "AuditService.StreamHistory"):
             session_id = validation.required_id("session_id", request.session_id)
+            page = audit_pb2.HistoryPage()
             for entry in session_history(self.app, session_id):
-                changes = struct_pb2.Struct()
-                changes.update(entry.changes)
-                yield audit_pb2.HistoryEntry(
-                    version=entry.version,
-                    position=entry.position,
-                    recorded_at=convert.timestamp(entry.recorded_at),
-                    event_type=entry.event_type,
-                    principal=entry.principal,
-                    idempotency_key=entry.idempotency_key,
-                    changes=changes,
-                    link=entry.link,
-                    state=entry.state,
+                page.entries.append(
+                    audit_pb2.HistoryEntry(
+                        version=entry.version,
+                        position=entry.position,
+                        recorded_at=convert.timestamp(entry.recorded_at),
+                        event_type=entry.event_type,
+                        principal=entry.principal,
+                        idempotency_key=entry.idempotency_key,
+                        changes_json=json.dumps(entry.changes, ensure_ascii=False),
+                        link=entry.link,
+                        state=entry.state,
+                    )
                 )
+                if len(page.entries) == PAGE_SIZE:
+                    yield page
+                    page = audit_pb2.HistoryPage()
+            if page.entries:
+                yield page
 
     def GetSessionAt(self, request, context):  # noqa: N802
         with translated_errors(context, "AuditService.GetSessionAt"):

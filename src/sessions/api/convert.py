@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sessions.api.protos import session_pb2
 from sessions.domain.enums import SessionStatus, SessionType
 from sessions.domain.progress import ChangeCount, ProgressEntry
-from sessions.domain.session import EXPIRY_REASON, Session
+from sessions.domain.session import EXPIRY_REASON, Session, visible_status
 from sessions.domain import enums
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -57,6 +57,17 @@ def session_message(
     if session.closed_at is not None:
         message.closed_at.CopyFrom(timestamp(session.closed_at))
     if at is not None and session.status_at(at) != session.status:
+        show_expired(message)
+    return message
+
+
+def served_session(session: bytes, status: int, expires_at: int, now: datetime) -> session_pb2.SynchronizationSession:
+    """A stored session as readers see it at ``now``: read-time expiry
+    applied (the expiry event may not be recorded yet, but a session past its
+    expires_at is never shown open)."""
+    message = session_pb2.SynchronizationSession.FromString(session)
+    expires = EPOCH + timedelta(microseconds=expires_at)
+    if visible_status(SessionStatus(status), expires, now).value != status:
         show_expired(message)
     return message
 

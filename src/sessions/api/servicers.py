@@ -3,9 +3,8 @@ No business rules live here; every decision is the domain's."""
 
 from __future__ import annotations
 
-import grpc
 
-from sessions.api import convert, validation
+from sessions.api import convert, filters, listing, validation
 from sessions.api.errors import ProjectionBehind, translated_errors
 from sessions.api.identity import caller_of
 from sessions.api.operations import renderer
@@ -15,13 +14,10 @@ from sessions.api.protos import (
     operation_service_pb2_grpc,
     service_pb2,
     service_pb2_grpc,
-    session_pb2,
 )
-from sessions.domain.enums import SessionStatus
-from sessions.domain.errors import InvalidArgument, NotFound
-from sessions.domain.session import EXPIRY_REASON, visible_status
+from sessions.domain.errors import NotFound
+from sessions.projection.listing import Cursor, PageQuery
 from sessions.projection.read_model import ReadModel
-from sessions.projection.snapshots import ServedRow
 from sessions.store.application import Outcome, SessionsApplication
 
 READ_YOUR_WRITES_TIMEOUT = 5.0
@@ -105,7 +101,9 @@ class SessionService(service_pb2_grpc.SynchronizationSessionServiceServicer):
             row = self.read_model.get(session_id)
             if row is None:
                 raise NotFound(f"session {session_id!r} not found")
-            return service_pb2.GetSessionResponse(session=self._visible(row))
+            return service_pb2.GetSessionResponse(
+                session=convert.served_session(row.session, row.status, row.expires_at, self.app.clock())
+            )
 
     def ListSessions(self, request, context):  # noqa: N802
         with translated_errors(context, "ListSessions"):
@@ -113,25 +111,26 @@ class SessionService(service_pb2_grpc.SynchronizationSessionServiceServicer):
             page_size = validation.in_range("page_size", request.page_size, 0, MAX_PAGE_SIZE)
             validation.max_length("page_token", request.page_token, 2000)
             validation.max_length("filter", request.filter, 1000)
-            if request.page_token:
-                raise InvalidArgument("page_token", "is not a token this service issued")
-            if request.filter:
-                raise InvalidArgument("filter", "filters are not supported yet")
-            rows = self.read_model.list_newest(container, page_size or DEFAULT_PAGE_SIZE)
-            return service_pb2.ListSessionsResponse(sessions=[self._visible(r) for r in rows])
-
-    def _visible(self, row: ServedRow) -> session_pb2.SynchronizationSession:
-        """The stored session, with read-time expiry applied (the expiry event
-        may not be recorded yet, but an expired session is never shown open)."""
-        session = session_pb2.SynchronizationSession.FromString(row.session)
-        now = self.app.clock()
-        expires_at = convert.EPOCH + convert.timedelta(microseconds=row.expires_at)
-        status = visible_status(SessionStatus(row.status), expires_at, now)
-        if status.value != row.status:
-            session.status = status.value
-            session.closed_at.CopyFrom(session.expires_at)
-            session.fail_reason = EXPIRY_REASON
-        return session
+            parsed = filters.parse(request.filter)
+            key = self.read_model.page_token_key()
+            after = (
+                listing.decode_token(key, request.page_token, container, parsed.canonical)
+                if request.page_token
+                else None
+            )
+            limit = page_size or DEFAULT_PAGE_SIZE
+            now = self.app.clock()  # one moment for the filter and for what is shown
+            rows = self.read_model.list_page(
+                PageQuery(container, parsed.conditions, convert.micros(now), after, limit + 1)
+            )
+            next_page_token = ""
+            if len(rows) > limit:
+                rows = rows[:limit]
+                last = Cursor(rows[-1].created_at, rows[-1].session_id)
+                next_page_token = listing.encode_token(key, container, parsed.canonical, last)
+            return service_pb2.ListSessionsResponse(
+                sessions=[listing.shown(r, now) for r in rows], next_page_token=next_page_token
+            )
 
 
 class OperationService(operation_service_pb2_grpc.OperationServiceServicer):
@@ -151,11 +150,4 @@ class OperationService(operation_service_pb2_grpc.OperationServiceServicer):
             return operation_pb2.Operation.FromString(self.app.get_operation_payload(operation_id))
 
 
-def add_services(server: grpc.Server, app: SessionsApplication, read_model: ReadModel) -> None:
-    service_pb2_grpc.add_SynchronizationSessionServiceServicer_to_server(
-        SessionService(app, read_model), server
-    )
-    operation_service_pb2_grpc.add_OperationServiceServicer_to_server(OperationService(app), server)
-
-
-__all__ = ["OperationService", "SessionService", "add_services", "operation_service_pb2"]
+__all__ = ["OperationService", "SessionService", "operation_service_pb2"]

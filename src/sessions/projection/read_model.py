@@ -3,6 +3,7 @@ write's own events are in them (read-your-writes)."""
 
 from __future__ import annotations
 
+from sessions.projection.listing import ListedRow, PageQuery
 from sessions.projection.runner import Projector, wait_until
 from sessions.projection.snapshots import ServedRow, SessionSnapshots
 
@@ -25,3 +26,9 @@ class ReadModel:
 
     def list_newest(self, subject_container_id: str, limit: int) -> list[ServedRow]:
         return self.view.list_newest(subject_container_id, limit)
+
+    def list_page(self, query: PageQuery) -> list[ListedRow]:
+        return self.view.list_page(query)
+
+    def page_token_key(self) -> bytes:
+        return self.view.page_token_key()

@@ -7,6 +7,7 @@ leaves either both or neither, and each event is applied exactly once.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier
 
+from sessions.projection.listing import ListedRow, PageQuery, page_sql
 from sessions.projection.schema import create_statements, table_name
 
 NAME = "session_snapshots"
@@ -85,6 +87,14 @@ class SessionSnapshots:
     def list_newest(self, subject_container_id: str, limit: int) -> list[ServedRow]:
         raise NotImplementedError
 
+    def list_page(self, query: PageQuery) -> list[ListedRow]:
+        """One ListSessions page (see ``projection.listing``)."""
+        raise NotImplementedError
+
+    def page_token_key(self) -> bytes:
+        """The key that signs page tokens: created once per store, then read."""
+        raise NotImplementedError
+
     def due_to_stall(self, silent_since: int, limit: int) -> list[str]:
         """OPENED sessions last seen at or before ``silent_since`` (micros)."""
         raise NotImplementedError
@@ -152,6 +162,29 @@ class SQLiteSessionSnapshots(SQLiteTrackingRecorder, SessionSnapshots):
                 (subject_container_id, limit),
             )
             return [ServedRow(bytes(r[0]), r[1], r[2]) for r in c.fetchall()]
+
+    def list_page(self, query: PageQuery) -> list[ListedRow]:
+        built = page_sql(query, self.table, "?")
+        if built is None:
+            return []
+        sql, params = built
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(sql, params)
+            return [ListedRow(bytes(r[0]), r[1], r[2], r[3], r[4]) for r in c.fetchall()]
+
+    def page_token_key(self) -> bytes:
+        key: bytes | None = getattr(self, "_page_token_key", None)
+        if key is None:
+            table = f"{self.table}_page_token_key"
+            with self.datastore.transaction(commit=True) as c:
+                c.execute(
+                    f"INSERT INTO {table} (id, secret) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
+                    (secrets.token_bytes(32),),
+                )
+                c.execute(f"SELECT secret FROM {table} WHERE id = 1")
+                key = bytes(c.fetchone()[0])
+            self._page_token_key = key
+        return key
 
     def due_to_stall(self, silent_since: int, limit: int) -> list[str]:
         return self._ids(
@@ -238,6 +271,37 @@ class PostgresSessionSnapshots(PostgresTrackingRecorder, SessionSnapshots):
                 for r in curs.fetchall()
             ]
 
+    def list_page(self, query: PageQuery) -> list[ListedRow]:
+        built = page_sql(query, "{table}", "%s")
+        if built is None:
+            return []
+        sql, params = built
+        statement = SQL(sql).format(table=Identifier(self.table))  # type: ignore[arg-type]
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, params)
+            return [
+                ListedRow(
+                    bytes(r["session"]), r["status"], r["expires_at"], r["created_at"], r["session_id"]
+                )
+                for r in curs.fetchall()
+            ]
+
+    def page_token_key(self) -> bytes:
+        key: bytes | None = getattr(self, "_page_token_key", None)
+        if key is None:
+            table = Identifier(f"{self.table}_page_token_key")
+            with self.datastore.transaction(commit=True) as curs:
+                curs.execute(
+                    SQL(
+                        "INSERT INTO {table} (id, secret) VALUES (1, %s) ON CONFLICT (id) DO NOTHING"
+                    ).format(table=table),
+                    (secrets.token_bytes(32),),
+                )
+                curs.execute(SQL("SELECT secret FROM {table} WHERE id = 1").format(table=table))
+                key = bytes(curs.fetchone()["secret"])
+            self._page_token_key = key
+        return key
+
     def due_to_stall(self, silent_since: int, limit: int) -> list[str]:
         return self._ids(self._due_to_stall, (silent_since, limit))
 
@@ -260,5 +324,6 @@ def open_snapshots(app: Any, *, at_version: int | None = None) -> SessionSnapsho
         )
     else:
         recorder = SQLiteSessionSnapshots(factory.datastore, at_version=at_version)
-    recorder.create_table()
+    with app.schema_lock():
+        recorder.create_table()
     return recorder

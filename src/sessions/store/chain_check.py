@@ -5,6 +5,12 @@ matches its contents), an event removed from the middle of a stream (a gap
 in the versions), and events cut off the end of an ended session (its last
 link differs from the final link sealed into its schedule's SessionEnded).
 See sessions/domain/chain.py for the encoding.
+
+The newest end of a stream has nothing after it to vouch for it (an open
+session's last events, or a schedule's last SessionEnded together with the
+events it seals). An *anchor*, the version and link of every stream's head
+written to a file kept outside the store, covers that: verifying against
+it also catches any stream cut back past the anchored head.
 """
 
 from __future__ import annotations
@@ -36,6 +42,22 @@ class StreamCheck:
         self.link = GENESIS
         self.version = 0
         self.broken: ChainBreak | None = None
+        self.anchored: tuple[int, str] | None = None  # (version, link) to meet
+
+    def anchor(self, version: int, link: str) -> None:
+        self.anchored = (version, link)
+
+    def finish(self) -> ChainBreak | None:
+        if not self.broken and self.anchored:
+            version, link = self.anchored
+            if self.version < version:
+                self.broken = ChainBreak(
+                    self.stream,
+                    self.version + 1,
+                    f"events after version {self.version} were removed "
+                    f"(the anchor holds version {version})",
+                )
+        return self.broken
 
     def feed(self, topic: str, version: int, state: bytes) -> dict[str, Any] | None:
         """Check the next record; return its decoded fields (None once broken)."""
@@ -51,6 +73,9 @@ class StreamCheck:
             self.broken = ChainBreak(self.stream, version, "contents do not match the chain link")
             return None
         self.link, self.version = link, version
+        if self.anchored and self.anchored[0] == version and self.anchored[1] != link:
+            self.broken = ChainBreak(self.stream, version, "differs from the anchored head")
+            return None
         return data
 
     def seal(self, final_link: str) -> None:
@@ -93,10 +118,17 @@ def check_session(app: Any, session_id: str) -> ChainBreak | None:
 
 
 def check_all(
-    app: Any, batch: int = 2000, on_progress: Callable[[int], None] | None = None
+    app: Any,
+    batch: int = 2000,
+    on_progress: Callable[[int], None] | None = None,
+    anchor: dict[str, tuple[int, str]] | None = None,
 ) -> Iterator[ChainBreak]:
-    """Check every stream in one pass over the log, then every seal."""
+    """Check every stream in one pass over the log, then every seal, then
+    the anchor's heads, if one is given."""
     streams: dict[str, StreamCheck] = {}
+    for stream, (version, link) in (anchor or {}).items():
+        streams[stream] = StreamCheck(stream)
+        streams[stream].anchor(version, link)
     seals: dict[str, str] = {}
     position = 0
     while True:
@@ -120,5 +152,22 @@ def check_all(
         else:
             yield ChainBreak(session_id, 1, "the whole stream was removed")
     for check in streams.values():
-        if check.broken:
-            yield check.broken
+        if check.finish():
+            yield check.broken  # type: ignore[misc]
+
+
+def heads(app: Any, batch: int = 2000, on_progress: Callable[[int], None] | None = None) -> dict[str, tuple[int, str]]:
+    """Every stream's head (version, link): the contents of an anchor."""
+    found: dict[str, tuple[int, str]] = {}
+    position = 0
+    while True:
+        notifications = app.recorder.select_notifications(
+            start=position, limit=batch, inclusive_of_start=False
+        )
+        if not notifications:
+            return found
+        for n in notifications:
+            found[str(n.originator_id)] = (n.originator_version, json.loads(n.state)["link"])
+        position = notifications[-1].id
+        if on_progress:
+            on_progress(position)
