@@ -6,7 +6,13 @@ from __future__ import annotations
 from enum import Enum
 
 
-class SessionStatus(Enum):
+class DomainEnum(Enum):
+    # Members are singletons compared by identity, so identity hashing is
+    # exact; Enum's own __hash__ is Python code, and folds hash a lot.
+    __hash__ = object.__hash__
+
+
+class SessionStatus(DomainEnum):
     OPENED = 1
     PENDING = 2
     COMPLETED = 3
@@ -27,25 +33,25 @@ FINAL_STATUSES = frozenset(
 )
 
 
-class SyncMode(Enum):
+class SyncMode(DomainEnum):
     FULL_SYNC = 1
     DELTA = 2
 
 
-class SessionType(Enum):
+class SessionType(DomainEnum):
     AD_SYNC = 1
     AD_PASSWORD_HASH = 2
     AD_USER_CONTROL = 3
     LDAP_SYNC = 4
 
 
-class RelatedObjectType(Enum):
+class RelatedObjectType(DomainEnum):
     USER = 1
     GROUP = 2
     MEMBERSHIP = 3
 
 
-class ChangeType(Enum):
+class ChangeType(DomainEnum):
     CREATE = 1
     UPDATE = 2
     DELETE = 3
@@ -54,7 +60,7 @@ class ChangeType(Enum):
     PASSWORD_HASH_UPDATE = 6
 
 
-class OpenResult(Enum):
+class OpenResult(DomainEnum):
     SUCCESS = 1
     OPENED_SESSION_EXISTS = 2
     TOO_EARLY = 3
