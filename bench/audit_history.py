@@ -54,7 +54,11 @@ from sessions.domain.policy import Policy
 from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.domain.schedule import SyncSchedule
 from sessions.domain.session import Session
-from sessions.projection.history import session_as_of, session_at_version, session_history
+from sessions.projection.history import (
+    session_as_of,
+    session_at_version,
+    session_history,
+)
 from sessions.server import SessionsServer
 from sessions.store.application import SessionsApplication
 from sessions.store.chain_check import check_session

@@ -29,8 +29,9 @@ CREATE INDEX IF NOT EXISTS {table}_by_container_status
 
 -- The key that signs ListSessions page tokens: one row, 32 random bytes,
 -- written on first use by whichever process lists first, so that every API
--- process on this store accepts the tokens of the others, across restarts.
-CREATE TABLE IF NOT EXISTS {table}_page_token_key (
+-- process on this store accepts the tokens of the others, across restarts
+-- and rebuilds ({name}: shared by every build of the read model).
+CREATE TABLE IF NOT EXISTS {name}_page_token_key (
     id     smallint PRIMARY KEY CHECK (id = 1),
     secret bytea    NOT NULL
 );
@@ -42,3 +43,15 @@ CREATE INDEX IF NOT EXISTS {table}_stall_due
     ON {table} (last_seen_at) WHERE status = 1;
 CREATE INDEX IF NOT EXISTS {table}_expiry_due
     ON {table} (expires_at) WHERE status IN (1, 2);
+
+-- Events the fold could not apply, parked with their error; the projector
+-- goes on, and `sessions projections retry-parked` applies them later.
+CREATE TABLE IF NOT EXISTS {table}_parked (
+    position  bigint  PRIMARY KEY,
+    stream    text    NOT NULL,
+    version   integer NOT NULL,
+    topic     text    NOT NULL,
+    state     bytea    NOT NULL,
+    error     text    NOT NULL,
+    parked_at bigint  NOT NULL
+);

@@ -118,7 +118,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_project(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeRemainingColumn,
+    )
 
     from sessions.deadlines import DeadlineWorker
     from sessions.projection.runner import Projector
@@ -218,7 +223,11 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     from sessions.api.convert import session_message
     from sessions.domain.errors import NotFound
-    from sessions.projection.history import session_as_of, session_at_version, session_history
+    from sessions.projection.history import (
+        session_as_of,
+        session_at_version,
+        session_history,
+    )
 
     app = _open_app(args)
     try:

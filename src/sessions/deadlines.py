@@ -14,15 +14,23 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from sessions.api.convert import micros
-from sessions.projection.snapshots import SessionSnapshots
 from sessions.store.application import SessionsApplication
 
 log = logging.getLogger("sessions.deadlines")
 
 DEFAULT_INTERVAL = 1.0
 BATCH = 500
+
+
+class DueSessions(Protocol):
+    """Where due sessions are found: the read model (or one of its tables)."""
+
+    def due_to_stall(self, silent_since: int, limit: int) -> list[str]: ...
+
+    def due_to_expire(self, now: int, limit: int) -> list[str]: ...
 
 
 @dataclass
@@ -36,7 +44,7 @@ class DeadlineWorker:
     def __init__(
         self,
         app: SessionsApplication,
-        view: SessionSnapshots,
+        view: DueSessions,
         *,
         interval: float = DEFAULT_INTERVAL,
         on_sweep: Callable[[Sweep], None] | None = None,

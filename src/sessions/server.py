@@ -27,8 +27,6 @@ from sessions.api.servicers import OperationService, SessionService
 from sessions.deadlines import DEFAULT_INTERVAL, DeadlineWorker
 from sessions.domain.policy import Policy
 from sessions.projection.read_model import ReadModel
-from sessions.projection.runner import Projector
-from sessions.projection.snapshots import open_snapshots
 from sessions.store.application import SessionsApplication
 from sessions.store.clock import Clock, system_clock
 from sessions.store.urls import parse_store_url
@@ -121,13 +119,12 @@ class SessionsServer:
         log.info("store: %s", self.settings.description)
         log.info("policy: %s", self.policy.describe())
         self.app = SessionsApplication(self.settings, policy=self.policy, clock=self.clock)
-        self.view = open_snapshots(self.app)
-        self.projector = Projector(self.app, self.view) if self.run_projector else None
-        read_model = ReadModel(self.view, self.projector)
+        self.read_model = read_model = ReadModel(self.app, run_projector=self.run_projector)
+        self.projector = read_model.projector
         self.deadlines = (
             DeadlineWorker(
                 self.app,
-                self.view,
+                read_model,
                 interval=self.deadline_interval,
                 on_sweep=self._wake_projector,
             )
@@ -173,13 +170,15 @@ class SessionsServer:
         log.info("listening on %s:%d (gRPC, %s)", host, self.port, transport)
         self._log_security()
 
+        log.info("read model: serving %s", read_model.view.table)
         if self.projector is None:
             log.info("projector: not in this process (--no-projector); waiting on its position")
+            read_model.start()
             self._set_health(health_pb2.HealthCheckResponse.SERVING)
         else:
             head = self.app.recorder.max_notification_id() or 0
             log.info("projector: read model at %d, log head at %d", self.projector.position, head)
-            self.projector.start()
+            read_model.start()
             threading.Thread(target=self._serve_when_caught_up, args=(head,), daemon=True).start()
         if self.deadlines is not None:
             self.deadlines.start()
@@ -242,7 +241,6 @@ class SessionsServer:
         self.server.stop(grace).wait()
         if self.deadlines is not None:
             self.deadlines.stop()
-        if self.projector is not None:
-            self.projector.stop()
+        self.read_model.stop()
         self.app.close()
         log.info("stopped")

@@ -20,7 +20,14 @@ from sessions.projection.history import session_history
 from sessions.store.chain_check import check_session
 from sessions.store.clock import ManualClock
 from tests.api.test_lifecycle import get, open_session
-from tests.audit.audit_support import T0, Driven, build_store, drive, run_cli, run_cli_many
+from tests.audit.audit_support import (
+    T0,
+    Driven,
+    build_store,
+    drive,
+    run_cli,
+    run_cli_many,
+)
 
 EVENT_TYPES = [
     "SessionOpened",

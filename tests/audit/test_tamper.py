@@ -15,7 +15,13 @@ import pytest
 from sessions.domain.chain import GENESIS, canonical_bytes, next_link, unwrap_stored
 from sessions.store.chain_check import check_all, check_session
 from sessions.store.records import stream_records
-from tests.audit.audit_support import Built, EventsTable, build_store, run_cli, run_cli_many
+from tests.audit.audit_support import (
+    Built,
+    EventsTable,
+    build_store,
+    run_cli,
+    run_cli_many,
+)
 
 INTACT = "intact: every chain verifies"
 EVERY_EVENT_TYPE = {

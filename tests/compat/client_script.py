@@ -28,10 +28,20 @@ try:
     import grpc
     from google.protobuf import any_pb2, empty_pb2
     from google.protobuf.descriptor import FieldDescriptor
-    from yandex.cloud.operation import operation_pb2, operation_service_pb2, operation_service_pb2_grpc
-    from yandex.cloud.organizationmanager.v1.idp import synchronization_session_service_pb2 as idp
-    from yandex.cloud.organizationmanager.v1.idp import synchronization_session_service_pb2_grpc as idp_grpc
-    from yandex.cloud.organizationmanager.v1.idp import synchronization_settings_pb2 as idp_settings
+    from yandex.cloud.operation import (
+        operation_pb2,
+        operation_service_pb2,
+        operation_service_pb2_grpc,
+    )
+    from yandex.cloud.organizationmanager.v1.idp import (
+        synchronization_session_service_pb2 as idp,
+    )
+    from yandex.cloud.organizationmanager.v1.idp import (
+        synchronization_session_service_pb2_grpc as idp_grpc,
+    )
+    from yandex.cloud.organizationmanager.v1.idp import (
+        synchronization_settings_pb2 as idp_settings,
+    )
 except ImportError as exc:  # pragma: no cover - exercised only in a broken venv
     print(
         json.dumps({"ok": False, "error": f"official stubs not importable: {exc!r}", "python": sys.executable}),

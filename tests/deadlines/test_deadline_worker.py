@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sessions.api.convert import micros
 from sessions.api.operations import renderer
-from sessions.api.protos import session_pb2
+from sessions.api.protos import operation_pb2, service_pb2
 from sessions.deadlines import DeadlineWorker
 from sessions.domain.enums import SessionStatus, SessionType
 from sessions.domain.policy import Policy
@@ -32,10 +32,13 @@ class World:
         self.worker = DeadlineWorker(self.app, self.view)
 
     def open(self, container: str = "c1") -> str:
-        self.app.open_session(container, "a1", SessionType.AD_SYNC, AGENT, renderer("OpenSession", "agent"))
+        outcome = self.app.open_session(
+            container, "a1", SessionType.AD_SYNC, AGENT, renderer("OpenSession", "agent")
+        )
         self.projector.catch_up()
-        row = self.view.list_newest(container, 1)[0]
-        return session_pb2.SynchronizationSession.FromString(row.session).session_id
+        opened = service_pb2.OpenSessionResponse()
+        operation_pb2.Operation.FromString(outcome.payload).response.Unpack(opened)
+        return opened.opened_session.session_id
 
     def heartbeat(self, session_id: str) -> None:
         self.app.heartbeat(session_id, AGENT, renderer("Heartbeat", "agent"))

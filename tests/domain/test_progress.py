@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from domain_support import AGENT, POLICY, TTL, at, open_session, state
+
 from sessions.domain.enums import ChangeType, RelatedObjectType
 from sessions.domain.errors import InvalidArgument
 from sessions.domain.progress import (

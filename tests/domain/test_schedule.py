@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-
 from domain_support import POLICY, T0, at, state
+
 from sessions.domain.enums import OpenResult, SessionStatus, SessionType, SyncMode
 from sessions.domain.policy import Policy
 from sessions.domain.schedule import OpenDecision, SyncSchedule, schedule_id

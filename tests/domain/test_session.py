@@ -8,8 +8,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-
 from domain_support import AGENT, GRACE, POLICY, T0, TTL, at, open_session, state
+
 from sessions.domain.enums import (
     ChangeType,
     RelatedObjectType,
@@ -19,7 +19,12 @@ from sessions.domain.enums import (
 )
 from sessions.domain.errors import InvalidArgument, StateConflict
 from sessions.domain.progress import ChangeCount, ProgressEntry
-from sessions.domain.session import EXPIRY_REASON, MAX_FAIL_REASON, Session, visible_status
+from sessions.domain.session import (
+    EXPIRY_REASON,
+    MAX_FAIL_REASON,
+    Session,
+    visible_status,
+)
 
 USERS_CREATED = (
     ProgressEntry(RelatedObjectType.USER, (ChangeCount(ChangeType.CREATE, 3, 1),)),

@@ -7,8 +7,6 @@ name no other test folder uses."""
 
 from __future__ import annotations
 
-from sessions.projection.runner import wait_until
-
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from sessions.api.protos import session_pb2
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType
 from sessions.domain.policy import Policy
 from sessions.domain.progress import ChangeCount, ProgressEntry
+from sessions.projection.runner import wait_until
 from sessions.projection.snapshots import PostgresSessionSnapshots, SessionSnapshots
 from sessions.store.application import Caller, Outcome, SessionsApplication
 from sessions.store.clock import ManualClock

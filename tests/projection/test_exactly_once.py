@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from projection_support import (
     Workload,
     head,
@@ -27,6 +26,7 @@ from projection_support import (
     stored_versions,
     versions_in,
 )
+
 from sessions.api.convert import session_bytes
 from sessions.projection.runner import Projector
 from sessions.projection.snapshots import SessionSnapshots, open_snapshots

@@ -11,7 +11,6 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from projection_support import (
     PRINCIPAL,
     T0,
@@ -22,6 +21,7 @@ from projection_support import (
     served_totals,
     stored_versions,
 )
+
 from sessions.domain.enums import SessionType
 from sessions.domain.schedule import SyncSchedule
 from sessions.projection.runner import Projector
@@ -65,8 +65,8 @@ def spy_on_saves(monkeypatch: pytest.MonkeyPatch, view: SessionSnapshots) -> lis
     saves: list[tuple[list[str], int]] = []
     save = view.save
 
-    def recording_save(rows, tracking):  # type: ignore[no-untyped-def]
-        save(rows, tracking)
+    def recording_save(rows, tracking, parked=()):  # type: ignore[no-untyped-def]
+        save(rows, tracking, parked)
         saves.append(([r.session_id for r in rows], tracking.notification_id))
 
     monkeypatch.setattr(view, "save", recording_save)
@@ -238,8 +238,8 @@ def test_projector_whose_commit_landed_but_raised_does_not_fold_twice(apps, star
     lost: list[int] = []
     save = view.save
 
-    def commit_then_raise(rows, tracking):  # type: ignore[no-untyped-def]
-        save(rows, tracking)
+    def commit_then_raise(rows, tracking, parked=()):  # type: ignore[no-untyped-def]
+        save(rows, tracking, parked)
         if not lost:
             lost.append(tracking.notification_id)
             raise ConnectionError("server closed the connection after COMMIT")

@@ -3,8 +3,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from store_support import POLICY, T0, Render
+
 from sessions.store.application import SessionsApplication
 from sessions.store.clock import ManualClock
 from sessions.store.urls import parse_store_url

@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-
 from store_support import (
     POLICY,
     T0,
@@ -19,6 +18,7 @@ from store_support import (
     events,
     state,
 )
+
 from sessions.domain.enums import (
     ChangeType,
     OpenResult,

@@ -8,9 +8,12 @@ from sessions.api import convert, validation
 from sessions.api.errors import translated_errors
 from sessions.api.protos import audit_pb2, audit_pb2_grpc
 from sessions.domain.errors import InvalidArgument
-from sessions.projection.history import session_as_of, session_at_version, session_history
+from sessions.projection.history import (
+    session_as_of,
+    session_at_version,
+    session_history,
+)
 from sessions.store.application import SessionsApplication
-
 
 PAGE_SIZE = 250
 

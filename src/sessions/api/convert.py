@@ -8,10 +8,10 @@ from datetime import datetime, timedelta, timezone
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from sessions.api.protos import session_pb2
+from sessions.domain import enums
 from sessions.domain.enums import SessionStatus, SessionType
 from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.domain.session import EXPIRY_REASON, Session, visible_status
-from sessions.domain import enums
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

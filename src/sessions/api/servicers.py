@@ -3,7 +3,6 @@ No business rules live here; every decision is the domain's."""
 
 from __future__ import annotations
 
-
 from sessions.api import convert, filters, listing, validation
 from sessions.api.errors import ProjectionBehind, translated_errors
 from sessions.api.identity import caller_of

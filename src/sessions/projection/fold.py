@@ -42,21 +42,34 @@ class SessionFold:
 
     def apply(
         self, sessions: dict[str, Session], notifications: Iterable[Notification]
-    ) -> set[str]:
+    ) -> tuple[set[str], list[tuple[Notification, str]]]:
         """Apply the session events among ``notifications`` to ``sessions``
-        (in place); return the ids that changed. Events a row already holds
-        (version not newer) are skipped."""
+        (in place). Return the ids that changed, and the events that could
+        not be applied with their errors (poison events, to be parked); once
+        one of a stream's events fails, the stream's later events wait too.
+        Events a row already holds (version not newer) are skipped."""
         changed: set[str] = set()
+        failed: list[tuple[Notification, str]] = []
+        blocked: set[str] = set()
         for notification in notifications:
             if notification.topic not in SESSION_TOPICS:
                 continue
-            event = self.mapper.to_domain_event(notification)
-            current = sessions.get(event.originator_id)
-            if current is not None and event.originator_version <= current.version:
+            stream = str(notification.originator_id)
+            if stream in blocked:
+                failed.append((notification, "waits for an earlier parked event of its stream"))
                 continue
-            sessions[event.originator_id] = event.mutate(current)  # type: ignore[assignment]
-            changed.add(event.originator_id)
-        return changed
+            try:
+                event = self.mapper.to_domain_event(notification)
+                current = sessions.get(stream)
+                if current is not None and event.originator_version <= current.version:
+                    continue
+                sessions[stream] = event.mutate(current)  # type: ignore[assignment]
+            except Exception as e:  # noqa: BLE001 - any failure parks the event
+                blocked.add(stream)
+                failed.append((notification, f"{type(e).__name__}: {e}"))
+                continue
+            changed.add(stream)
+        return changed, failed
 
     def row(self, session: Session) -> SnapshotRow:
         snapshot = self.mapper.to_stored_event(SnapshotOfState.take(session))

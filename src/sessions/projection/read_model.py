@@ -1,17 +1,99 @@
-"""The read side as the API sees it: serve snapshot rows, and wait until a
-write's own events are in them (read-your-writes)."""
+"""The read side of one process: the live table of the read model, the
+projector folding into it (unless another process runs it), waiting until
+a write's own events are in it (read-your-writes), and following the
+registry when a rebuild takes over.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+
 from sessions.projection.listing import ListedRow, PageQuery
+from sessions.projection.registry import Registry, new_reader_id
 from sessions.projection.runner import Projector, wait_until
-from sessions.projection.snapshots import ServedRow, SessionSnapshots
+from sessions.projection.schema import version as code_version
+from sessions.projection.snapshots import (
+    NAME,
+    ServedRow,
+    SessionSnapshots,
+    snapshots_on,
+)
+from sessions.store.application import SessionsApplication
+
+log = logging.getLogger("sessions.read_model")
+
+WATCH_INTERVAL = 1.0
 
 
 class ReadModel:
-    def __init__(self, view: SessionSnapshots, projector: Projector | None = None):
-        self.view = view
-        self.projector = projector
+    def __init__(
+        self,
+        app: SessionsApplication,
+        *,
+        run_projector: bool = True,
+        watch_interval: float = WATCH_INTERVAL,
+    ):
+        self.app = app
+        self.registry = Registry.of(app)
+        self.reader_id = new_reader_id()
+        self.watch_interval = watch_interval
+        registration = self.registry.get(NAME)
+        self._view = snapshots_on(app, registration.live_table)
+        self.projector = Projector(app, self._view) if run_projector else None
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        if registration.live_version != code_version(NAME):
+            log.warning(
+                "read model %s is at version %d, this build folds version %d: serving "
+                "version %d; run `sessions projections rebuild` (or serve --rebuild-on-start)",
+                NAME, registration.live_version, code_version(NAME), registration.live_version,
+            )
+
+    @property
+    def view(self) -> SessionSnapshots:
+        return self.projector.view if self.projector is not None else self._view
+
+    # --- life ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.projector is not None:
+            self.projector.start()
+        self.registry.reading(self.reader_id, NAME, self.view.table)
+        self._watcher = threading.Thread(target=self._watch, name="read-model-watch", daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(10)
+        if self.projector is not None:
+            self.projector.stop()
+        try:
+            self.registry.gone(self.reader_id)
+        except Exception:  # the store may be gone already; the entry goes stale
+            log.debug("read model: cannot unregister", exc_info=True)
+
+    def _watch(self) -> None:
+        """Say which table this process reads; move when another takes over."""
+        while not self._stop.wait(self.watch_interval):
+            try:
+                live = self.registry.get(NAME).live_table
+                if live != self.view.table:
+                    self._move_to(live)
+                self.registry.reading(self.reader_id, NAME, self.view.table)
+            except Exception:  # keep serving what we have; try again next time
+                log.exception("read model: cannot follow the registry")
+
+    def _move_to(self, table: str) -> None:
+        log.info("read model: %s took over from %s", table, self.view.table)
+        view = snapshots_on(self.app, table)
+        if self.projector is not None:
+            self.projector.switch_to(view)  # it moves once the new table is caught up
+        else:
+            self._view = view
+
+    # --- reading --------------------------------------------------------------------
 
     def wait_for(self, position: int, timeout: float) -> bool:
         if position <= 0:
@@ -24,11 +106,14 @@ class ReadModel:
     def get(self, session_id: str) -> ServedRow | None:
         return self.view.get(session_id)
 
-    def list_newest(self, subject_container_id: str, limit: int) -> list[ServedRow]:
-        return self.view.list_newest(subject_container_id, limit)
-
     def list_page(self, query: PageQuery) -> list[ListedRow]:
         return self.view.list_page(query)
 
     def page_token_key(self) -> bytes:
         return self.view.page_token_key()
+
+    def due_to_stall(self, silent_since: int, limit: int) -> list[str]:
+        return self.view.due_to_stall(silent_since, limit)
+
+    def due_to_expire(self, now: int, limit: int) -> list[str]:
+        return self.view.due_to_expire(now, limit)

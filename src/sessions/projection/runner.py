@@ -1,10 +1,15 @@
 """The projector: folds the event log into the session_snapshots read model.
 
 Catch up in batches, then tail. Each batch is one transaction holding the
-changed rows and the new tracking position (exactly once). New events are
-noticed three ways: a local wake-up from writes in this process, PostgreSQL
-NOTIFY from other processes, and a polling fallback, so that a lost
-notification delays the projector by one poll interval at most.
+changed rows, any parked events and the new tracking position (exactly
+once). An event the fold cannot apply is parked with its error and the
+projector goes on. New events are noticed three ways: a local wake-up from
+writes in this process, PostgreSQL NOTIFY from other processes, and a
+polling fallback, so that a lost notification delays it one poll at most.
+
+When a rebuild takes over, the projector moves to the new table itself, in
+its own thread: it catches the new table up to the head first, so its
+position never goes back and a reader never sees less than it waited for.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from eventsourcing.persistence import Notification, Tracking
 
 from sessions.domain.session import Session
 from sessions.projection.fold import SessionFold, session_ids_in
-from sessions.projection.snapshots import SessionSnapshots
+from sessions.projection.snapshots import ParkedEvent, SessionSnapshots
 from sessions.store.application import SessionsApplication
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,7 @@ class Projector:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
+        self._switch_to: SessionSnapshots | None = None
         self.error: BaseException | None = None
 
     # --- catching up ------------------------------------------------------------
@@ -92,10 +98,19 @@ class Projector:
             for sid, (version, state) in self.view.resume_points(missing).items():
                 sessions[sid] = self.fold.resume(sid, version, state)
         try:
-            changed = self.fold.apply(sessions, notifications)
+            changed, failures = self.fold.apply(sessions, notifications)
             rows = [self.fold.row(sessions[sid]) for sid in sorted(changed)]
+            parked = [
+                ParkedEvent(n.id, str(n.originator_id), n.originator_version, n.topic, bytes(n.state), error)
+                for n, error in failures
+            ]
+            for event in parked:
+                log.error(
+                    "projector: parked event %d (%s v%d, %s): %s",
+                    event.position, event.stream, event.version, event.topic, event.error,
+                )
             last = notifications[-1].id
-            self.view.save(rows, Tracking(self.view.tracking_name, last))
+            self.view.save(rows, Tracking(self.view.tracking_name, last), parked)
         except BaseException:
             # Folded objects may hold changes that were not committed.
             self._cache.clear()
@@ -160,11 +175,26 @@ class Projector:
             if thread is not None:
                 thread.join(timeout)
 
+    def switch_to(self, view: SessionSnapshots) -> None:
+        """Move to another table (a rebuilt read model that took over)."""
+        self._switch_to = view
+        self.wake()
+
+    def _switch(self, view: SessionSnapshots) -> None:
+        Projector(self.app, view, batch_size=max(self.batch_size, 2000)).catch_up()
+        self._cache.clear()
+        previous, self.view = self.view.table, view
+        self._advance(max(view.position(), self._position))
+        log.info("projector: moved from %s to %s at position %d", previous, view.table, self._position)
+
     def _run(self) -> None:
         backoff = self.poll_interval
         while not self._stop.is_set():
             try:
                 self._wake.clear()
+                if self._switch_to is not None:
+                    view, self._switch_to = self._switch_to, None
+                    self._switch(view)
                 if self.run_batch() == self.batch_size:
                     continue  # more is waiting: no pause while catching up
                 backoff = self.poll_interval

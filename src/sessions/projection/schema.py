@@ -24,11 +24,9 @@ def version(name: str) -> int:
     return int((projections_dir() / name / "VERSION").read_text().strip())
 
 
-def table_name(name: str, at_version: int | None = None) -> str:
-    return f"{name}_v{version(name) if at_version is None else at_version}"
-
-
 def create_statements(name: str, backend: str, table: str) -> list[str]:
     text = (projections_dir() / name / f"{backend}.sql").read_text()
     lines = [line.split("--", 1)[0] for line in text.splitlines()]
-    return [s.strip().format(table=table) for s in "\n".join(lines).split(";") if s.strip()]
+    return [
+        s.strip().format(table=table, name=name) for s in "\n".join(lines).split(";") if s.strip()
+    ]

@@ -1,14 +1,17 @@
-"""The session_snapshots read model's storage, one class per backend.
+"""The session_snapshots read model's storage.
 
-Both extend the library's tracking recorders, so that a batch of row changes
-and the new tracking position commit in one transaction: a crash anywhere
-leaves either both or neither, and each event is applied exactly once.
+Both backends extend the library's tracking recorders, so that a batch of
+row changes, the events parked in it and the new tracking position commit in
+one transaction: a crash anywhere leaves either all or none, and each event
+is applied exactly once. The queries are written once; each backend only
+says how to run them.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +21,7 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier
 
 from sessions.projection.listing import ListedRow, PageQuery, page_sql
-from sessions.projection.schema import create_statements, table_name
+from sessions.projection.schema import create_statements
 
 NAME = "session_snapshots"
 
@@ -37,6 +40,7 @@ COLUMNS = (
     "state",
     "session",
 )
+PARKED_COLUMNS = ("position", "stream", "version", "topic", "state", "error", "parked_at")
 
 
 @dataclass(frozen=True)
@@ -68,56 +72,230 @@ class ServedRow:
     expires_at: int
 
 
+@dataclass(frozen=True)
+class ParkedEvent:
+    """An event the fold could not apply, kept with its error until retried."""
+
+    position: int
+    stream: str
+    version: int
+    topic: str
+    state: bytes
+    error: str
+    parked_at: int = 0
+
+    def values(self) -> tuple[Any, ...]:
+        return (
+            self.position,
+            self.stream,
+            self.version,
+            self.topic,
+            self.state,
+            self.error,
+            self.parked_at or int(time.time()),
+        )
+
+
 class SessionSnapshots:
-    """Backend-neutral interface (implemented below for SQLite and PostgreSQL)."""
+    """The read model in one table (``table``), whatever the backend.
+
+    Subclasses provide ``_rows`` (run a query, return tuples), ``_write``
+    (a transaction's cursor) and ``_upsert_rows``; the SQL is shared, written
+    with ``?`` placeholders.
+    """
 
     table: str
     tracking_name: str
+    mark = "?"
 
-    def save(self, rows: Sequence[SnapshotRow], tracking: Tracking) -> None:
+    # --- the backend's part -------------------------------------------------------
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
+
+    def _write(self) -> Any:
+        """A context manager giving a cursor inside one committed transaction."""
+        raise NotImplementedError
+
+    def _run(self, cursor: Any, sql: str, params: Sequence[Any] = (), many: bool = False) -> None:
+        sql = self._sql(sql)
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
+
+    def _upsert_rows(self, cursor: Any, rows: Sequence[SnapshotRow]) -> None:
+        self._run(cursor, self._upsert, [r.values() for r in rows], many=True)
+
+    def _sql(self, sql: str) -> Any:
+        return sql.replace("?", self.mark) if self.mark != "?" else sql
+
+    def _in(self, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``IN (...)`` for these values: the condition and its parameters."""
+        return f"IN ({','.join('?' * len(values))})", list(values)
+
+    def _insert_tracking(self, cursor: Any, tracking: Tracking) -> None:  # the library's
+        raise NotImplementedError
+
+    def max_tracking_id(self, application_name: str) -> int | None:  # the library's
+        raise NotImplementedError
+
+    # --- shared -----------------------------------------------------------------------
+
+    def _prepare(self, table: str) -> None:
+        self.table = table
+        self.tracking_name = table
+        self.parked_table = f"{table}_parked"
+        self.key_table = f"{NAME}_page_token_key"
+        updates = ",".join(f"{c}=excluded.{c}" for c in COLUMNS[1:])
+        self._upsert = (
+            f"INSERT INTO {table} ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))}) "
+            f"ON CONFLICT (session_id) DO UPDATE SET {updates}"
+        )
+
+    def save(
+        self, rows: Sequence[SnapshotRow], tracking: Tracking, parked: Sequence[ParkedEvent] = ()
+    ) -> None:
+        with self._write() as cursor:
+            if rows:
+                self._upsert_rows(cursor, rows)
+            if parked:
+                self._park(cursor, parked)
+            self._insert_tracking(cursor, tracking)
+
+    def position(self) -> int:
+        return self.max_tracking_id(self.tracking_name) or 0
 
     def resume_points(self, session_ids: Iterable[str]) -> dict[str, tuple[int, bytes]]:
         """session_id -> (version, state) for the sessions that have rows."""
-        raise NotImplementedError
+        ids = list(session_ids)
+        found: dict[str, tuple[int, bytes]] = {}
+        for start in range(0, len(ids), 500):
+            condition, params = self._in(ids[start : start + 500])
+            rows = self._rows(
+                f"SELECT session_id, version, state FROM {self.table} WHERE session_id {condition}",
+                params,
+            )
+            found.update({r[0]: (r[1], bytes(r[2])) for r in rows})
+        return found
 
     def get(self, session_id: str) -> ServedRow | None:
-        raise NotImplementedError
-
-    def list_newest(self, subject_container_id: str, limit: int) -> list[ServedRow]:
-        raise NotImplementedError
+        rows = self._rows(
+            f"SELECT session, status, expires_at FROM {self.table} WHERE session_id = ?",
+            (session_id,),
+        )
+        return ServedRow(bytes(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
 
     def list_page(self, query: PageQuery) -> list[ListedRow]:
         """One ListSessions page (see ``projection.listing``)."""
-        raise NotImplementedError
+        built = page_sql(query, self.table, "?")
+        if built is None:
+            return []
+        sql, params = built
+        return [ListedRow(bytes(r[0]), r[1], r[2], r[3], r[4]) for r in self._rows(sql, params)]
 
     def page_token_key(self) -> bytes:
-        """The key that signs page tokens: created once per store, then read."""
-        raise NotImplementedError
+        """The key that signs page tokens: created once per store, then read.
+        It belongs to the read model, not to one build of it, so tokens stay
+        valid across rebuilds."""
+        key: bytes | None = getattr(self, "_page_token_key", None)
+        if key is None:
+            with self._write() as cursor:
+                self._run(
+                    cursor,
+                    f"INSERT INTO {self.key_table} (id, secret) VALUES (1, ?) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    (secrets.token_bytes(32),),
+                )
+            key = bytes(self._rows(f"SELECT secret FROM {self.key_table} WHERE id = 1")[0][0])
+            self._page_token_key = key
+        return key
 
     def due_to_stall(self, silent_since: int, limit: int) -> list[str]:
         """OPENED sessions last seen at or before ``silent_since`` (micros)."""
-        raise NotImplementedError
+        return [
+            r[0]
+            for r in self._rows(
+                f"SELECT session_id FROM {self.table} WHERE status = 1 AND last_seen_at <= ? "
+                "ORDER BY last_seen_at LIMIT ?",
+                (silent_since, limit),
+            )
+        ]
 
     def due_to_expire(self, now: int, limit: int) -> list[str]:
         """OPENED or PENDING sessions whose expires_at is at or before ``now``."""
-        raise NotImplementedError
+        return [
+            r[0]
+            for r in self._rows(
+                f"SELECT session_id FROM {self.table} WHERE status IN (1, 2) AND expires_at <= ? "
+                "ORDER BY expires_at LIMIT ?",
+                (now, limit),
+            )
+        ]
 
-    def position(self) -> int:
-        return self.max_tracking_id(self.tracking_name) or 0  # type: ignore[attr-defined]
+    def session_ids(self, batch: int = 5000) -> Iterator[str]:
+        """Every session with a row, in id order."""
+        after = ""
+        while True:
+            rows = self._rows(
+                f"SELECT session_id FROM {self.table} WHERE session_id > ? "
+                "ORDER BY session_id LIMIT ?",
+                (after, batch),
+            )
+            if not rows:
+                return
+            yield from (r[0] for r in rows)
+            after = rows[-1][0]
+
+    def row_version(self, session_id: str) -> int | None:
+        rows = self._rows(f"SELECT version FROM {self.table} WHERE session_id = ?", (session_id,))
+        return rows[0][0] if rows else None
+
+    def count(self) -> int:
+        return int(self._rows(f"SELECT COUNT(*) FROM {self.table}")[0][0])
+
+    # --- parked events -----------------------------------------------------------
+
+    def _park(self, cursor: Any, parked: Sequence[ParkedEvent]) -> None:
+        self._run(
+            cursor,
+            f"INSERT INTO {self.parked_table} ({','.join(PARKED_COLUMNS)}) "
+            f"VALUES ({','.join('?' * len(PARKED_COLUMNS))}) "
+            "ON CONFLICT (position) DO UPDATE SET error = excluded.error",
+            [p.values() for p in parked],
+            many=True,
+        )
+
+    def parked(self) -> list[ParkedEvent]:
+        rows = self._rows(
+            f"SELECT {','.join(PARKED_COLUMNS)} FROM {self.parked_table} ORDER BY position"
+        )
+        return [ParkedEvent(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows]
+
+    def parked_count(self) -> int:
+        return int(self._rows(f"SELECT COUNT(*) FROM {self.parked_table}")[0][0])
+
+    def unpark(self, rows: Sequence[SnapshotRow], applied: Sequence[int], still: Sequence[ParkedEvent]) -> None:
+        """After a retry: write the rows, forget the applied events, and record
+        the new errors of those still failing, in one transaction."""
+        with self._write() as cursor:
+            if rows:
+                self._upsert_rows(cursor, rows)
+            if applied:
+                self._run(
+                    cursor,
+                    f"DELETE FROM {self.parked_table} WHERE position = ?",
+                    [(p,) for p in applied],
+                    many=True,
+                )
+            if still:
+                self._park(cursor, still)
 
 
 class SQLiteSessionSnapshots(SQLiteTrackingRecorder, SessionSnapshots):
-    def __init__(self, datastore: Any, *, at_version: int | None = None, **kwargs: Any):
-        self.table = table_name(NAME, at_version)
-        self.tracking_name = self.table
+    def __init__(self, datastore: Any, *, table: str, **kwargs: Any):
+        self._prepare(table)
         super().__init__(datastore, **kwargs)
-        placeholders = ",".join("?" * len(COLUMNS))
-        updates = ",".join(f"{c}=excluded.{c}" for c in COLUMNS[1:])
-        self._upsert = (
-            f"INSERT INTO {self.table} ({','.join(COLUMNS)}) VALUES ({placeholders}) "
-            f"ON CONFLICT(session_id) DO UPDATE SET {updates}"
-        )
 
     def construct_create_table_statements(self) -> list[str]:
         return [
@@ -125,205 +303,104 @@ class SQLiteSessionSnapshots(SQLiteTrackingRecorder, SessionSnapshots):
             *create_statements(NAME, "sqlite", self.table),
         ]
 
-    def save(self, rows: Sequence[SnapshotRow], tracking: Tracking) -> None:
-        with self.datastore.transaction(commit=True) as c:
-            c.executemany(self._upsert, [r.values() for r in rows])
-            self._insert_tracking(c, tracking)
-
-    def resume_points(self, session_ids: Iterable[str]) -> dict[str, tuple[int, bytes]]:
-        ids = list(session_ids)
-        found: dict[str, tuple[int, bytes]] = {}
-        with self.datastore.transaction(commit=False) as c:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                c.execute(
-                    f"SELECT session_id, version, state FROM {self.table} "
-                    f"WHERE session_id IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                )
-                found.update({r[0]: (r[1], bytes(r[2])) for r in c.fetchall()})
-        return found
-
-    def get(self, session_id: str) -> ServedRow | None:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(
-                f"SELECT session, status, expires_at FROM {self.table} WHERE session_id=?",
-                (session_id,),
-            )
-            row = c.fetchone()
-        return ServedRow(bytes(row[0]), row[1], row[2]) if row else None
-
-    def list_newest(self, subject_container_id: str, limit: int) -> list[ServedRow]:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(
-                f"SELECT session, status, expires_at FROM {self.table} "
-                "WHERE subject_container_id=? "
-                "ORDER BY created_at DESC, session_id DESC LIMIT ?",
-                (subject_container_id, limit),
-            )
-            return [ServedRow(bytes(r[0]), r[1], r[2]) for r in c.fetchall()]
-
-    def list_page(self, query: PageQuery) -> list[ListedRow]:
-        built = page_sql(query, self.table, "?")
-        if built is None:
-            return []
-        sql, params = built
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.datastore.transaction(commit=False) as c:
             c.execute(sql, params)
-            return [ListedRow(bytes(r[0]), r[1], r[2], r[3], r[4]) for r in c.fetchall()]
+            return [tuple(r) for r in c.fetchall()]
 
-    def page_token_key(self) -> bytes:
-        key: bytes | None = getattr(self, "_page_token_key", None)
-        if key is None:
-            table = f"{self.table}_page_token_key"
-            with self.datastore.transaction(commit=True) as c:
-                c.execute(
-                    f"INSERT INTO {table} (id, secret) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
-                    (secrets.token_bytes(32),),
-                )
-                c.execute(f"SELECT secret FROM {table} WHERE id = 1")
-                key = bytes(c.fetchone()[0])
-            self._page_token_key = key
-        return key
+    def _write(self) -> Any:
+        return self.datastore.transaction(commit=True)
 
-    def due_to_stall(self, silent_since: int, limit: int) -> list[str]:
-        return self._ids(
-            f"SELECT session_id FROM {self.table} WHERE status = 1 AND last_seen_at <= ? "
-            "ORDER BY last_seen_at LIMIT ?",
-            (silent_since, limit),
-        )
-
-    def due_to_expire(self, now: int, limit: int) -> list[str]:
-        return self._ids(
-            f"SELECT session_id FROM {self.table} WHERE status IN (1, 2) AND expires_at <= ? "
-            "ORDER BY expires_at LIMIT ?",
-            (now, limit),
-        )
-
-    def _ids(self, query: str, params: tuple[Any, ...]) -> list[str]:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(query, params)
-            return [r[0] for r in c.fetchall()]
+    def drop(self) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            for table in (self.parked_table, self.table):
+                c.execute(f"DROP TABLE IF EXISTS {table}")
+            c.execute("DELETE FROM tracking WHERE application_name = ?", (self.tracking_name,))
 
 
 class PostgresSessionSnapshots(PostgresTrackingRecorder, SessionSnapshots):
-    def __init__(self, datastore: Any, *, at_version: int | None = None, **kwargs: Any):
-        self.table = table_name(NAME, at_version)
-        self.tracking_name = self.table
+    mark = "%s"
+    BULK = 200  # rows from which a batch is written with COPY
+
+    def __init__(self, datastore: Any, *, table: str, **kwargs: Any):
+        self._prepare(table)
         super().__init__(datastore, **kwargs)
-        table = Identifier(self.table)
         for statement in create_statements(NAME, "postgresql", self.table):
             self.sql_create_statements.append(SQL(statement))  # type: ignore[arg-type]
-        self._upsert = SQL(
-            "INSERT INTO {table} ({columns}) VALUES ({values}) "
-            "ON CONFLICT (session_id) DO UPDATE SET {updates}"
-        ).format(
-            table=table,
-            columns=SQL(",").join(Identifier(c) for c in COLUMNS),
-            values=SQL(",").join(SQL("%s") for _ in COLUMNS),
-            updates=SQL(",").join(
-                SQL("{c}=excluded.{c}").format(c=Identifier(c)) for c in COLUMNS[1:]
-            ),
+
+    def _in(self, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        # One array parameter: the statement is the same whatever the length.
+        return "= ANY(?)", [list(values)]
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._sql(sql), params, prepare=True)
+            return [tuple(r.values()) for r in curs.fetchall()]
+
+    def _write(self) -> Any:
+        return self.datastore.transaction(commit=True)
+
+    def _upsert_rows(self, cursor: Any, rows: Sequence[SnapshotRow]) -> None:
+        if len(rows) < self.BULK:
+            super()._upsert_rows(cursor, rows)
+            return
+        # Large batches (catching up, rebuilding): COPY into a temporary
+        # table, then one INSERT ... ON CONFLICT from it.
+        cursor.execute(
+            SQL("CREATE TEMPORARY TABLE IF NOT EXISTS snapshot_batch (LIKE {table}) ON COMMIT DELETE ROWS").format(
+                table=Identifier(self.table)
+            )
         )
-        self._resume = SQL(
-            "SELECT session_id, version, state FROM {table} WHERE session_id = ANY(%s)"
-        ).format(table=table)
-        self._get = SQL(
-            "SELECT session, status, expires_at FROM {table} WHERE session_id = %s"
-        ).format(table=table)
-        self._due_to_stall = SQL(
-            "SELECT session_id FROM {table} WHERE status = 1 AND last_seen_at <= %s "
-            "ORDER BY last_seen_at LIMIT %s"
-        ).format(table=table)
-        self._due_to_expire = SQL(
-            "SELECT session_id FROM {table} WHERE status IN (1, 2) AND expires_at <= %s "
-            "ORDER BY expires_at LIMIT %s"
-        ).format(table=table)
-        self._list = SQL(
-            "SELECT session, status, expires_at FROM {table} "
-            "WHERE subject_container_id = %s "
-            "ORDER BY created_at DESC, session_id DESC LIMIT %s"
-        ).format(table=table)
+        with cursor.copy(
+            SQL("COPY snapshot_batch ({columns}) FROM STDIN").format(
+                columns=SQL(",").join(Identifier(c) for c in COLUMNS)
+            )
+        ) as copy:
+            for row in rows:
+                copy.write_row(row.values())
+        cursor.execute(
+            SQL(
+                "INSERT INTO {table} ({columns}) SELECT {columns} FROM snapshot_batch "
+                "ON CONFLICT (session_id) DO UPDATE SET {updates}"
+            ).format(
+                table=Identifier(self.table),
+                columns=SQL(",").join(Identifier(c) for c in COLUMNS),
+                updates=SQL(",").join(
+                    SQL("{c}=excluded.{c}").format(c=Identifier(c)) for c in COLUMNS[1:]
+                ),
+            )
+        )
 
-    def save(self, rows: Sequence[SnapshotRow], tracking: Tracking) -> None:
+    def drop(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
-            curs.executemany(self._upsert, [r.values() for r in rows])
-            self._insert_tracking(curs, tracking)
-
-    def resume_points(self, session_ids: Iterable[str]) -> dict[str, tuple[int, bytes]]:
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._resume, (list(session_ids),), prepare=True)
-            return {
-                r["session_id"]: (r["version"], bytes(r["state"])) for r in curs.fetchall()
-            }
-
-    def get(self, session_id: str) -> ServedRow | None:
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._get, (session_id,), prepare=True)
-            row = curs.fetchone()
-        return ServedRow(bytes(row["session"]), row["status"], row["expires_at"]) if row else None
-
-    def list_newest(self, subject_container_id: str, limit: int) -> list[ServedRow]:
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._list, (subject_container_id, limit), prepare=True)
-            return [
-                ServedRow(bytes(r["session"]), r["status"], r["expires_at"])
-                for r in curs.fetchall()
-            ]
-
-    def list_page(self, query: PageQuery) -> list[ListedRow]:
-        built = page_sql(query, "{table}", "%s")
-        if built is None:
-            return []
-        sql, params = built
-        statement = SQL(sql).format(table=Identifier(self.table))  # type: ignore[arg-type]
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, params)
-            return [
-                ListedRow(
-                    bytes(r["session"]), r["status"], r["expires_at"], r["created_at"], r["session_id"]
-                )
-                for r in curs.fetchall()
-            ]
-
-    def page_token_key(self) -> bytes:
-        key: bytes | None = getattr(self, "_page_token_key", None)
-        if key is None:
-            table = Identifier(f"{self.table}_page_token_key")
-            with self.datastore.transaction(commit=True) as curs:
-                curs.execute(
-                    SQL(
-                        "INSERT INTO {table} (id, secret) VALUES (1, %s) ON CONFLICT (id) DO NOTHING"
-                    ).format(table=table),
-                    (secrets.token_bytes(32),),
-                )
-                curs.execute(SQL("SELECT secret FROM {table} WHERE id = 1").format(table=table))
-                key = bytes(curs.fetchone()["secret"])
-            self._page_token_key = key
-        return key
-
-    def due_to_stall(self, silent_since: int, limit: int) -> list[str]:
-        return self._ids(self._due_to_stall, (silent_since, limit))
-
-    def due_to_expire(self, now: int, limit: int) -> list[str]:
-        return self._ids(self._due_to_expire, (now, limit))
-
-    def _ids(self, query: Any, params: tuple[Any, ...]) -> list[str]:
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(query, params, prepare=True)
-            return [r["session_id"] for r in curs.fetchall()]
+            for table in (self.parked_table, self.table):
+                curs.execute(SQL("DROP TABLE IF EXISTS {0}").format(Identifier(table)))
+            curs.execute(
+                SQL("DELETE FROM {0} WHERE application_name = %s").format(
+                    Identifier(self.tracking_table_name)
+                ),
+                (self.tracking_name,),
+            )
 
 
-def open_snapshots(app: Any, *, at_version: int | None = None) -> SessionSnapshots:
-    """The read model's recorder on the application's own datastore (one pool,
-    and for in-memory SQLite the only way to see the same database)."""
-    factory = app.factory
+def snapshots_on(app: Any, table: str) -> SessionSnapshots:
+    """The read model in ``table``, on the application's own datastore (one
+    pool, and for in-memory SQLite the only way to see the same database)."""
+    datastore = app.factory.datastore
+    recorder: SQLiteSessionSnapshots | PostgresSessionSnapshots
     if app.settings.backend == "postgresql":
         recorder = PostgresSessionSnapshots(
-            factory.datastore, tracking_table_name="sessions_tracking", at_version=at_version
+            datastore, table=table, tracking_table_name=f"{app.name}_tracking"
         )
     else:
-        recorder = SQLiteSessionSnapshots(factory.datastore, at_version=at_version)
+        recorder = SQLiteSessionSnapshots(datastore, table=table)
     with app.schema_lock():
         recorder.create_table()
     return recorder
+
+
+def open_snapshots(app: Any) -> SessionSnapshots:
+    """The live read model, as the registry names it."""
+    from sessions.projection.registry import Registry
+
+    return snapshots_on(app, Registry.of(app).get(NAME).live_table)

@@ -15,7 +15,6 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 
-
 def default_store_url() -> str:
     """An SQLite file in the working directory's .sessions/ folder."""
     return f"sqlite://{(Path.cwd() / '.sessions' / 'sessions.db').as_posix()}"
