@@ -13,7 +13,8 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
-from sessions import security_cli
+from sessions import audit_cli, projections_cli, security_cli
+from sessions.cli_common import UsageError, add_store, env
 from sessions.domain.policy import Policy
 from sessions.store.urls import StoreURLError, default_store_url
 from sessions.transport import add_client_options
@@ -28,21 +29,8 @@ POLICY_FLAGS = {
 }
 
 
-class UsageError(Exception):
-    pass
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"SESSIONS_{name.upper()}", default)
-
-
-def _add_store(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--store",
-        default=_env("store"),
-        help="store URL: sqlite:///path/file.db, postgresql://user@host:port/db or memory:// "
-        "(env SESSIONS_STORE; default: .sessions/sessions.db in the working directory)",
-    )
+_env = env
+_add_store = add_store
 
 
 def _add_policy(parser: argparse.ArgumentParser) -> None:
@@ -108,6 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             run_projector=not args.no_projector,
             run_deadlines=not args.no_deadlines,
             deadline_interval=args.deadline_interval,
+            rebuild_on_start=args.rebuild_on_start,
             **server_kwargs(args),
         )
     reload_on_sighup(server)
@@ -118,57 +107,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_project(args: argparse.Namespace) -> int:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TimeRemainingColumn,
-    )
-
+    from sessions.cli_common import open_app, progress_bar
     from sessions.deadlines import DeadlineWorker
-    from sessions.projection.runner import Projector
-    from sessions.projection.snapshots import open_snapshots
-    from sessions.store.application import SessionsApplication
-    from sessions.store.urls import parse_store_url
+    from sessions.projection.read_model import ReadModel
 
-    settings = parse_store_url(args.store or default_store_url())
-    log.info("store: %s", settings.description)
-    app = SessionsApplication(settings, policy=_policy(args))
-    view = open_snapshots(app)
+    app = open_app(args, policy=_policy(args))
+    log.info("store: %s", app.settings.description)
+    read_model = ReadModel(app)
+    projector = read_model.projector
+    assert projector is not None
+    projector.batch_size = args.batch_size
     head = app.recorder.max_notification_id() or 0
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        "events",
-        TimeRemainingColumn(),
-        transient=True,
-    ) as progress:
-        task = progress.add_task("catching up", total=head, completed=view.position())
-        projector = Projector(
-            app,
-            view,
-            batch_size=args.batch_size,
-            on_batch=lambda n, position: progress.update(task, completed=position),
-        )
+    with progress_bar(f"catching up {read_model.view.table}", head) as update:
+        update(projector.position)
+        projector.on_batch = lambda n, position: update(position)
         projector.catch_up()
     projector.on_batch = None
     log.info("projector: caught up at %d; tailing the log", projector.position)
     if args.once:
         app.close()
         return 0
-    projector.start()
+    read_model.start()
     deadlines = None
     if not args.no_deadlines:
         deadlines = DeadlineWorker(
-            app, view, interval=args.deadline_interval, on_sweep=lambda sweep: projector.wake()
+            app, read_model, interval=args.deadline_interval, on_sweep=lambda sweep: projector.wake()
         )
         deadlines.start()
         log.info("deadlines: sweeping every %gs", args.deadline_interval)
     _wait_for_signal()
     if deadlines is not None:
         deadlines.stop()
-    projector.stop()
+    read_model.stop()
     app.close()
     return 0
 
@@ -197,193 +167,6 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
-def _open_app(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from sessions.store.application import SessionsApplication
-    from sessions.store.urls import parse_store_url
-
-    return SessionsApplication(parse_store_url(args.store or default_store_url()))
-
-
-def _parse_time(text: str):  # type: ignore[no-untyped-def]
-    from datetime import datetime, timezone
-
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"--as-of {text!r} is not an RFC 3339 time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def cmd_history(args: argparse.Namespace) -> int:
-    import json
-
-    from google.protobuf.json_format import MessageToDict
-    from rich.console import Console
-    from rich.table import Table
-
-    from sessions.api.convert import session_message
-    from sessions.domain.errors import NotFound
-    from sessions.projection.history import (
-        session_as_of,
-        session_at_version,
-        session_history,
-    )
-
-    app = _open_app(args)
-    try:
-        if args.at_version is not None and args.at_version < 1:
-            raise UsageError("--at-version must be 1 or more")
-        if args.as_of is not None or args.at_version is not None:
-            if args.at_version is not None:
-                session = session_at_version(app, args.session_id, args.at_version)
-                message = session_message(session)
-            else:
-                session, message = session_as_of(app, args.session_id, _parse_time(args.as_of))
-            shown = MessageToDict(message, preserving_proto_field_name=True)
-            print(json.dumps({"version": session.version, "session": shown}, indent=None if args.json else 2))
-            return 0
-        entries = session_history(app, args.session_id)
-        if args.json:
-            for e in entries:
-                print(json.dumps({
-                    "version": e.version,
-                    "position": e.position,
-                    "recorded_at": e.recorded_at.isoformat(),
-                    "event_type": e.event_type,
-                    "principal": e.principal,
-                    "idempotency_key": e.idempotency_key,
-                    "link": e.link,
-                    "changes": e.changes,
-                    "state": MessageToDict(e.state, preserving_proto_field_name=True),
-                }))
-            return 0
-        table = Table(title=f"session {args.session_id}")
-        for column in ("ver", "pos", "recorded at", "event", "principal", "idempotency key", "changes", "status after"):
-            table.add_column(column)
-        for e in entries:
-            table.add_row(
-                str(e.version),
-                str(e.position),
-                e.recorded_at.isoformat(timespec="milliseconds"),
-                e.event_type,
-                e.principal,
-                e.idempotency_key,
-                _describe_changes(e.changes),
-                _status_name(e.state.status),
-            )
-        Console().print(table)
-        return 0
-    except NotFound as e:
-        print(f"sessions: {e}", file=sys.stderr)
-        return 1
-    finally:
-        app.close()
-
-
-def _describe_changes(changes: dict) -> str:  # type: ignore[type-arg]
-    parts = []
-    for key, value in changes.items():
-        if key == "entries":
-            value = "; ".join(
-                f"{e['object_type']} " + ", ".join(f"{c}+{s}/{f}" for c, s, f in e["changes"])
-                for e in value
-            )
-        parts.append(f"{key}={value}")
-    return "\n".join(parts)
-
-
-def _status_name(number: int) -> str:
-    from sessions.api.protos import session_pb2
-
-    return session_pb2.SessionStatus.Name(number)
-
-
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
-
-    from sessions.store.chain_check import check_all, check_session
-
-    if bool(args.session_id) == bool(args.all):
-        raise UsageError("give a SESSION_ID or --all")
-    if args.anchor and not args.all:
-        raise UsageError("--anchor goes with --all")
-    anchor = _read_anchor(args.anchor) if args.anchor else None
-    app = _open_app(args)
-    try:
-        if args.session_id:
-            try:
-                broken = check_session(app, args.session_id)
-            except LookupError as e:
-                print(f"sessions: {e}", file=sys.stderr)
-                return 1
-            breaks = [broken] if broken else []
-        else:
-            head = app.recorder.max_notification_id() or 0
-            with Progress(transient=True) as progress:
-                task = progress.add_task("verifying chains", total=head)
-                breaks = list(
-                    check_all(
-                        app,
-                        on_progress=lambda p: progress.update(task, completed=p),
-                        anchor=anchor,
-                    )
-                )
-        for b in breaks:
-            print(f"BROKEN {b.stream}: first bad version {b.version}: {b.problem}")
-        if not breaks:
-            print("intact: every chain verifies")
-        return 1 if breaks else 0
-    finally:
-        app.close()
-
-
-ANCHOR_FORMAT = "sessions.anchor"
-
-
-def _read_anchor(path: str) -> dict[str, tuple[int, str]]:
-    import json
-
-    try:
-        document = json.loads(open(path, encoding="utf-8").read())
-        if document.get("format") != ANCHOR_FORMAT:
-            raise ValueError("not a sessions anchor file")
-        return {stream: (int(v), str(link)) for stream, (v, link) in document["streams"].items()}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"cannot read the anchor {path}: {e}") from None
-
-
-def cmd_audit_anchor(args: argparse.Namespace) -> int:
-    import json
-    from datetime import datetime, timezone
-
-    from rich.progress import Progress
-
-    from sessions.store.chain_check import heads
-
-    app = _open_app(args)
-    try:
-        head = app.recorder.max_notification_id() or 0
-        with Progress(transient=True) as progress:
-            task = progress.add_task("reading stream heads", total=head)
-            found = heads(app, on_progress=lambda p: progress.update(task, completed=p))
-    finally:
-        app.close()
-    document = {
-        "format": ANCHOR_FORMAT,
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "head": head,
-        "streams": {stream: [version, link] for stream, (version, link) in sorted(found.items())},
-    }
-    text = json.dumps(document, indent=1) + "\n"
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text)
-        print(f"anchored {len(found)} streams at position {head} in {args.out}")
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sessions", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default=_env("log_level", "INFO"), help="default INFO")
@@ -404,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not fold events here: another process runs `sessions project`",
     )
     _add_deadlines(serve)
+    serve.add_argument(
+        "--rebuild-on-start",
+        action="store_true",
+        help="if the stored read model is an older version, rebuild it while it serves",
+    )
     serve.add_argument("--grace", type=float, default=10.0, help="shutdown grace in seconds")
     security_cli.add_serve_options(serve)
     serve.set_defaults(run=cmd_serve)
@@ -416,31 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     project.add_argument("--batch-size", type=int, default=500, help="events per transaction")
     project.set_defaults(run=cmd_project)
 
-    history = commands.add_parser("history", help="a session's events in order, and the state after each")
-    history.add_argument("session_id", metavar="SESSION_ID")
-    _add_store(history)
-    history.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    point = history.add_mutually_exclusive_group()
-    point.add_argument("--as-of", metavar="TIME", help="the session as GetSession showed it then (RFC 3339)")
-    point.add_argument("--at-version", type=int, metavar="N", help="the session right after version N")
-    history.set_defaults(run=cmd_history)
-
-    audit = commands.add_parser("audit", help="tamper evidence")
-    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
-    verify = audit_commands.add_parser("verify", help="recompute the chains; exit 1 if any is broken")
-    verify.add_argument("session_id", nargs="?", metavar="SESSION_ID")
-    verify.add_argument("--all", action="store_true", help="every stream in the store")
-    verify.add_argument(
-        "--anchor", metavar="FILE", help="also check every stream still reaches its anchored head"
-    )
-    _add_store(verify)
-    verify.set_defaults(run=cmd_audit_verify)
-    anchor = audit_commands.add_parser(
-        "anchor", help="write every stream's head (version, link) to keep outside the store"
-    )
-    anchor.add_argument("--out", metavar="FILE", help="default: standard output")
-    _add_store(anchor)
-    anchor.set_defaults(run=cmd_audit_anchor)
+    audit_cli.add_commands(commands)
 
     check = commands.add_parser("health", help="exit 0 when the server reports SERVING")
     check.add_argument("--target", default=_env("target", "127.0.0.1:50051"), metavar="HOST:PORT")
@@ -449,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_options(check)
     check.set_defaults(run=cmd_health)
 
+    projections_cli.add_commands(commands)
     security_cli.add_auth_commands(commands)
     return parser
 

@@ -52,6 +52,7 @@ class SessionsServer:
         policy: Policy | None = None,
         run_projector: bool = True,
         run_deadlines: bool = True,
+        rebuild_on_start: bool = False,
         deadline_interval: float = DEFAULT_INTERVAL,
         clock: Clock = system_clock,
         max_workers: int = 32,
@@ -74,6 +75,7 @@ class SessionsServer:
         self.policy = policy or Policy()
         self.run_projector = run_projector
         self.run_deadlines = run_deadlines
+        self.rebuild_on_start = rebuild_on_start
         self.deadline_interval = deadline_interval
         self.clock = clock
         self.max_workers = max_workers
@@ -183,7 +185,22 @@ class SessionsServer:
         if self.deadlines is not None:
             self.deadlines.start()
             log.info("deadlines: sweeping every %gs", self.deadline_interval)
+        if self.rebuild_on_start and read_model.outdated:
+            threading.Thread(target=self._rebuild, name="rebuild", daemon=True).start()
         return self.port
+
+    def _rebuild(self) -> None:
+        """Build the current version while the old one serves; it takes over
+        when it reaches the head (--rebuild-on-start)."""
+        from sessions.projection.rebuild import rebuild
+
+        log.info("rebuild: building the read model's current version (--rebuild-on-start)")
+        try:
+            result = rebuild(self.app)
+        except Exception:
+            log.exception("rebuild: failed; the previous version keeps serving")
+            return
+        log.info("rebuild: %s is live (%d events folded)", result.table, result.events)
 
     def _log_security(self) -> None:
         log.info(

@@ -43,7 +43,8 @@ class ReadModel:
         self.projector = Projector(app, self._view) if run_projector else None
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
-        if registration.live_version != code_version(NAME):
+        self.outdated = registration.live_version != code_version(NAME)
+        if self.outdated:
             log.warning(
                 "read model %s is at version %d, this build folds version %d: serving "
                 "version %d; run `sessions projections rebuild` (or serve --rebuild-on-start)",

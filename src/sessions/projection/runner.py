@@ -43,8 +43,12 @@ class Projector:
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         on_batch: Callable[[int, int], None] | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        feed: Callable[[int, int], list[Notification]] | None = None,
     ):
         self.app = app
+        # Where notifications come from: (after position, limit) -> batch;
+        # the application's log by default, an archive for offline rebuilds.
+        self.feed = feed or self._from_log
         self.view = view
         self.fold = SessionFold(app.mapper)
         self.batch_size = batch_size
@@ -52,6 +56,9 @@ class Projector:
         self.on_batch = on_batch
         self.cache_size = cache_size
         self._cache: dict[str, Session] = {}  # insertion order = recency
+        # Streams with parked events: their rows may change outside this
+        # projector (retry-parked), so they are always read back.
+        self._parked_streams: set[str] = set()
         self._position = view.position()
         self._progress = threading.Condition()
         self._wake = threading.Event()
@@ -69,13 +76,16 @@ class Projector:
 
     def run_batch(self) -> int:
         """Fold the next batch of the log; return how many notifications it held."""
-        notifications = self.app.recorder.select_notifications(
-            start=self._position, limit=self.batch_size, inclusive_of_start=False
-        )
+        notifications = self.feed(self._position, self.batch_size)
         if not notifications:
             return 0
         self._apply(notifications)
         return len(notifications)
+
+    def _from_log(self, after: int, limit: int) -> list[Notification]:
+        return list(
+            self.app.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False)
+        )
 
     def catch_up(self) -> int:
         """Fold until the head of the log as it is now; return events folded."""
@@ -89,7 +99,7 @@ class Projector:
         sessions: dict[str, Session] = {}
         missing = []
         for sid in ids:
-            cached = self._cache.pop(sid, None)
+            cached = None if sid in self._parked_streams else self._cache.pop(sid, None)
             if cached is None:
                 missing.append(sid)
             else:
@@ -104,6 +114,7 @@ class Projector:
                 ParkedEvent(n.id, str(n.originator_id), n.originator_version, n.topic, bytes(n.state), error)
                 for n, error in failures
             ]
+            self._parked_streams.update(event.stream for event in parked)
             for event in parked:
                 log.error(
                     "projector: parked event %d (%s v%d, %s): %s",
@@ -123,7 +134,9 @@ class Projector:
     def _remember(self, sessions: dict[str, Session]) -> None:
         """Keep recently folded sessions, so the next batch need not read their
         state back (this projector is the only writer of its table)."""
-        self._cache.update(sessions)
+        self._cache.update(
+            (sid, s) for sid, s in sessions.items() if sid not in self._parked_streams
+        )
         while len(self._cache) > self.cache_size:
             del self._cache[next(iter(self._cache))]
 

@@ -121,13 +121,14 @@ def import_events(app: Any, path: Path, on_progress: Progress | None = None) -> 
     if app.recorder.max_notification_id():
         raise ArchiveError("the target store is not empty; import only into an empty store")
     batch: list[StoredEvent] = []
-    count = 0
+    count = position = 0
     for n in read_events(path):
         batch.append(StoredEvent(n.originator_id, n.originator_version, n.topic, n.state))
+        position = n.id
         if len(batch) >= BATCH:
-            count += _insert(app, batch, n.id, on_progress)
+            count += _insert(app, batch, position, on_progress)
     if batch:
-        count += _insert(app, batch, count + len(batch), on_progress)
+        count += _insert(app, batch, position, on_progress)
     return count
 
 

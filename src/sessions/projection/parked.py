@@ -1,0 +1,49 @@
+"""Retrying parked events: after a fix (new code, repaired data), apply each
+stream's parked events in order onto its row; those that still fail stay
+parked with their new error."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.persistence import Notification
+
+from sessions.projection.fold import SessionFold
+from sessions.projection.snapshots import ParkedEvent, SessionSnapshots
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    applied: int
+    still_parked: int
+
+
+def retry_parked(app: Any, view: SessionSnapshots) -> RetryResult:
+    fold = SessionFold(app.mapper)
+    by_stream: dict[str, list[ParkedEvent]] = defaultdict(list)
+    for event in view.parked():
+        by_stream[event.stream].append(event)
+    rows, applied, still = [], [], []
+    resume = view.resume_points(by_stream)
+    for stream, events in by_stream.items():
+        sessions = {}
+        if stream in resume:
+            version, state = resume[stream]
+            sessions[stream] = fold.resume(stream, version, state)
+        notifications = [
+            Notification(id=e.position, originator_id=e.stream, originator_version=e.version, topic=e.topic, state=e.state)
+            for e in events
+        ]
+        changed, failures = fold.apply(sessions, notifications)
+        failed_positions = {n.id: error for n, error in failures}
+        for event in events:
+            if event.position in failed_positions:
+                still.append(ParkedEvent(event.position, stream, event.version, event.topic, event.state, failed_positions[event.position]))
+            else:
+                applied.append(event.position)
+        if changed:
+            rows.append(fold.row(sessions[stream]))
+    view.unpark(rows, applied, still)
+    return RetryResult(len(applied), len(still))

@@ -1,0 +1,208 @@
+"""The read-model side of the `sessions` command: `sessions projections
+status|rebuild|verify|retry-parked` and `sessions events export|import` (see
+README, "Operating projections")."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sessions.cli_common import UsageError, add_store, open_app, progress_bar
+
+NAMES = ("session_snapshots",)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    projections = commands.add_parser("projections", help="read models: status, rebuild, verify")
+    sub = projections.add_subparsers(dest="projections_command", required=True, metavar="COMMAND")
+
+    status = sub.add_parser("status", help="version, position, lag, state and parked events")
+    status.add_argument("--json", action="store_true", help="one JSON object per read model")
+    add_store(status)
+    status.set_defaults(run=cmd_status)
+
+    rebuild = sub.add_parser("rebuild", help="build the read model afresh and switch to it")
+    rebuild.add_argument("name", nargs="?", default=NAMES[0], choices=NAMES)
+    rebuild.add_argument("--keep-old", action="store_true", help="do not drop the replaced tables")
+    rebuild.add_argument(
+        "--from-archive", metavar="FILE", type=Path, help="fold an exported archive, not the store's log"
+    )
+    rebuild.add_argument("--batch-size", type=int, default=5000, help="events per transaction")
+    rebuild.add_argument(
+        "--drop-wait", type=float, default=30.0, metavar="SECONDS",
+        help="how long to wait for servers to leave the old tables before keeping them",
+    )
+    add_store(rebuild)
+    rebuild.set_defaults(run=cmd_rebuild)
+
+    verify = sub.add_parser("verify", help="compare the read model with a fresh fold; exit 1 on any difference")
+    verify.add_argument("--sample", type=int, metavar="N", help="check N random sessions, not all")
+    verify.add_argument("--seed", type=int, help="seed of the sample, to repeat it")
+    add_store(verify)
+    verify.set_defaults(run=cmd_verify)
+
+    retry = sub.add_parser("retry-parked", help="apply the parked events again")
+    add_store(retry)
+    retry.set_defaults(run=cmd_retry_parked)
+
+    events = commands.add_parser("events", help="the event log: export and import archives")
+    events_sub = events.add_subparsers(dest="events_command", required=True, metavar="COMMAND")
+    export = events_sub.add_parser("export", help="write the whole log to a compressed archive")
+    export.add_argument("--out", required=True, type=Path, metavar="FILE")
+    add_store(export)
+    export.set_defaults(run=cmd_export)
+    load = events_sub.add_parser("import", help="load an archive into an empty store")
+    load.add_argument("archive", type=Path, metavar="FILE")
+    add_store(load)
+    load.set_defaults(run=cmd_import)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from sessions.projection.status import read_model_status
+
+    app = open_app(args)
+    try:
+        status = read_model_status(app)
+    finally:
+        app.close()
+    if args.json:
+        print(status.as_json())
+        return 0
+    table = Table(title=f"read model {status.name} (this build folds version {status.code_version})")
+    for column in ("build", "table", "version", "position", "head", "lag (events)", "lag (s)", "parked", "readers"):
+        table.add_column(column)
+    builds = [("live", status.live)] + ([("rebuilding", status.building)] if status.building else [])
+    for label, build in builds:
+        table.add_row(
+            label, build.table, str(build.version), str(build.position), str(status.head),
+            str(build.lag_events), f"{build.lag_seconds:.1f}", str(build.parked), str(build.readers),
+        )
+    console = Console()
+    console.print(table)
+    console.print(f"state: {status.state}")
+    if status.advice:
+        console.print(f"advice: {status.advice}")
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from sessions.projection.rebuild import rebuild
+    from sessions.store.archive import ArchiveError, read_events, read_header
+
+    app = open_app(args)
+    try:
+        feed = None
+        head = app.recorder.max_notification_id() or 0
+        if args.from_archive:
+            try:
+                head = read_header(args.from_archive).head
+            except (OSError, ArchiveError) as e:
+                raise UsageError(f"cannot read {args.from_archive}: {e}") from None
+            feed = _ArchiveFeed(read_events(args.from_archive))
+        with progress_bar("rebuilding", head) as update:
+            result = rebuild(
+                app,
+                feed=feed,
+                keep_old=args.keep_old,
+                batch_size=args.batch_size,
+                on_progress=update,
+                drop_wait=args.drop_wait,
+            )
+    finally:
+        app.close()
+    rate = result.events / result.seconds if result.seconds else 0.0
+    print(
+        f"{result.table} (version {result.version}) is live: folded {result.events} events "
+        f"in {result.seconds:.1f}s ({rate:,.0f} events/s)"
+        + (f", resumed from position {result.resumed_from}" if result.resumed_from else "")
+    )
+    for table in result.dropped:
+        print(f"dropped {table}")
+    for table in result.kept:
+        print(f"kept {table}")
+    return 0
+
+
+class _ArchiveFeed:
+    """Hands out an archive's events in batches, skipping what a resumed
+    build already holds."""
+
+    def __init__(self, events):  # type: ignore[no-untyped-def]
+        self.events = iter(events)
+
+    def __call__(self, after: int, limit: int):  # type: ignore[no-untyped-def]
+        batch = []
+        for notification in self.events:
+            if notification.id <= after:
+                continue
+            batch.append(notification)
+            if len(batch) == limit:
+                break
+        return batch
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from sessions.projection.snapshots import open_snapshots
+    from sessions.projection.verify import differences
+
+    app = open_app(args)
+    try:
+        view = open_snapshots(app)
+        found = list(differences(app, view, sample=args.sample, seed=args.seed))
+    finally:
+        app.close()
+    for difference in found:
+        print(f"DIFFERS {difference.session_id}: {difference.problem}")
+    if not found:
+        what = f"{args.sample} sampled sessions" if args.sample else "every session"
+        print(f"identical: {what} match a fresh fold of their events")
+    return 1 if found else 0
+
+
+def cmd_retry_parked(args: argparse.Namespace) -> int:
+    from sessions.projection.parked import retry_parked
+    from sessions.projection.snapshots import open_snapshots
+
+    app = open_app(args)
+    try:
+        result = retry_parked(app, open_snapshots(app))
+    finally:
+        app.close()
+    print(f"applied {result.applied} parked events; {result.still_parked} still parked")
+    return 1 if result.still_parked else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from sessions.store.archive import export_events
+
+    app = open_app(args)
+    try:
+        head = app.recorder.max_notification_id() or 0
+        with progress_bar("exporting", head) as update:
+            count = export_events(app, args.out, on_progress=update)
+    finally:
+        app.close()
+    print(f"exported {count} events to {args.out}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from sessions.store.archive import ArchiveError, import_events, read_header
+
+    app = open_app(args)
+    try:
+        try:
+            head = read_header(args.archive).head
+            with progress_bar("importing", head) as update:
+                count = import_events(app, args.archive, on_progress=update)
+        except (OSError, ArchiveError) as e:
+            print(f"sessions: {e}", file=sys.stderr)
+            return 1
+    finally:
+        app.close()
+    print(f"imported {count} events into {app.settings.description}")
+    return 0
