@@ -142,7 +142,7 @@ class _ArchiveFeed:
             batch.append(notification)
             if len(batch) == limit:
                 break
-        return batch
+        return batch, (batch[-1].id if batch else after)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ from projection_support import (
 )
 
 from sessions.api.convert import session_bytes
-from sessions.projection.runner import Projector
+from sessions.projection.runner import SESSION_TOPIC_LIST, Projector
 from sessions.projection.snapshots import SessionSnapshots, open_snapshots
 from sessions.projection.verify import differences
 from sessions.store.application import SessionsApplication
@@ -71,14 +71,18 @@ def test_crash_inside_a_batch_rolls_back_rows_and_position(
     view = open_snapshots(app)
     batch_size = 25
     projector = Projector(app, view, batch_size=batch_size)
-    batches = math.ceil(log_head / batch_size)
+    # The projector reads only session events, in batches of that many.
+    session_events = len(
+        app.recorder.select_notifications(start=0, limit=log_head, topics=SESSION_TOPIC_LIST)
+    )
+    batches = math.ceil(session_events / batch_size)
     healthy_batches = {"first": 0, "middle": batches // 2, "last": batches - 1}[crash_at]
     for _ in range(healthy_batches):
-        assert projector.run_batch() == batch_size
+        assert projector.run_batch() > 0
 
     position_before = view.position()
     versions_before = stored_versions(view)
-    assert position_before == projector.position == healthy_batches * batch_size
+    assert position_before == projector.position
 
     # The view's own save runs: it upserts the rows and inserts the tracking
     # position, and then, still inside its transaction, the "crash" happens.
@@ -120,6 +124,8 @@ def test_a_new_projector_after_a_crash_resumes_at_the_last_commit(
     crashing = Projector(app, view, batch_size=20)
     for _ in range(3):
         crashing.run_batch()
+    committed = crashing.position
+    assert 0 < committed < head(app)
     insert_tracking = view._insert_tracking  # type: ignore[attr-defined]
 
     def insert_tracking_then_crash(cursor, tracking):  # type: ignore[no-untyped-def]
@@ -132,8 +138,8 @@ def test_a_new_projector_after_a_crash_resumes_at_the_last_commit(
     monkeypatch.undo()
 
     restarted = Projector(app, open_snapshots(app), batch_size=20)
-    assert restarted.position == 60
-    assert restarted.catch_up() == head(app) - 60
+    assert restarted.position == committed
+    assert restarted.catch_up() == head(app) - committed
     assert_read_model_matches_log(app, view, workload)
 
 
@@ -189,9 +195,8 @@ def test_killed_projector_process_resumes_exactly_once(
             process = start_projector(store_url, tmp_path, run)
             positions.append(kill_when_past(process, view, int(log_head * fraction), tmp_path, run))
         first, second = positions
-        # Each kill landed before the end of the log, on a batch boundary.
+        # Each kill landed before the end of the log.
         assert log_head * 0.3 < first < second < log_head, positions
-        assert first % 50 == 0 and second % 50 == 0, positions
         # What is committed is a fold of the log up to that point: each row
         # equals a fresh fold of its session's events up to the row's version.
         for session_id, version in stored_versions(view).items():

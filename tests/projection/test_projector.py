@@ -247,7 +247,8 @@ def test_projector_whose_commit_landed_but_raised_does_not_fold_twice(apps, star
     monkeypatch.setattr(view, "save", commit_then_raise)
     projector = started(Projector(app, view, batch_size=16))
     assert projector.wait_for(head(app), timeout=10) is True
-    assert lost == [16] and isinstance(projector.error, ConnectionError)
+    assert len(lost) == 1 and 0 < lost[0] < head(app)
+    assert isinstance(projector.error, ConnectionError)
     assert view.position() == head(app)
     assert_matches_log(app, view, workload)
 
@@ -281,7 +282,8 @@ def test_non_session_streams_advance_the_position_without_rows(apps, monkeypatch
     assert projector.catch_up() == 30
     assert view.position() == projector.position == head(app) == 30
     assert stored_versions(view) == {}
-    assert saves == [([], 8), ([], 16), ([], 24), ([], 30)]
+    # It reads only session events: none here, so one save moves the position.
+    assert saves == [([], 30)]
 
     # Among sessions: only the sessions' events touch rows.
     workload = Workload(app)
@@ -326,7 +328,7 @@ def test_restarted_projector_resumes_from_its_tracking_position(apps, monkeypatc
     assert projector.position == stopped_at
     assert projector.catch_up() == 0
     assert saves == []
-    assert reads and all(start == stopped_at for start in reads)
+    assert all(start == stopped_at for start in reads)  # nothing before its position
     assert stored_versions(view) == rows_before
 
     # Progress reported after the restart lands on the stored state: the

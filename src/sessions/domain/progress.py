@@ -66,23 +66,28 @@ def add_report(
     totals: Iterable[ProgressEntry], report: Iterable[ProgressEntry]
 ) -> tuple[ProgressEntry, ...]:
     """Return the totals after adding a report; refuse int64 overflow.
-    (Hot in the projector's fold: plain dicts, sorted once.)"""
+
+    Hot in every fold: entries the report does not touch are kept as they
+    are, and counts are summed in plain dicts keyed by enum order numbers.
+    """
+    merged = {entry.object_type: entry for entry in totals}
     sums: dict[RelatedObjectType, dict[ChangeType, list[int]]] = {}
-    for source in (totals, report):
-        for entry in source:
-            per_type = sums.get(entry.object_type)
-            if per_type is None:
-                per_type = sums[entry.object_type] = {}
-            for change in entry.changes:
-                counts = per_type.get(change.change_type)
-                if counts is None:
-                    per_type[change.change_type] = [change.successful, change.failed]
-                else:
-                    counts[0] += change.successful
-                    counts[1] += change.failed
-    result = []
-    for object_type in sorted(sums, key=_value):
-        per_type = sums[object_type]
+    for entry in report:
+        per_type = sums.get(entry.object_type)
+        if per_type is None:
+            per_type = sums[entry.object_type] = {}
+            previous = merged.get(entry.object_type)
+            if previous is not None:
+                for change_type, successful, failed in previous.changes:
+                    per_type[change_type] = [successful, failed]
+        for change_type, successful, failed in entry.changes:
+            counts = per_type.get(change_type)
+            if counts is None:
+                per_type[change_type] = [successful, failed]
+            else:
+                counts[0] += successful
+                counts[1] += failed
+    for object_type, per_type in sums.items():
         changes = []
         for change_type in sorted(per_type, key=_value):
             successful, failed = per_type[change_type]
@@ -93,8 +98,8 @@ def add_report(
                     "counter limit",
                 )
             changes.append(ChangeCount(change_type, successful, failed))
-        result.append(ProgressEntry(object_type, tuple(changes)))
-    return tuple(result)
+        merged[object_type] = ProgressEntry(object_type, tuple(changes))
+    return tuple(merged[t] for t in sorted(merged, key=_value))
 
 
-_value = attrgetter("value")
+_value = attrgetter("_value_")  # Enum.value is a slow descriptor

@@ -17,10 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsourcing.persistence import Notification
-
 from sessions.projection.registry import Registry
-from sessions.projection.runner import Projector, wait_until
+from sessions.projection.runner import Feed, Projector, wait_until
 from sessions.projection.schema import version as code_version
 from sessions.projection.snapshots import NAME, SessionSnapshots, snapshots_on
 
@@ -29,8 +27,6 @@ log = logging.getLogger("sessions.rebuild")
 REBUILD_BATCH = 5000
 REBUILD_CACHE = 200_000
 DROP_WAIT = 30.0
-
-Feed = Callable[[int, int], list[Notification]]
 
 
 @dataclass

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from eventsourcing.persistence import Notification, Tracking
 
 from sessions.domain.session import Session
-from sessions.projection.fold import SessionFold, session_ids_in
+from sessions.projection.fold import SESSION_TOPICS, SessionFold, session_ids_in
 from sessions.projection.snapshots import ParkedEvent, SessionSnapshots
 from sessions.store.application import SessionsApplication
 
@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_POLL_INTERVAL = 0.1
 DEFAULT_CACHE_SIZE = 20_000
+SESSION_TOPIC_LIST = sorted(SESSION_TOPICS)
+
+Feed = Callable[[int, int], tuple[list[Notification], int]]
 
 
 class Projector:
@@ -43,11 +46,11 @@ class Projector:
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         on_batch: Callable[[int, int], None] | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
-        feed: Callable[[int, int], list[Notification]] | None = None,
+        feed: Feed | None = None,
     ):
         self.app = app
-        # Where notifications come from: (after position, limit) -> batch;
-        # the application's log by default, an archive for offline rebuilds.
+        # Where notifications come from: (after, limit) -> (batch, position
+        # reached); the application's log by default, an archive offline.
         self.feed = feed or self._from_log
         self.view = view
         self.fold = SessionFold(app.mapper)
@@ -66,6 +69,8 @@ class Projector:
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
         self._switch_to: SessionSnapshots | None = None
+        self._batch_was_full = False
+        self._position_before = self._position
         self.error: BaseException | None = None
 
     # --- catching up ------------------------------------------------------------
@@ -75,26 +80,39 @@ class Projector:
         return self._position
 
     def run_batch(self) -> int:
-        """Fold the next batch of the log; return how many notifications it held."""
-        notifications = self.feed(self._position, self.batch_size)
-        if not notifications:
+        """Fold the next batch of the log; return how far the position moved."""
+        notifications, reached = self.feed(self._position, self.batch_size)
+        if reached <= self._position:
             return 0
-        self._apply(notifications)
-        return len(notifications)
+        self._batch_was_full = len(notifications) >= self.batch_size
+        self._apply(notifications, reached)
+        return reached - self._position_before
 
-    def _from_log(self, after: int, limit: int) -> list[Notification]:
-        return list(
-            self.app.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False)
+    def _from_log(self, after: int, limit: int) -> tuple[list[Notification], int]:
+        """Only session events are read (the fold needs nothing else), up to
+        the head as it is now; the position then moves past the rest too.
+        Commit order is id order in the store, so nothing below the head can
+        still appear."""
+        head = self.app.recorder.max_notification_id() or 0
+        if head <= after:
+            return [], after
+        batch = list(
+            self.app.recorder.select_notifications(
+                start=after, limit=limit, stop=head, topics=SESSION_TOPIC_LIST, inclusive_of_start=False
+            )
         )
+        return batch, (batch[-1].id if len(batch) >= limit else head)
 
     def catch_up(self) -> int:
-        """Fold until the head of the log as it is now; return events folded."""
+        """Fold until the head of the log as it is now; return how far the
+        position moved."""
         total = 0
         while (n := self.run_batch()) > 0:
             total += n
         return total
 
-    def _apply(self, notifications: list[Notification]) -> None:
+    def _apply(self, notifications: list[Notification], reached: int) -> None:
+        self._position_before = self._position
         ids = session_ids_in(notifications)
         sessions: dict[str, Session] = {}
         missing = []
@@ -120,7 +138,7 @@ class Projector:
                     "projector: parked event %d (%s v%d, %s): %s",
                     event.position, event.stream, event.version, event.topic, event.error,
                 )
-            last = notifications[-1].id
+            last = reached
             self.view.save(rows, Tracking(self.view.tracking_name, last), parked)
         except BaseException:
             # Folded objects may hold changes that were not committed.
@@ -208,7 +226,7 @@ class Projector:
                 if self._switch_to is not None:
                     view, self._switch_to = self._switch_to, None
                     self._switch(view)
-                if self.run_batch() == self.batch_size:
+                if self.run_batch() and self._batch_was_full:
                     continue  # more is waiting: no pause while catching up
                 backoff = self.poll_interval
             except Exception as e:  # keep tailing; the error is logged and shown

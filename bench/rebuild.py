@@ -1,0 +1,141 @@
+"""Rebuild throughput against the library's own decoded read rate.
+
+Writes a log the way the API does (commands with their operation records:
+open, reports, heartbeats, close, over many containers), then, on the same
+data and in one run:
+  (1) the library's decoded read rate: select_notifications + mapping of
+      every event (the baseline of issue 6 and 8);
+  (2) `rebuild()`: the whole log folded into new tables, taking over;
+and prints both rates and their ratio. Figures only; asserts nothing.
+
+  .venv/bin/python bench/rebuild.py [--sessions N] [--backends sqlite,postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import psycopg
+
+from sessions.api.operations import renderer
+from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType
+from sessions.domain.policy import Policy
+from sessions.domain.progress import ChangeCount, ProgressEntry
+from sessions.projection.rebuild import rebuild
+from sessions.store.application import Caller, SessionsApplication
+from sessions.store.clock import ManualClock
+from sessions.store.urls import parse_store_url
+
+POLICY = Policy.from_seconds(sync_interval=0, session_ttl=3600, heartbeat_grace=600)
+AGENT = Caller("agent:bench")
+
+
+@contextmanager
+def store(backend: str, admin: str) -> Iterator[str]:
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            yield f"sqlite://{folder}/bench.db"
+        return
+    name = f"sessions_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{admin.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def write_log(url: str, sessions: int) -> int:
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    app = SessionsApplication(parse_store_url(url), policy=POLICY, clock=clock)
+    rng = random.Random(7)
+    ids: list[str] = []
+
+    def capture(method: str):  # type: ignore[no-untyped-def]
+        render = renderer(method, AGENT.principal)
+
+        def run(operation_id, now, result):  # type: ignore[no-untyped-def]
+            ids.append(result.session.id)
+            return render(operation_id, now, result)
+
+        return run
+
+    for i in range(sessions):
+        app.open_session(f"container-{i % 500}-{i}", "agent", SessionType.AD_SYNC, AGENT, capture("OpenSession"))
+        sid = ids[-1]
+        for _ in range(rng.randint(4, 12)):
+            clock.advance(1)
+            if rng.random() < 0.25:
+                app.heartbeat(sid, AGENT, renderer("Heartbeat", AGENT.principal))
+            else:
+                entries = [
+                    ProgressEntry(t, tuple(ChangeCount(c, rng.randint(0, 500), rng.randint(0, 3)) for c in rng.sample(list(ChangeType), rng.randint(1, 4))))
+                    for t in rng.sample(list(RelatedObjectType), rng.randint(1, 3))
+                ]
+                app.report_progress(sid, entries, AGENT, renderer("ReportSessionProgress", AGENT.principal))
+        app.close_session(sid, rng.random() < 0.1, "", AGENT, renderer("CloseSession", AGENT.principal))
+        clock.advance(1)
+    head = app.recorder.max_notification_id() or 0
+    app.close()
+    return head
+
+
+def decoded_read_rate(app: SessionsApplication, batch: int = 5000) -> float:
+    began = time.perf_counter()
+    position = count = 0
+    while True:
+        notifications = app.recorder.select_notifications(start=position, limit=batch, inclusive_of_start=False)
+        if not notifications:
+            break
+        for n in notifications:
+            app.mapper.to_domain_event(n)
+        count += len(notifications)
+        position = notifications[-1].id
+    return count / (time.perf_counter() - began)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=3000)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--postgres", default=os.environ.get("SESSIONS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--repeat", type=int, default=3, help="best of N for each rate")
+    args = parser.parse_args()
+    rows = []
+    for backend in args.backends.split(","):
+        with store(backend, args.postgres) as url:
+            began = time.perf_counter()
+            head = write_log(url, args.sessions)
+            setup = time.perf_counter() - began
+            app = SessionsApplication(parse_store_url(url), policy=POLICY)
+            try:
+                read = max(decoded_read_rate(app) for _ in range(args.repeat))
+                folds = []
+                for _ in range(args.repeat):
+                    result = rebuild(app, drop_wait=0)
+                    folds.append(result.events / result.seconds)
+            finally:
+                app.close()
+            fold = max(folds)
+            rows.append((backend, head, setup, read, fold, fold / read))
+    print(f"\nrebuild vs decoded read; {args.sessions} sessions; best of {args.repeat}; "
+          f"{os.cpu_count()} CPUs; Python {platform.python_version()}")
+    print(f"{'backend':<11}{'events':>9}{'setup s':>9}{'read ev/s':>12}{'rebuild ev/s':>14}{'ratio':>8}")
+    for backend, head, setup, read, fold, ratio in rows:
+        print(f"{backend:<11}{head:>9}{setup:>9.1f}{read:>12,.0f}{fold:>14,.0f}{ratio:>8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
