@@ -19,12 +19,17 @@ class EnumAsName(Transcoding):
     def __init__(self, enum_type: type[Enum]):
         self.type = enum_type
         self.name = enum_type.__name__
+        self.members = dict(enum_type.__members__)  # a plain dict: EnumType[...] is slow
 
     def encode(self, obj: Enum) -> str:
         return obj.name
 
     def decode(self, data: str) -> Enum:
-        return self.type[data]
+        return self.members[data]
+
+
+_OBJECT_TYPES = dict(RelatedObjectType.__members__)
+_CHANGE_TYPES = dict(ChangeType.__members__)
 
 
 class ProgressEntryAsDict(Transcoding):
@@ -39,9 +44,9 @@ class ProgressEntryAsDict(Transcoding):
 
     def decode(self, data: dict[str, Any]) -> ProgressEntry:
         return ProgressEntry(
-            object_type=RelatedObjectType[data["object_type"]],
+            object_type=_OBJECT_TYPES[data["object_type"]],
             changes=tuple(
-                ChangeCount(ChangeType[name], successful, failed)
+                ChangeCount(_CHANGE_TYPES[name], successful, failed)
                 for name, successful, failed in data["changes"]
             ),
         )
