@@ -21,6 +21,7 @@ from sessions.api.protos import (
     SESSION_SERVICE,
     audit_pb2_grpc,
     operation_service_pb2_grpc,
+    service_pb2,
     service_pb2_grpc,
 )
 from sessions.api.servicers import OperationService, SessionService
@@ -41,6 +42,37 @@ from sessions.transport import (
 )
 
 log = logging.getLogger("sessions.server")
+
+
+class _CapturedHandlers:
+    """Stands in for a server to collect the generated helper's handlers."""
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:  # type: ignore[type-arg]
+        self.service, self.handlers = service, dict(handlers)
+
+
+def _add_session_service(servicer: SessionService, server: grpc.Server) -> None:
+    """The generated registration, except that GetSession answers with bytes
+    already serialized (the stored session, framed): no parse, no re-encode."""
+    captured = _CapturedHandlers()
+    service_pb2_grpc.add_SynchronizationSessionServiceServicer_to_server(servicer, captured)
+    handlers = captured.handlers
+    handlers["GetSession"] = grpc.unary_unary_rpc_method_handler(
+        servicer.GetSession,
+        request_deserializer=service_pb2.GetSessionRequest.FromString,
+        response_serializer=_as_is,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(captured.service, handlers),)
+    )
+    server.add_registered_method_handlers(captured.service, handlers)
+
+
+def _as_is(serialized: bytes) -> bytes:
+    return serialized
 
 
 class SessionsServer:
@@ -140,9 +172,7 @@ class SessionsServer:
             interceptors=[self.access] if self.access is not None else None,
             maximum_concurrent_rpcs=self.max_concurrent_rpcs,
         )
-        service_pb2_grpc.add_SynchronizationSessionServiceServicer_to_server(
-            SessionService(self.app, read_model), self.server
-        )
+        _add_session_service(SessionService(self.app, read_model), self.server)
         operation_service_pb2_grpc.add_OperationServiceServicer_to_server(
             OperationService(self.app), self.server
         )

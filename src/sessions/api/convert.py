@@ -72,6 +72,30 @@ def served_session(session: bytes, status: int, expires_at: int, now: datetime) 
     return message
 
 
+def shown_as_stored(status: int, expires_at: int, now: datetime) -> bool:
+    """Whether a stored session is shown exactly as stored at ``now`` (it is,
+    unless read-time expiry applies)."""
+    return status not in _ACTIVE or micros(now) < expires_at
+
+
+_ACTIVE = frozenset({SessionStatus.OPENED.value, SessionStatus.PENDING.value})
+
+
+def field_bytes(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field: how a message embeds a serialized
+    sub-message, so stored bytes can be sent without parsing them."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def show_expired(message: session_pb2.SynchronizationSession) -> None:
     """Show a session past its expires_at as the expiry event will record it."""
     message.status = SessionStatus.EXPIRED.value

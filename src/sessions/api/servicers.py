@@ -95,14 +95,20 @@ class SessionService(service_pb2_grpc.SynchronizationSessionServiceServicer):
     # --- reads --------------------------------------------------------------------
 
     def GetSession(self, request, context):  # noqa: N802
+        """Answers with the serialized GetSessionResponse: the stored session
+        bytes framed as field 1, never parsed and serialized again (the
+        server registers this method with a pass-through serializer). Only a
+        session past its expires_at is parsed, to show it EXPIRED."""
         with translated_errors(context, "GetSession"):
             session_id = validation.required_id("session_id", request.session_id)
             row = self.read_model.get(session_id)
             if row is None:
                 raise NotFound(f"session {session_id!r} not found")
-            return service_pb2.GetSessionResponse(
-                session=convert.served_session(row.session, row.status, row.expires_at, self.app.clock())
-            )
+            now = self.app.clock()
+            if convert.shown_as_stored(row.status, row.expires_at, now):
+                return convert.field_bytes(1, row.session)
+            shown = convert.served_session(row.session, row.status, row.expires_at, now)
+            return service_pb2.GetSessionResponse(session=shown).SerializeToString()
 
     def ListSessions(self, request, context):  # noqa: N802
         with translated_errors(context, "ListSessions"):

@@ -11,7 +11,8 @@ from typing import Any
 from eventsourcing.persistence import Notification
 
 from sessions.projection.fold import SessionFold
-from sessions.projection.snapshots import ParkedEvent, SessionSnapshots
+from sessions.projection.registry import Registry
+from sessions.projection.snapshots import NAME, ParkedEvent, SessionSnapshots
 
 
 @dataclass(frozen=True)
@@ -46,4 +47,6 @@ def retry_parked(app: Any, view: SessionSnapshots) -> RetryResult:
         if changed:
             rows.append(fold.row(sessions[stream]))
     view.unpark(rows, applied, still)
+    if rows:
+        Registry.of(app).touch(NAME)  # servers drop the rows they keep in memory
     return RetryResult(len(applied), len(still))

@@ -24,6 +24,37 @@ from sessions.store.application import SessionsApplication
 log = logging.getLogger("sessions.read_model")
 
 WATCH_INTERVAL = 1.0
+ROW_CACHE_SIZE = 50_000
+
+
+class RowCache:
+    """Recently served rows, for a process whose projector tells it which
+    rows change. A row read from the store is kept only if no batch landed
+    while it was read, so a stale row can never be kept."""
+
+    def __init__(self, size: int = ROW_CACHE_SIZE):
+        self.size = size
+        self._rows: dict[str, ServedRow] = {}
+        self._lock = threading.Lock()
+        self.epoch = 0  # moves with every committed batch
+
+    def get(self, session_id: str) -> ServedRow | None:
+        return self._rows.get(session_id)
+
+    def keep(self, session_id: str, row: ServedRow, epoch: int) -> None:
+        with self._lock:
+            if epoch == self.epoch:
+                self._rows[session_id] = row
+                if len(self._rows) > self.size:
+                    del self._rows[next(iter(self._rows))]
+
+    def changed(self, session_ids: set[str]) -> None:
+        with self._lock:
+            self.epoch += 1
+            if not session_ids:
+                self._rows.clear()
+            for session_id in session_ids:
+                self._rows.pop(session_id, None)
 
 
 class ReadModel:
@@ -41,6 +72,11 @@ class ReadModel:
         registration = self.registry.get(NAME)
         self._view = snapshots_on(app, registration.live_table)
         self.projector = Projector(app, self._view) if run_projector else None
+        # Only a projector in this process can say which rows changed.
+        self.rows = RowCache() if self.projector is not None else None
+        if self.projector is not None and self.rows is not None:
+            self.projector.on_saved = self.rows.changed
+        self._generation = registration.generation
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.outdated = registration.live_version != code_version(NAME)
@@ -79,9 +115,12 @@ class ReadModel:
         """Say which table this process reads; move when another takes over."""
         while not self._stop.wait(self.watch_interval):
             try:
-                live = self.registry.get(NAME).live_table
-                if live != self.view.table:
-                    self._move_to(live)
+                registration = self.registry.get(NAME)
+                if registration.live_table != self.view.table:
+                    self._move_to(registration.live_table)
+                if registration.generation != self._generation and self.rows is not None:
+                    self.rows.changed(set())  # rows changed outside the projector
+                self._generation = registration.generation
                 self.registry.reading(self.reader_id, NAME, self.view.table)
             except Exception:  # keep serving what we have; try again next time
                 log.exception("read model: cannot follow the registry")
@@ -105,7 +144,15 @@ class ReadModel:
         return wait_until(lambda: self.view.position() >= position, timeout)
 
     def get(self, session_id: str) -> ServedRow | None:
-        return self.view.get(session_id)
+        if self.rows is None:
+            return self.view.get(session_id)
+        row = self.rows.get(session_id)
+        if row is None:
+            epoch = self.rows.epoch
+            row = self.view.get(session_id)
+            if row is not None:
+                self.rows.keep(session_id, row, epoch)
+        return row
 
     def list_page(self, query: PageQuery) -> list[ListedRow]:
         return self.view.list_page(query)

@@ -30,6 +30,7 @@ class Registration:
     building_table: str | None
     building_version: int | None
     builds: int
+    generation: int  # moves when rows change outside a projector (retry-parked)
 
 
 class Registry:
@@ -63,7 +64,8 @@ class Registry:
         self._execute(
             "CREATE TABLE IF NOT EXISTS read_models ("
             " name TEXT PRIMARY KEY, live_table TEXT NOT NULL, live_version INTEGER NOT NULL,"
-            " building_table TEXT, building_version INTEGER, builds INTEGER NOT NULL DEFAULT 0)",
+            " building_table TEXT, building_version INTEGER, builds INTEGER NOT NULL DEFAULT 0,"
+            " generation INTEGER NOT NULL DEFAULT 0)",
             write=True,
         )
         self._execute(
@@ -79,8 +81,8 @@ class Registry:
         """The read model's registration, created on first use for the version
         this build folds (a fresh store starts at the current version)."""
         rows = self._execute(
-            "SELECT name, live_table, live_version, building_table, building_version, builds "
-            "FROM read_models WHERE name = ?",
+            "SELECT name, live_table, live_version, building_table, building_version, builds, "
+            "generation FROM read_models WHERE name = ?",
             (name,),
         )
         if not rows:
@@ -116,11 +118,10 @@ class Registry:
             write=True,
         )
 
-    def abandon_build(self, name: str) -> None:
+    def touch(self, name: str) -> None:
+        """Tell readers that rows changed outside the projector."""
         self._execute(
-            "UPDATE read_models SET building_table = NULL, building_version = NULL WHERE name = ?",
-            (name,),
-            write=True,
+            "UPDATE read_models SET generation = generation + 1 WHERE name = ?", (name,), write=True
         )
 
     # --- readers ------------------------------------------------------------------

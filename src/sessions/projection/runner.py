@@ -70,6 +70,8 @@ class Projector:
         self._listener: threading.Thread | None = None
         self._switch_to: SessionSnapshots | None = None
         self._batch_was_full = False
+        # Called with the ids whose rows a committed batch changed.
+        self.on_saved: Callable[[set[str]], None] | None = None
         self._position_before = self._position
         self.error: BaseException | None = None
 
@@ -145,6 +147,8 @@ class Projector:
             self._cache.clear()
             raise
         self._remember(sessions)
+        if self.on_saved is not None:
+            self.on_saved(changed)
         self._advance(last)
         if self.on_batch:
             self.on_batch(len(notifications), last)
@@ -215,6 +219,8 @@ class Projector:
         Projector(self.app, view, batch_size=max(self.batch_size, 2000)).catch_up()
         self._cache.clear()
         previous, self.view = self.view.table, view
+        if self.on_saved is not None:
+            self.on_saved(set())  # (a new table: everything is new)
         self._advance(max(view.position(), self._position))
         log.info("projector: moved from %s to %s at position %d", previous, view.table, self._position)
 
