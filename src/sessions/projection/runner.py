@@ -70,6 +70,7 @@ class Projector:
         self._listener: threading.Thread | None = None
         self._switch_to: SessionSnapshots | None = None
         self._batch_was_full = False
+        self._batch_lock = threading.Lock()  # one batch at a time, whoever runs it
         # Called with the ids whose rows a committed batch changed.
         self.on_saved: Callable[[set[str]], None] | None = None
         self._position_before = self._position
@@ -83,12 +84,13 @@ class Projector:
 
     def run_batch(self) -> int:
         """Fold the next batch of the log; return how far the position moved."""
-        notifications, reached = self.feed(self._position, self.batch_size)
-        if reached <= self._position:
-            return 0
-        self._batch_was_full = len(notifications) >= self.batch_size
-        self._apply(notifications, reached)
-        return reached - self._position_before
+        with self._batch_lock:
+            notifications, reached = self.feed(self._position, self.batch_size)
+            if reached <= self._position:
+                return 0
+            self._batch_was_full = len(notifications) >= self.batch_size
+            self._apply(notifications, reached)
+            return reached - self._position_before
 
     def _from_log(self, after: int, limit: int) -> tuple[list[Notification], int]:
         """Only session events are read (the fold needs nothing else), up to
@@ -181,14 +183,39 @@ class Projector:
         self._wake.set()
 
     def wait_for(self, position: int, timeout: float) -> bool:
-        """Block until ``position`` is folded into the read model, or timeout."""
+        """Block until ``position`` is folded into the read model, or timeout.
+
+        A waiting writer folds the batch itself when the projector is idle:
+        no hand-over to the projector's thread and back (the batch lock keeps
+        one batch at a time; errors are left to the projector's loop)."""
         if self._position >= position:
             return True
+        if self._thread is not None and self._batch_lock.acquire(blocking=False):
+            try:
+                while self._position < position and self._switch_to is None:
+                    if not self._run_batch_inline():
+                        break
+            finally:
+                self._batch_lock.release()
+            if self._position >= position:
+                return True
         self.wake()
         with self._progress:
             return self._progress.wait_for(
                 lambda: self._position >= position or self._stop.is_set(), timeout
             ) and self._position >= position
+
+    def _run_batch_inline(self) -> int:
+        try:
+            notifications, reached = self.feed(self._position, self.batch_size)
+            if reached <= self._position:
+                return 0
+            self._apply(notifications, reached)
+            return reached - self._position_before
+        except Exception:  # the projector's own loop reports and recovers
+            log.debug("projector: inline batch failed", exc_info=True)
+            self.wake()
+            return 0
 
     # --- tailing ------------------------------------------------------------------
 
@@ -230,8 +257,9 @@ class Projector:
             try:
                 self._wake.clear()
                 if self._switch_to is not None:
-                    view, self._switch_to = self._switch_to, None
-                    self._switch(view)
+                    with self._batch_lock:
+                        view, self._switch_to = self._switch_to, None
+                        self._switch(view)
                 if self.run_batch() and self._batch_was_full:
                     continue  # more is waiting: no pause while catching up
                 backoff = self.poll_interval
