@@ -102,9 +102,15 @@ def start_server() -> Iterator:  # type: ignore[type-arg]
         policy: Policy | None = None,
         clock: Clock = system_clock,
         run_projector: bool = True,
+        run_deadlines: bool = True,
     ) -> RunningServer:
         server = SessionsServer(
-            store_url, "127.0.0.1:0", policy=policy, clock=clock, run_projector=run_projector
+            store_url,
+            "127.0.0.1:0",
+            policy=policy,
+            clock=clock,
+            run_projector=run_projector,
+            run_deadlines=run_deadlines,
         )
         port = server.start()
         target = f"127.0.0.1:{port}"

@@ -275,21 +275,10 @@ class Projector:
 
     def _listen(self) -> None:
         """Turn PostgreSQL NOTIFYs on the events table's channel into wake-ups."""
-        import psycopg
-
-        env = self.app.settings.env
         channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
         while not self._stop.is_set():
             try:
-                with psycopg.connect(
-                    dbname=env["POSTGRES_DBNAME"],
-                    host=env["POSTGRES_HOST"],
-                    port=env["POSTGRES_PORT"],
-                    user=env["POSTGRES_USER"],
-                    password=env["POSTGRES_PASSWORD"] or None,
-                    autocommit=True,
-                    connect_timeout=5,
-                ) as conn:
+                with self.app.settings.connect_postgres(autocommit=True) as conn:
                     conn.execute(f'LISTEN "{channel}"')
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=0.25, stop_after=1):

@@ -116,18 +116,7 @@ class SessionsApplication(Application[str]):
         if self.settings.backend != "postgresql":
             yield
             return
-        import psycopg
-
-        env = self.settings.env
-        with psycopg.connect(
-            dbname=env["POSTGRES_DBNAME"],
-            host=env["POSTGRES_HOST"],
-            port=env["POSTGRES_PORT"],
-            user=env["POSTGRES_USER"],
-            password=env["POSTGRES_PASSWORD"] or None,
-            connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
-            autocommit=True,
-        ) as conn:
+        with self.settings.connect_postgres(autocommit=True) as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
             try:
                 yield

@@ -12,6 +12,7 @@ import getpass
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 
@@ -29,6 +30,22 @@ class StoreSettings:
     backend: str  # "sqlite" or "postgresql"
     env: dict[str, str] = field(repr=False)
     description: str  # safe to log: no password
+
+    def connect_postgres(self, **options: Any) -> Any:
+        """A connection of its own (outside the pool) to the PostgreSQL store,
+        for advisory locks and LISTEN."""
+        import psycopg
+
+        env = self.env
+        return psycopg.connect(
+            dbname=env["POSTGRES_DBNAME"],
+            host=env["POSTGRES_HOST"],
+            port=env["POSTGRES_PORT"],
+            user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"] or None,
+            connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
+            **options,
+        )
 
 
 def parse_store_url(url: str) -> StoreSettings:
