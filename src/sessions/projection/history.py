@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import Notification
 
 from sessions.api.convert import session_message
 from sessions.api.protos import session_pb2
 from sessions.domain.chain import canonical_value
 from sessions.domain.errors import NotFound
 from sessions.domain.session import Session
+from sessions.projection.fold import SessionFold
 from sessions.store.application import SessionsApplication
 from sessions.store.records import stream_records
 
@@ -45,10 +46,17 @@ def session_history(app: SessionsApplication, session_id: str) -> Iterator[Histo
     records = stream_records(app.recorder, session_id)
     if not records or not records[0].topic.startswith("sessions.SessionOpened"):
         raise NotFound(f"session {session_id!r} not found")
+    fold = SessionFold(app.mapper)
     session: Any = None
     for record in records:
-        event = app.mapper.to_domain_event(
-            StoredEvent(session_id, record.version, record.topic, record.state)
+        event = fold.decode(
+            Notification(
+                id=record.position,
+                originator_id=session_id,
+                originator_version=record.version,
+                topic=record.topic,
+                state=record.state,
+            )
         )
         session = event.mutate(session)
         fields = vars(event)
