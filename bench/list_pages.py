@@ -40,11 +40,8 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 
 import grpc
@@ -74,22 +71,7 @@ NOW = T0 + 10**15  # far after every row; the four OPENED rows expire later stil
 # --- stores -------------------------------------------------------------------------------
 
 
-@contextmanager
-def store(backend: str, postgres_admin: str) -> Iterator[str]:
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="sessions_bench_") as folder:
-            yield f"sqlite://{folder}/sessions.db"
-        return
-    if backend != "postgresql":
-        raise SystemExit(f"unknown backend {backend!r}: use sqlite and/or postgresql")
-    name = f"sessions_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{postgres_admin.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(postgres_admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from projector_and_writes import store  # noqa: E402  (one way to make a throwaway store)
 
 
 def placeholder_session() -> bytes:

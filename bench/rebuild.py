@@ -18,14 +18,8 @@ import os
 import platform
 import random
 import sys
-import tempfile
 import time
-import uuid
-from contextlib import contextmanager
-from collections.abc import Iterator
 from datetime import datetime, timezone
-
-import psycopg
 
 from sessions.api.operations import renderer
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType
@@ -40,20 +34,7 @@ POLICY = Policy.from_seconds(sync_interval=0, session_ttl=3600, heartbeat_grace=
 AGENT = Caller("agent:bench")
 
 
-@contextmanager
-def store(backend: str, admin: str) -> Iterator[str]:
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory() as folder:
-            yield f"sqlite://{folder}/bench.db"
-        return
-    name = f"sessions_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{admin.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from projector_and_writes import store  # noqa: E402  (one way to make a throwaway store)
 
 
 def write_log(url: str, sessions: int) -> int:
