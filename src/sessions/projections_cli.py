@@ -79,7 +79,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     for label, build in builds:
         table.add_row(
             label, build.table, str(build.version), str(build.position), str(status.head),
-            str(build.lag_events), f"{build.lag_seconds:.1f}", str(build.parked), str(build.readers),
+            str(build.lag_events),
+            "?" if build.lag_seconds is None else f"{build.lag_seconds:.1f}",
+            str(build.parked),
+            str(build.readers),
         )
     console = Console()
     console.print(table)

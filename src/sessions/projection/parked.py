@@ -13,6 +13,7 @@ from eventsourcing.persistence import Notification
 from sessions.projection.fold import SessionFold
 from sessions.projection.registry import Registry
 from sessions.projection.snapshots import NAME, ParkedEvent, SessionSnapshots
+from sessions.store.records import stream_records
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,14 @@ def retry_parked(app: Any, view: SessionSnapshots) -> RetryResult:
         if stream in resume:
             version, state = resume[stream]
             sessions[stream] = fold.resume(stream, version, state)
+        # What the log holds now (it may have been repaired since parking).
+        stored = {r.version: r for r in stream_records(app.recorder, stream)}
+        events = [
+            ParkedEvent(e.position, stream, e.version, stored[e.version].topic, stored[e.version].state, e.error)
+            if e.version in stored
+            else e
+            for e in events
+        ]
         notifications = [
             Notification(id=e.position, originator_id=e.stream, originator_version=e.version, topic=e.topic, state=e.state)
             for e in events
@@ -45,7 +54,15 @@ def retry_parked(app: Any, view: SessionSnapshots) -> RetryResult:
             else:
                 applied.append(event.position)
         if changed:
-            rows.append(fold.row(sessions[stream]))
+            try:
+                rows.append(fold.row(sessions[stream]))
+            except Exception as e:  # noqa: BLE001 - the stream stays parked
+                applied = [p for p in applied if p not in {ev.position for ev in events}]
+                still += [
+                    ParkedEvent(ev.position, stream, ev.version, ev.topic, ev.state, f"cannot build the row: {e}")
+                    for ev in events
+                    if ev.position not in failed_positions
+                ]
     view.unpark(rows, applied, still)
     if rows:
         Registry.of(app).touch(NAME)  # servers drop the rows they keep in memory

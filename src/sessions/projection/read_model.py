@@ -130,8 +130,10 @@ class ReadModel:
         view = snapshots_on(self.app, table)
         if self.projector is not None:
             self.projector.switch_to(view)  # it moves once the new table is caught up
-        else:
+        elif view.position() >= self._view.position():
             self._view = view
+        else:  # the other process's projector has not caught it up yet
+            log.info("read model: %s is behind %s; moving later", table, self._view.table)
 
     # --- reading --------------------------------------------------------------------
 

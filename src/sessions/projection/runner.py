@@ -131,7 +131,18 @@ class Projector:
                 sessions[sid] = self.fold.resume(sid, version, state)
         try:
             changed, failures = self.fold.apply(sessions, notifications)
-            rows = [self.fold.row(sessions[sid]) for sid in sorted(changed)]
+            rows = []
+            for sid in sorted(changed):
+                try:
+                    rows.append(self.fold.row(sessions[sid]))
+                except Exception as e:  # noqa: BLE001 - park the stream, go on
+                    failed = {n.id for n, _ in failures}
+                    failures += [
+                        (n, f"cannot build the row: {type(e).__name__}: {e}")
+                        for n in notifications
+                        if str(n.originator_id) == sid and n.id not in failed
+                    ]
+                    del sessions[sid]
             parked = [
                 ParkedEvent(n.id, str(n.originator_id), n.originator_version, n.topic, bytes(n.state), error)
                 for n, error in failures

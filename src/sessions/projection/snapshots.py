@@ -311,6 +311,14 @@ class SQLiteSessionSnapshots(SQLiteTrackingRecorder, SessionSnapshots):
     def _write(self) -> Any:
         return self.datastore.transaction(commit=True)
 
+    def exists(self) -> bool:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)",
+                (self.table, self.parked_table),
+            )
+            return int(c.fetchone()[0]) == 2
+
     def drop(self) -> None:
         with self.datastore.transaction(commit=True) as c:
             for table in (self.parked_table, self.table):
@@ -394,9 +402,26 @@ def snapshots_on(app: Any, table: str) -> SessionSnapshots:
         )
     else:
         recorder = SQLiteSessionSnapshots(datastore, table=table)
+        if recorder.exists():
+            return recorder
     with app.schema_lock():
-        recorder.create_table()
+        _create(recorder)
     return recorder
+
+
+def _create(recorder: Any, attempts: int = 20) -> None:
+    """Create the tables. SQLite refuses a schema change at once (no busy
+    wait) while another connection writes; such a refusal is retried."""
+    from eventsourcing.persistence import OperationalError
+
+    for attempt in range(attempts):
+        try:
+            recorder.create_table()
+            return
+        except OperationalError as e:
+            if "locked" not in str(e) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def open_snapshots(app: Any) -> SessionSnapshots:

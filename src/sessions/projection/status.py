@@ -22,7 +22,7 @@ class BuildStatus:
     version: int
     position: int
     lag_events: int
-    lag_seconds: float
+    lag_seconds: float | None  # None: the next event's time cannot be read
     parked: int
     readers: int
 
@@ -83,10 +83,13 @@ def _build_status(app: Any, registry: Registry, table: str, version: int, head: 
     )
 
 
-def _lag_seconds(app: Any, position: int) -> float:
+def _lag_seconds(app: Any, position: int) -> float | None:
     """How long the oldest event not yet folded has waited."""
     pending = app.recorder.select_notifications(start=position, limit=1, inclusive_of_start=False)
     if not pending:
         return 0.0
-    recorded = json.loads(pending[0].state)["timestamp"]["_data_"]
-    return max(time.time() - datetime.fromisoformat(recorded).timestamp(), 0.0)
+    try:
+        recorded = json.loads(pending[0].state)["timestamp"]["_data_"]
+        return max(time.time() - datetime.fromisoformat(recorded).timestamp(), 0.0)
+    except (ValueError, KeyError, TypeError):  # a poison event: the lag is unknown
+        return None

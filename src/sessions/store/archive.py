@@ -120,6 +120,8 @@ def import_events(app: Any, path: Path, on_progress: Progress | None = None) -> 
     """Load an archive into an empty store; return the number of events."""
     if app.recorder.max_notification_id():
         raise ArchiveError("the target store is not empty; import only into an empty store")
+    for _ in read_events(path):  # a spoiled archive is refused before anything is written
+        pass
     batch: list[StoredEvent] = []
     count = position = 0
     for n in read_events(path):
