@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -282,28 +281,32 @@ def sessions_server(tmp_path: Path):
 
 
 def _wait_until_ready(server: ServerProcess) -> None:
+    from sessions.projection.runner import wait_until
+
     host, port = server.target.rsplit(":", 1)
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    stage, last_health = "port", None
-    while time.monotonic() < deadline:
+    progress = {"stage": "port", "health": None}
+
+    def ready() -> bool:
         if server.proc.poll() is not None:
             pytest.fail(
                 f"the server exited with code {server.proc.returncode} before it was ready "
-                f"(waiting for {stage}).\n--- server log ---\n{server.log_tail()}",
+                f"(waiting for {progress['stage']}).\n--- server log ---\n{server.log_tail()}",
                 pytrace=False,
             )
-        if stage == "port" and _port_accepts(host, int(port)):
-            stage = "health"
-        if stage == "health":
-            last_health = _health_status(server.target)
-            if last_health == "SERVING":
-                return
-        time.sleep(POLL_INTERVAL_S)
-    pytest.fail(
-        f"the server at {server.target} was not ready within {SERVER_START_TIMEOUT_S:.0f}s "
-        f"(stuck at: {stage}; last health status: {last_health}).\n--- server log ---\n{server.log_tail()}",
-        pytrace=False,
-    )
+        if progress["stage"] == "port" and _port_accepts(host, int(port)):
+            progress["stage"] = "health"
+        if progress["stage"] == "health":
+            progress["health"] = _health_status(server.target)
+            return progress["health"] == "SERVING"
+        return False
+
+    if not wait_until(ready, SERVER_START_TIMEOUT_S, interval=POLL_INTERVAL_S):
+        pytest.fail(
+            f"the server at {server.target} was not ready within {SERVER_START_TIMEOUT_S:.0f}s "
+            f"(stuck at: {progress['stage']}; last health status: {progress['health']}).\n"
+            f"--- server log ---\n{server.log_tail()}",
+            pytrace=False,
+        )
 
 
 # --------------------------------------------------------------------------- the test
