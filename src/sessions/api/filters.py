@@ -36,7 +36,6 @@ from sessions.projection.listing import IN, Condition
 FIELD, STRING, OPERATOR, LPAREN, RPAREN, COMMA, END = (
     "name", "string", "operator", "(", ")", ",", "end of filter"
 )
-COMPARE_OPERATORS = ("=", "!=", "<", "<=", ">", ">=")
 
 ENUMS: dict[str, type] = {
     listing.STATUS: SessionStatus,

@@ -146,17 +146,6 @@ class Registry:
         )
         return [r[0] for r in rows]
 
-    def drop_tables(self, table: str) -> None:
-        for suffix in ("_parked", ""):
-            self._execute(f"DROP TABLE IF EXISTS {_identifier(table + suffix)}", write=True)
-
 
 def new_reader_id() -> str:
     return f"reader-{uuid.uuid4().hex[:12]}"
-
-
-def _identifier(name: str) -> str:
-    # Table names are ours (name_v<N>_b<M>); refuse anything else outright.
-    if not name.replace("_", "").isalnum():
-        raise ValueError(f"not a read model table name: {name!r}")
-    return name

@@ -16,14 +16,13 @@ it also catches any stream cut back past the anchored head.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from sessions.domain.chain import GENESIS, canonical_bytes, next_link, unwrap_stored
-from sessions.store.records import StoredRecord, stream_records
+from sessions.store.records import stream_records
 
-SESSION_OPENED = "sessions.SessionOpened"
 SESSION_ENDED = "sessions.SessionEnded"
 
 
@@ -85,14 +84,6 @@ class StreamCheck:
                 self.version + 1,
                 f"events after version {self.version} were removed (final link does not match)",
             )
-
-
-def check_records(records: Iterable[StoredRecord]) -> ChainBreak | None:
-    check: StreamCheck | None = None
-    for record in records:
-        check = check or StreamCheck(record.stream)
-        check.feed(record.topic, record.version, record.state)
-    return check.broken if check else None
 
 
 def check_session(app: Any, session_id: str) -> ChainBreak | None:
