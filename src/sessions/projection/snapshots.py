@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,7 +97,7 @@ class ParkedEvent:
         )
 
 
-class SessionSnapshots:
+class SessionSnapshots(ABC):
     """The read model in one table (``table``), whatever the backend.
 
     Subclasses provide ``_rows`` (run a query, return tuples), ``_write``
@@ -110,12 +111,13 @@ class SessionSnapshots:
 
     # --- the backend's part -------------------------------------------------------
 
+    @abstractmethod
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+        """Run a query; return its rows as tuples."""
 
+    @abstractmethod
     def _write(self) -> Any:
         """A context manager giving a cursor inside one committed transaction."""
-        raise NotImplementedError
 
     def _run(self, cursor: Any, sql: str, params: Sequence[Any] = (), many: bool = False) -> None:
         sql = self._sql(sql)
@@ -134,11 +136,8 @@ class SessionSnapshots:
         """``IN (...)`` for these values: the condition and its parameters."""
         return f"IN ({','.join('?' * len(values))})", list(values)
 
-    def _insert_tracking(self, cursor: Any, tracking: Tracking) -> None:  # the library's
-        raise NotImplementedError
-
-    def max_tracking_id(self, application_name: str) -> int | None:  # the library's
-        raise NotImplementedError
+    # _insert_tracking() and max_tracking_id() come from the library's
+    # tracking recorders, which each backend's class also extends.
 
     # --- shared -----------------------------------------------------------------------
 
@@ -161,10 +160,10 @@ class SessionSnapshots:
                 self._upsert_rows(cursor, rows)
             if parked:
                 self._park(cursor, parked)
-            self._insert_tracking(cursor, tracking)
+            self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
 
     def position(self) -> int:
-        return self.max_tracking_id(self.tracking_name) or 0
+        return self.max_tracking_id(self.tracking_name) or 0  # type: ignore[attr-defined]
 
     def resume_points(self, session_ids: Iterable[str]) -> dict[str, tuple[int, bytes]]:
         """session_id -> (version, state) for the sessions that have rows."""
