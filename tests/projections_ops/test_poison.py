@@ -180,12 +180,6 @@ def _caught_up_with_a_spoiled_event(store_url: str, apps, topic: str | None, spo
     return app, view, projector, poisoned, other, poison_at
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.py Projector._from_log reads only SESSION_TOPICS and fold.py SessionFold.apply "
-    "skips any other topic, also in a session's own stream: an event of an unknown topic there "
-    "is dropped silently (row stays behind, nothing parked, status says live)",
-)
 def test_an_event_of_unknown_topic_in_a_session_stream_is_parked(sqlite_url, apps) -> None:  # type: ignore[no-untyped-def]
     app, view, projector, poisoned, other, poison_at = _caught_up_with_a_spoiled_event(
         sqlite_url, apps, "sessions.SessionRenamed", lambda state: state

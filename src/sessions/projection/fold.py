@@ -18,8 +18,10 @@ from eventsourcing.utils import resolve_topic
 
 from sessions.api.convert import micros, session_bytes
 from sessions.domain.base import SnapshotOfState
+from sessions.domain.schedule import SyncSchedule
 from sessions.domain.session import Session
 from sessions.projection.snapshots import SnapshotRow
+from sessions.store.operations import OperationRecord
 
 
 def session_event_topics() -> frozenset[str]:
@@ -33,6 +35,19 @@ def session_event_topics() -> frozenset[str]:
 
 
 SESSION_TOPICS = session_event_topics()
+
+
+def _topics_of(aggregate: type) -> set[str]:
+    return {
+        value.TOPIC
+        for value in vars(aggregate).values()
+        if isinstance(value, type) and hasattr(value, "TOPIC") and value.TOPIC != aggregate.TOPIC
+    }
+
+
+# Events the fold knows it can pass by: the other streams' own topics. Any
+# other topic is read, so that an event the fold does not know is parked.
+SKIPPED_TOPICS = frozenset(_topics_of(SyncSchedule) | _topics_of(OperationRecord))
 
 
 class SessionFold:
@@ -82,7 +97,7 @@ class SessionFold:
         failed: list[tuple[Notification, str]] = []
         blocked: set[str] = set()
         for notification in notifications:
-            if notification.topic not in SESSION_TOPICS:
+            if notification.topic in SKIPPED_TOPICS:
                 continue
             stream = str(notification.originator_id)
             if stream in blocked:

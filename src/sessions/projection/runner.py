@@ -22,9 +22,10 @@ from collections.abc import Callable
 from eventsourcing.persistence import Notification, Tracking
 
 from sessions.domain.session import Session
-from sessions.projection.fold import SESSION_TOPICS, SessionFold, session_ids_in
+from sessions.projection.fold import SESSION_TOPICS, SKIPPED_TOPICS, SessionFold, session_ids_in
 from sessions.projection.snapshots import ParkedEvent, SessionSnapshots
 from sessions.store.application import SessionsApplication
+from sessions.store.records import select_notifications_except
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ DEFAULT_BATCH_SIZE = 500
 DEFAULT_POLL_INTERVAL = 0.1
 DEFAULT_CACHE_SIZE = 20_000
 SESSION_TOPIC_LIST = sorted(SESSION_TOPICS)
+SKIPPED_TOPIC_LIST = sorted(SKIPPED_TOPICS)
 
 Feed = Callable[[int, int], tuple[list[Notification], int]]
 
@@ -93,17 +95,16 @@ class Projector:
             return reached - self._position_before
 
     def _from_log(self, after: int, limit: int) -> tuple[list[Notification], int]:
-        """Only session events are read (the fold needs nothing else), up to
-        the head as it is now; the position then moves past the rest too.
+        """Only what the fold may need is read (not the other streams' known
+        topics), up to the head as it is now; the position then moves past
+        the rest too.
         Commit order is id order in the store, so nothing below the head can
         still appear."""
         head = self.app.recorder.max_notification_id() or 0
         if head <= after:
             return [], after
-        batch = list(
-            self.app.recorder.select_notifications(
-                start=after, limit=limit, stop=head, topics=SESSION_TOPIC_LIST, inclusive_of_start=False
-            )
+        batch = select_notifications_except(
+            self.app.recorder, after, limit, head, SKIPPED_TOPIC_LIST
         )
         return batch, (batch[-1].id if len(batch) >= limit else head)
 
