@@ -71,7 +71,7 @@ NOW = T0 + 10**15  # far after every row; the four OPENED rows expire later stil
 # --- stores -------------------------------------------------------------------------------
 
 
-from projector_and_writes import store  # noqa: E402  (one way to make a throwaway store)
+from projector_and_writes import cpu_model, store  # noqa: E402  (one way to make a throwaway store)
 
 
 def placeholder_session() -> bytes:
@@ -267,15 +267,6 @@ def bench_backend(backend: str, url: str, args: argparse.Namespace) -> dict[str,
     return out
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> int:
