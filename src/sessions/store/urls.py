@@ -48,6 +48,13 @@ class StoreSettings:
         )
 
 
+_sqlite = {
+    "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+    # The library's recorders with group commit (see store.recorders).
+    "APPLICATION_RECORDER_TOPIC": "sessions.store.recorders:SQLiteSessionsRecorder",
+}
+
+
 def parse_store_url(url: str) -> StoreSettings:
     # Aggregates stay cached between commands; each load fast-forwards the
     # cached copy with newer events from the store, so other writers are seen.
@@ -57,7 +64,7 @@ def parse_store_url(url: str) -> StoreSettings:
         name = f"file:sessions-{uuid.uuid4().hex}?mode=memory&cache=shared"
         return StoreSettings(
             "sqlite",
-            {**common, "PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": name},
+            {**common, **_sqlite, "SQLITE_DBNAME": name},
             "memory:// (in-memory SQLite, discarded on exit)",
         )
     if url.startswith("sqlite://"):
@@ -75,7 +82,7 @@ def parse_store_url(url: str) -> StoreSettings:
             "sqlite",
             {
                 **common,
-                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                **_sqlite,
                 "SQLITE_DBNAME": str(file),
                 "SQLITE_LOCK_TIMEOUT": "10",
             },
@@ -100,6 +107,7 @@ def parse_store_url(url: str) -> StoreSettings:
         env = {
             **common,
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "APPLICATION_RECORDER_TOPIC": "sessions.store.recorders:PostgresSessionsRecorder",
             "POSTGRES_DBNAME": dbname,
             "POSTGRES_HOST": unquote(parts.hostname or "") or "/var/run/postgresql",
             "POSTGRES_PORT": str(port or 5432),

@@ -1,0 +1,165 @@
+"""The application's recorders: the library's, plus two things it lacks.
+
+**Group commit.** The library writes each save in a transaction of its own,
+and on PostgreSQL each one locks the events table until it commits, so
+concurrent commands take turns paying for a commit each. Here a save that
+arrives while another is committing waits in a queue; the next writer to
+get the commit turn takes the whole queue and writes it in one transaction
+(one lock, one WAL flush). A lone writer never waits for company. If the
+combined write fails (say, some command lost an optimistic-concurrency
+race and broke a uniqueness constraint), each save of the group is written
+again on its own, so that only the one at fault sees the error.
+
+**Writes that commit with the events.** A save may carry ``also=[...]``:
+objects with a ``write(cursor)`` method, run in the events' transaction after
+the events are inserted (the read model's rows; see
+``projection.write_through``). Either all of it commits or none.
+
+Both are on top of the library's recorders (selected through its
+``APPLICATION_RECORDER_TOPIC`` setting), not beside them: the SQL, locking
+and notification ids stay the library's.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+
+
+class InTransaction(Protocol):
+    """Something to write in the events' own transaction."""
+
+    order: str  # writes of a group go in this order
+
+    def write(self, cursor: Any) -> None: ...
+
+
+class _Save:
+    """One caller's save, waiting for its turn (or for someone else's)."""
+
+    __slots__ = ("done", "error", "events", "ids", "kwargs")
+
+    def __init__(self, events: Sequence[StoredEvent], kwargs: dict[str, Any]):
+        self.events = events
+        self.kwargs = kwargs
+        self.done = False
+        self.ids: Sequence[int] | None = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """Mixed into a library recorder, before it in the bases."""
+
+    def _init_group_commit(self) -> None:
+        self._queue: list[_Save] = []
+        self._queue_lock = threading.Lock()
+        self._commit_turn = threading.Lock()
+        self.group_sizes = _GroupSizes()
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        if kwargs.get("tracking") is not None or not stored_events:
+            # A tracked write (a process application's) stays on its own.
+            return self._insert_one(stored_events, kwargs)
+        save = _Save(stored_events, kwargs)
+        with self._queue_lock:
+            self._queue.append(save)
+        with self._commit_turn:
+            if not save.done:
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                self._commit(group)
+        if save.error is not None:
+            raise save.error
+        return save.ids
+
+    def _commit(self, group: list[_Save]) -> None:
+        self.group_sizes.add(len(group))
+        if len(group) == 1:
+            self._commit_alone(group[0])
+            return
+        events = [e for save in group for e in save.events]
+        # Rows in one order (their key), as the projector writes them, so
+        # that two transactions never wait for each other's rows.
+        also = sorted((w for save in group for w in save.kwargs.get("also", ())), key=_order)
+        try:
+            ids = self._insert_one(events, {"also": also})
+        except Exception:  # noqa: BLE001 - each save again on its own
+            # Nothing of the group committed; written alone, only the save
+            # at fault (an optimistic-concurrency loser, say) fails.
+            for save in group:
+                self._commit_alone(save)
+            return
+        except BaseException as e:  # handed to every caller of the group
+            for save in group:
+                save.error, save.done = e, True
+            return
+        start = 0
+        for save in group:
+            end = start + len(save.events)
+            save.ids = ids[start:end] if ids is not None else None
+            save.done = True
+            start = end
+
+    def _commit_alone(self, save: _Save) -> None:
+        try:
+            save.ids = self._insert_one(save.events, save.kwargs)
+        except BaseException as e:  # handed to its caller
+            save.error = e
+        save.done = True
+
+    def _insert_one(self, events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> Sequence[int] | None:
+        return super().insert_events(events, **kwargs)  # type: ignore[misc, no-any-return]
+
+
+class _GroupSizes:
+    """How many saves each commit carried (for benchmarks and tests)."""
+
+    def __init__(self) -> None:
+        self.commits = 0
+        self.saves = 0
+        self.largest = 0
+
+    def add(self, size: int) -> None:
+        self.commits += 1
+        self.saves += size
+        self.largest = max(self.largest, size)
+
+
+def _order(extra: Any) -> str:
+    return str(getattr(extra, "order", ""))
+
+
+def _write_also(cursor: Any, kwargs: dict[str, Any]) -> None:
+    for extra in kwargs.get("also", ()):
+        extra.write(cursor)
+
+
+class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._init_group_commit()
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        # The events are in (and the table lock is held); the ids are read
+        # before the cursor runs anything else.
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        _write_also(curs, kwargs)
+        return ids
+
+
+class SQLiteSessionsRecorder(GroupCommit, SQLiteApplicationRecorder):
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._init_group_commit()
+
+    def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        _write_also(c, kwargs)
+        return ids
