@@ -84,7 +84,7 @@ class SessionService(service_pb2_grpc.SynchronizationSessionServiceServicer):
             return self._answer(outcome)
 
     def _answer(self, outcome: Outcome) -> operation_pb2.Operation:
-        if not self.read_model.wait_for(outcome.position, READ_YOUR_WRITES_TIMEOUT):
+        if not self.read_model.wait_for(outcome.position, READ_YOUR_WRITES_TIMEOUT, outcome.written):
             raise ProjectionBehind(
                 f"operation {outcome.operation_id} was recorded, but the read model has "
                 f"not caught up within {READ_YOUR_WRITES_TIMEOUT:g}s; retry with the same "

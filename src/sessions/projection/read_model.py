@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from sessions.projection.fold import SessionFold
 from sessions.projection.listing import ListedRow, PageQuery
 from sessions.projection.registry import Registry, new_reader_id
 from sessions.projection.runner import Projector, wait_until
@@ -19,6 +20,7 @@ from sessions.projection.snapshots import (
     SessionSnapshots,
     snapshots_on,
 )
+from sessions.projection.write_through import SessionRows, WriteThrough
 from sessions.store.application import SessionsApplication
 
 log = logging.getLogger("sessions.read_model")
@@ -80,6 +82,8 @@ class ReadModel:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.outdated = registration.live_version != code_version(NAME)
+        # The highest position whose rows this process wrote with its events.
+        self._written_up_to = 0
         if self.outdated:
             log.warning(
                 "read model %s is at version %d, this build folds version %d: serving "
@@ -96,11 +100,16 @@ class ReadModel:
     def start(self) -> None:
         if self.projector is not None:
             self.projector.start()
+        # From now on this process's commands write their rows themselves.
+        self.app.write_through = WriteThrough(
+            SessionFold(self.app.mapper), lambda: self.view, self._written
+        )
         self.registry.reading(self.reader_id, NAME, self.view.table)
         self._watcher = threading.Thread(target=self._watch, name="read-model-watch", daemon=True)
         self._watcher.start()
 
     def stop(self) -> None:
+        self.app.write_through = None
         self._stop.set()
         if self._watcher is not None:
             self._watcher.join(10)
@@ -130,15 +139,33 @@ class ReadModel:
         view = snapshots_on(self.app, table)
         if self.projector is not None:
             self.projector.switch_to(view)  # it moves once the new table is caught up
-        elif view.position() >= self._view.position():
+        elif view.position() >= max(self._view.position(), self._written_up_to):
             self._view = view
         else:  # the other process's projector has not caught it up yet
             log.info("read model: %s is behind %s; moving later", table, self._view.table)
 
     # --- reading --------------------------------------------------------------------
 
-    def wait_for(self, position: int, timeout: float) -> bool:
+    def _written(self, written: SessionRows, position: int) -> None:
+        """A command's rows committed with its events."""
+        self._written_up_to = max(self._written_up_to, position)
+        if self.rows is not None:
+            self.rows.changed(written.session_ids)
+
+    def shows(self, written: SessionRows) -> bool:
+        """Whether reads here see rows a command wrote with its events: they
+        went to the table read now, and no move to another table is under
+        way (one that began before they committed might miss them)."""
+        if self.projector is not None:
+            return not self.projector.switching and self.projector.view.table == written.table
+        return self._view.table == written.table
+
+    def wait_for(self, position: int, timeout: float, written: SessionRows | None = None) -> bool:
+        """Block until reads here show the write that ended at ``position``
+        (and carried ``written``), or timeout."""
         if position <= 0:
+            return True
+        if written is not None and self.shows(written):
             return True
         if self.projector is not None:
             return self.projector.wait_for(position, timeout)

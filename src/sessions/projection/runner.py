@@ -71,6 +71,7 @@ class Projector:
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
         self._switch_to: SessionSnapshots | None = None
+        self.switching = False  # moving to another table (see _switch)
         self._batch_was_full = False
         self._batch_lock = threading.Lock()  # one batch at a time, whoever runs it
         # Called with the ids whose rows a committed batch changed.
@@ -271,7 +272,11 @@ class Projector:
                 if self._switch_to is not None:
                     with self._batch_lock:
                         view, self._switch_to = self._switch_to, None
-                        self._switch(view)
+                        self.switching = True
+                        try:
+                            self._switch(view)
+                        finally:
+                            self.switching = False
                 if self.run_batch() and self._batch_was_full:
                     continue  # more is waiting: no pause while catching up
                 backoff = self.poll_interval

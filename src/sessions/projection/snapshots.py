@@ -147,9 +147,11 @@ class SessionSnapshots(ABC):
         self.parked_table = f"{table}_parked"
         self.key_table = f"{NAME}_page_token_key"
         updates = ",".join(f"{c}=excluded.{c}" for c in COLUMNS[1:])
+        # Rows only move forward: the projector and writers (write_through)
+        # may both write a session's row, in either order.
         self._upsert = (
             f"INSERT INTO {table} ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))}) "
-            f"ON CONFLICT (session_id) DO UPDATE SET {updates}"
+            f"ON CONFLICT (session_id) DO UPDATE SET {updates} WHERE {table}.version < excluded.version"
         )
 
     def save(
@@ -161,6 +163,10 @@ class SessionSnapshots(ABC):
             if parked:
                 self._park(cursor, parked)
             self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
+
+    def upsert_in(self, cursor: Any, rows: Sequence[SnapshotRow]) -> None:
+        """Write rows in a transaction someone else runs (a command's)."""
+        self._upsert_rows(cursor, rows)
 
     def position(self) -> int:
         return self.max_tracking_id(self.tracking_name) or 0  # type: ignore[attr-defined]
@@ -368,7 +374,8 @@ class PostgresSessionSnapshots(PostgresTrackingRecorder, SessionSnapshots):
         cursor.execute(
             SQL(
                 "INSERT INTO {table} ({columns}) SELECT {columns} FROM snapshot_batch "
-                "ON CONFLICT (session_id) DO UPDATE SET {updates}"
+                "ORDER BY session_id "
+                "ON CONFLICT (session_id) DO UPDATE SET {updates} WHERE {table}.version < excluded.version"
             ).format(
                 table=Identifier(self.table),
                 columns=SQL(",").join(Identifier(c) for c in COLUMNS),

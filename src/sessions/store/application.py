@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
@@ -32,6 +32,7 @@ from sessions.domain.schedule import SyncSchedule, schedule_id
 from sessions.domain.session import Session
 from sessions.store.clock import Clock, system_clock
 from sessions.store.operations import OperationRecord, operation_id_for
+from sessions.store.recorders import InTransaction
 from sessions.store.transcodings import register_domain_transcodings
 from sessions.store.urls import StoreSettings
 
@@ -88,6 +89,20 @@ class Outcome:
     # Notification id of the last event written; 0 for a replayed answer.
     position: int
     replayed: bool
+    # What was written with the events (the read model's rows), if anything.
+    written: InTransaction | None = None
+
+
+class SameTransaction(Protocol):
+    """Writes that commit with a save's events: the read side's rows, so that
+    a command's own changes are readable the moment it answers."""
+
+    def prepare(self, aggregates: Sequence[Aggregate]) -> InTransaction | None:
+        """What to write for these (changed) aggregates; None: nothing."""
+
+    def committed(self, written: InTransaction, position: int) -> None:
+        """Called once the save that carried ``written`` has committed, with
+        the position of its last event."""
 
 
 class SessionsApplication(Application[str]):
@@ -106,6 +121,7 @@ class SessionsApplication(Application[str]):
         # Commands on one stream take turns inside this process, so only
         # writers in other processes can conflict (and are retried).
         self._stream_locks = [threading.RLock() for _ in range(LOCK_STRIPES)]
+        self.write_through: SameTransaction | None = None
         with self.schema_lock():
             super().__init__(env=settings.env)
 
@@ -256,7 +272,7 @@ class SessionsApplication(Application[str]):
                 )
                 if not self._end_if_expired(session, schedule, now):
                     return 0
-                return _last_position(self.save(session, schedule))
+                return _last_position(self._save(session, schedule)[0])
             except IntegrityError:
                 return 0
 
@@ -267,7 +283,7 @@ class SessionsApplication(Application[str]):
                 session = self._get(Session, session_id)
                 if not session.stall(now=self.clock(), policy=self.policy, principal=SYSTEM_PRINCIPAL):
                     return 0
-                return _last_position(self.save(session))
+                return _last_position(self._save(session)[0])
             except IntegrityError:
                 return 0
 
@@ -324,16 +340,25 @@ class SessionsApplication(Application[str]):
                 timestamp=now,
             )
             try:
-                recordings = self.save(*changed, record)
+                recordings, written = self._save(*changed, record)
             except IntegrityError:
                 log.debug("%s: concurrent write, attempt %d of %d", method, attempt, MAX_ATTEMPTS)
                 # Jittered backoff, so that racing processes stop colliding.
                 time.sleep(random.uniform(0, 0.002 * attempt))
                 continue
-            return Outcome(operation_id, payload, _last_position(recordings), replayed=False)
+            return Outcome(operation_id, payload, _last_position(recordings), False, written)
         raise ConcurrencyConflict(
             f"{method}: gave up after {MAX_ATTEMPTS} conflicting concurrent writes; retry"
         )
+
+    def _save(self, *aggregates: Aggregate) -> tuple[list[Any], InTransaction | None]:
+        """Save, with whatever the read side writes in the same transaction."""
+        hook = self.write_through
+        written = hook.prepare(aggregates) if hook is not None else None
+        recordings = self.save(*aggregates, also=[written] if written is not None else [])
+        if hook is not None and written is not None:
+            hook.committed(written, _last_position(recordings))
+        return recordings, written
 
     def _get_active(self, session_id: str, now: datetime, caller: Caller, action: str) -> Session:
         """Load a session the caller may act on; if it is past its expiry,

@@ -1,0 +1,128 @@
+"""Rows written with a command's events (projection.write_through): a write
+answers with its rows already readable, the projector folding the same
+events later changes nothing, and rows never move back."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from eventsourcing.persistence import Tracking
+from projection_support import Workload, make_app
+
+from sessions.api.protos import service_pb2, session_pb2
+from sessions.domain.enums import SessionType
+from sessions.projection.fold import SessionFold
+from sessions.projection.runner import Projector
+from sessions.projection.snapshots import open_snapshots, snapshots_on
+
+
+def open_request(container: str) -> service_pb2.OpenSessionRequest:
+    return service_pb2.OpenSessionRequest(
+        subject_container_id=container, agent_id="agent-1", session_type=SessionType.AD_SYNC.value
+    )
+
+
+def report_request(session_id: str, created: int) -> service_pb2.ReportSessionProgressRequest:
+    return service_pb2.ReportSessionProgressRequest(
+        session_id=session_id,
+        progress_entries=[
+            session_pb2.ProgressEntry(
+                object_type=session_pb2.USER,
+                change_info=[session_pb2.ChangeInfo(change_type=session_pb2.CREATE, successful=created)],
+            )
+        ],
+    )
+
+
+def created_users(session) -> int:  # type: ignore[no-untyped-def]
+    return sum(c.successful for e in session.progress_entries for c in e.change_info)
+
+
+def opened_id(server, container: str) -> str:  # type: ignore[no-untyped-def]
+    operation = server.sessions.OpenSession(open_request(container), timeout=10)
+    response = service_pb2.OpenSessionResponse()
+    operation.response.Unpack(response)
+    return response.opened_session.session_id
+
+
+def test_a_write_is_readable_when_it_answers_with_no_projector_anywhere(store_url, start_server) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(store_url, run_projector=False, run_deadlines=False)
+    session_id = opened_id(server, "c-1")
+    for _ in range(3):
+        server.sessions.ReportSessionProgress(report_request(session_id, 2), timeout=10)
+    shown = server.sessions.GetSession(service_pb2.GetSessionRequest(session_id=session_id), timeout=10)
+    assert created_users(shown.session) == 6
+
+    app = server.server.app
+    view = open_snapshots(app)
+    assert view.position() == 0  # nothing was projected: the writes wrote the row
+    assert view.row_version(session_id) == app.get_session(session_id).version
+
+
+def test_the_projector_folding_the_same_events_later_changes_nothing(store_url, start_server) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(store_url, run_projector=False, run_deadlines=False)
+    ids = [opened_id(server, f"c-{k}") for k in range(3)]
+    for k, session_id in enumerate(ids):
+        server.sessions.ReportSessionProgress(report_request(session_id, k + 1), timeout=10)
+    server.sessions.CloseSession(service_pb2.CloseSessionRequest(session_id=ids[0]), timeout=10)
+    app = server.server.app
+    view = open_snapshots(app)
+    written = {sid: view.get(sid) for sid in ids}
+
+    Projector(app, view).catch_up()
+    assert {sid: view.get(sid) for sid in ids} == written
+    # ... and what the writers wrote is what a fold of the log gives.
+    folded = snapshots_on(app, "session_snapshots_check")
+    Projector(app, folded).catch_up()
+    assert {sid: folded.get(sid) for sid in ids} == written
+    # The states they resume from are the same too (taken at other moments).
+    fold = SessionFold(app.mapper)
+
+    def resumed(table) -> dict[str, dict]:  # type: ignore[no-untyped-def]
+        points = table.resume_points(ids)
+        return {sid: vars(fold.resume(sid, *points[sid])) for sid in ids}
+
+    assert resumed(folded) == resumed(view)
+
+
+def test_a_row_never_moves_back_to_an_older_version(store_url) -> None:  # type: ignore[no-untyped-def]
+    app = make_app(store_url)
+    try:
+        workload = Workload(app)
+        session_id = workload.open("c-1")
+        for _ in range(3):
+            workload.report(session_id)
+        fold = SessionFold(app.mapper)
+        view = snapshots_on(app, "session_snapshots_order")
+        latest = app.get_session(session_id)
+        older = app.get_session(session_id, version=latest.version - 2)
+        view.save([fold.row(latest)], Tracking(view.tracking_name, 1))
+        view.save([fold.row(older)], Tracking(view.tracking_name, 2))
+        assert view.row_version(session_id) == latest.version
+        assert view.get(session_id).session == fold.row(latest).session  # type: ignore[union-attr]
+    finally:
+        app.close()
+
+
+def test_a_cached_row_is_dropped_when_a_write_commits_its_own(store_url, start_server) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(store_url, run_deadlines=False)
+    session_id = opened_id(server, "c-1")
+    get = service_pb2.GetSessionRequest(session_id=session_id)
+    projector = server.server.read_model.projector
+    with projector._batch_lock:  # the projector folds nothing meanwhile
+        before = server.sessions.GetSession(get, timeout=10).session  # now in the row cache
+        server.sessions.ReportSessionProgress(report_request(session_id, 5), timeout=10)
+        after = server.sessions.GetSession(get, timeout=10).session
+    assert created_users(before) == 0 and created_users(after) == 5
+
+
+def test_a_refused_write_writes_no_row(store_url, start_server) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(store_url, run_projector=False, run_deadlines=False)
+    session_id = opened_id(server, "c-1")
+    server.sessions.CloseSession(service_pb2.CloseSessionRequest(session_id=session_id), timeout=10)
+    view = open_snapshots(server.server.app)
+    version = view.row_version(session_id)
+    with pytest.raises(grpc.RpcError) as refused:
+        server.sessions.ReportSessionProgress(report_request(session_id, 1), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert view.row_version(session_id) == version
