@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -47,12 +48,25 @@ class Writers:
 
     def run_queued(self) -> None:
         recorder = self.recorder
-        with recorder._commit_turn:  # nobody commits until all are queued
+        with commit_in_progress(recorder):  # nobody commits until all are queued
             for t in self.threads:
                 t.start()
             assert wait_until(lambda: len(recorder._queue) == len(self.threads), timeout=10)
         for t in self.threads:
             t.join(10)
+
+
+@contextmanager
+def commit_in_progress(recorder: Any) -> Iterator[None]:
+    """As if some other save were committing: the saves made meanwhile queue."""
+    with recorder._turns:
+        recorder._committing = True
+    try:
+        yield
+    finally:
+        with recorder._turns:
+            recorder._committing = False
+            recorder._turns.notify_all()
 
 
 class Failing:

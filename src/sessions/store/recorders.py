@@ -57,8 +57,10 @@ class GroupCommit:
 
     def _init_group_commit(self) -> None:
         self._queue: list[_Save] = []
-        self._queue_lock = threading.Lock()
-        self._commit_turn = threading.Lock()
+        self._committing = False
+        # Guards the queue and the commit turn; the whole group is woken at
+        # once when its commit is done (not one by one through a lock).
+        self._turns = threading.Condition(threading.Lock())
         self.group_sizes = _GroupSizes()
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
@@ -66,13 +68,21 @@ class GroupCommit:
             # A tracked write (a process application's) stays on its own.
             return self._insert_one(stored_events, kwargs)
         save = _Save(stored_events, kwargs)
-        with self._queue_lock:
+        with self._turns:
             self._queue.append(save)
-        with self._commit_turn:
-            if not save.done:
-                with self._queue_lock:
-                    group, self._queue = self._queue, []
-                self._commit(group)
+            while not save.done:
+                if self._committing:
+                    self._turns.wait()
+                    continue
+                # This caller's turn: it commits everything queued.
+                group, self._queue, self._committing = self._queue, [], True
+                self._turns.release()
+                try:
+                    self._commit(group)
+                finally:
+                    self._turns.acquire()
+                    self._committing = False
+                    self._turns.notify_all()
         if save.error is not None:
             raise save.error
         return save.ids
