@@ -9,11 +9,15 @@ import pytest
 from eventsourcing.persistence import Tracking
 from projection_support import Workload, make_app
 
+from sessions.api.operations import renderer
 from sessions.api.protos import service_pb2, session_pb2
-from sessions.domain.enums import SessionType
+from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType
+from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.projection.fold import SessionFold
 from sessions.projection.runner import Projector
 from sessions.projection.snapshots import open_snapshots, snapshots_on
+from sessions.store.application import Caller, SessionsApplication
+from sessions.store.urls import parse_store_url
 
 
 def open_request(container: str) -> service_pb2.OpenSessionRequest:
@@ -126,3 +130,28 @@ def test_a_refused_write_writes_no_row(store_url, start_server) -> None:  # type
         server.sessions.ReportSessionProgress(report_request(session_id, 1), timeout=10)
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert view.row_version(session_id) == version
+
+
+def test_the_projector_passes_over_written_rows_and_folds_what_others_wrote(store_url, start_server) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(store_url, run_deadlines=False)
+    projector = server.server.read_model.projector
+    other = SessionsApplication(parse_store_url(store_url))  # another process, writing no rows
+    try:
+        with projector._batch_lock:  # the projector folds nothing meanwhile
+            session_id = opened_id(server, "c-1")
+            server.sessions.ReportSessionProgress(report_request(session_id, 2), timeout=10)
+            assert projector._written == {session_id: 2}
+            other.report_progress(
+                session_id,
+                [ProgressEntry(RelatedObjectType.USER, (ChangeCount(ChangeType.CREATE, 3, 0),))],
+                Caller("agent:other"),
+                renderer("ReportSessionProgress", "agent:other"),
+            )
+        head = other.recorder.max_notification_id() or 0
+        assert server.server.read_model.wait_for(head, 10)
+        get = service_pb2.GetSessionRequest(session_id=session_id)
+        assert created_users(server.sessions.GetSession(get, timeout=10).session) == 5
+        assert open_snapshots(other).row_version(session_id) == 3
+        assert projector._written == {}  # consumed
+    finally:
+        other.close()

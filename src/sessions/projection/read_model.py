@@ -151,6 +151,8 @@ class ReadModel:
         self._written_up_to = max(self._written_up_to, position)
         if self.rows is not None:
             self.rows.changed(written.session_ids)
+        if self.projector is not None:
+            self.projector.written(written.table, {r.session_id: r.version for r in written.rows})
 
     def shows(self, written: SessionRows) -> bool:
         """Whether reads here see rows a command wrote with its events: they

@@ -7,6 +7,11 @@ projector goes on. New events are noticed three ways: a local wake-up from
 writes in this process, PostgreSQL NOTIFY from other processes, and a
 polling fallback, so that a lost notification delays it one poll at most.
 
+Commands in a server write their sessions' rows themselves, with their
+events (projection.write_through), so no answer waits for the projector: it
+passes over the events whose rows are already written, and when a write
+wakes it, it waits a moment (``settle``) so that one batch takes a burst.
+
 When a rebuild takes over, the projector moves to the new table itself, in
 its own thread: it catches the new table up to the head first, so its
 position never goes back and a reader never sees less than it waited for.
@@ -31,6 +36,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_POLL_INTERVAL = 0.1
+DEFAULT_SETTLE = 0.1  # after a wake-up by a write, before folding it
 DEFAULT_CACHE_SIZE = 20_000
 SESSION_TOPIC_LIST = sorted(SESSION_TOPICS)
 SKIPPED_TOPIC_LIST = sorted(SKIPPED_TOPICS)
@@ -49,6 +55,7 @@ class Projector:
         on_batch: Callable[[int, int], None] | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
         feed: Feed | None = None,
+        settle: float = DEFAULT_SETTLE,
     ):
         self.app = app
         # Where notifications come from: (after, limit) -> (batch, position
@@ -58,6 +65,7 @@ class Projector:
         self.fold = SessionFold(app.mapper)
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.settle = settle
         self.on_batch = on_batch
         self.cache_size = cache_size
         self._cache: dict[str, Session] = {}  # insertion order = recency
@@ -67,6 +75,7 @@ class Projector:
         self._position = view.position()
         self._progress = threading.Condition()
         self._wake = threading.Event()
+        self._hurry = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
@@ -78,6 +87,10 @@ class Projector:
         self.on_saved: Callable[[set[str]], None] | None = None
         self._position_before = self._position
         self.error: BaseException | None = None
+        # session -> version up to which a command wrote its row itself
+        # (projection.write_through): folding those events again is no-op.
+        self._written: dict[str, int] = {}
+        self._written_lock = threading.Lock()
 
     # --- catching up ------------------------------------------------------------
 
@@ -117,8 +130,45 @@ class Projector:
             total += n
         return total
 
+    def written(self, table: str, versions: dict[str, int]) -> None:
+        """Rows that commands committed with their events into ``table``,
+        at these versions (ignored unless this projector folds into it)."""
+        with self._written_lock:
+            if table != self.view.table:
+                return
+            for sid, version in versions.items():
+                if version > self._written.get(sid, 0):
+                    self._written[sid] = version
+
+    def _pass_over_written(self, notifications: list[Notification]) -> list[Notification]:
+        """Leave out the events of sessions whose rows writers already wrote
+        up to their last event in this batch; their cached states are
+        dropped (the row is newer), to be read back if needed again."""
+        if not self._written:
+            return notifications
+        latest: dict[str, int] = {}
+        for n in notifications:
+            if n.topic in SESSION_TOPICS:
+                latest[str(n.originator_id)] = n.originator_version
+        done = set()
+        with self._written_lock:
+            for sid, version in latest.items():
+                written = self._written.get(sid)
+                if written is None or sid in self._parked_streams:
+                    continue
+                if written >= version:
+                    done.add(sid)
+                if written <= version:  # this batch reaches it: forget it
+                    del self._written[sid]
+        if not done:
+            return notifications
+        for sid in done:
+            self._cache.pop(sid, None)
+        return [n for n in notifications if str(n.originator_id) not in done]
+
     def _apply(self, notifications: list[Notification], reached: int) -> None:
         self._position_before = self._position
+        notifications = self._pass_over_written(notifications)
         ids = session_ids_in(notifications)
         sessions: dict[str, Session] = {}
         missing = []
@@ -192,7 +242,10 @@ class Projector:
 
     # --- read-your-writes ---------------------------------------------------------
 
-    def wake(self) -> None:
+    def wake(self, hurry: bool = False) -> None:
+        """Fold what is new; at once if ``hurry`` (someone waits for it)."""
+        if hurry:
+            self._hurry.set()
         self._wake.set()
 
     def wait_for(self, position: int, timeout: float) -> bool:
@@ -212,7 +265,7 @@ class Projector:
                 self._batch_lock.release()
             if self._position >= position:
                 return True
-        self.wake()
+        self.wake(hurry=True)
         with self._progress:
             return self._progress.wait_for(
                 lambda: self._position >= position or self._stop.is_set(), timeout
@@ -227,7 +280,7 @@ class Projector:
             return reached - self._position_before
         except Exception:  # the projector's own loop reports and recovers
             log.debug("projector: inline batch failed", exc_info=True)
-            self.wake()
+            self.wake(hurry=True)
             return 0
 
     # --- tailing ------------------------------------------------------------------
@@ -243,6 +296,7 @@ class Projector:
 
     def stop(self, timeout: float = 10) -> None:
         self._stop.set()
+        self._hurry.set()
         self._wake.set()
         with self._progress:
             self._progress.notify_all()
@@ -258,7 +312,9 @@ class Projector:
     def _switch(self, view: SessionSnapshots) -> None:
         Projector(self.app, view, batch_size=max(self.batch_size, 2000)).catch_up()
         self._cache.clear()
-        previous, self.view = self.view.table, view
+        with self._written_lock:  # rows noted from now on are the new table's
+            self._written.clear()
+            previous, self.view = self.view.table, view
         if self.on_saved is not None:
             self.on_saved(set())  # (a new table: everything is new)
         self._advance(max(view.position(), self._position))
@@ -269,6 +325,7 @@ class Projector:
         while not self._stop.is_set():
             try:
                 self._wake.clear()
+                self._hurry.clear()
                 if self._switch_to is not None:
                     with self._batch_lock:
                         view, self._switch_to = self._switch_to, None
@@ -288,7 +345,11 @@ class Projector:
                 backoff = min(backoff * 2, 5.0)
                 self._stop.wait(backoff)
                 continue
-            self._wake.wait(self.poll_interval)
+            if self._wake.wait(self.poll_interval) and not self._hurry.is_set():
+                # Woken by a write: its answer does not wait for this batch
+                # (write_through), so let the writes right behind it join
+                # it: one commit per burst instead of one per write.
+                self._hurry.wait(self.settle)
 
     def _listen(self) -> None:
         """Turn PostgreSQL NOTIFYs on the events table's channel into wake-ups."""
