@@ -225,7 +225,6 @@ def test_a_keyed_retry_returns_the_first_answer_and_appends_nothing(app, clock, 
     call = _keyed_calls(app, render, sid)[command]
     clock.advance(10)
     first = call()
-    renders = len(render.calls)
     written = notifications(app)
     clock.advance(10)
     for _ in range(3):
@@ -234,8 +233,9 @@ def test_a_keyed_retry_returns_the_first_answer_and_appends_nothing(app, clock, 
         assert again.payload == first.payload
         assert again.replayed is True
         assert again.position == 0
+    # (A retry may be decided again, but its write collides with the first
+    # call's operation record and nothing of it is kept.)
     assert notifications(app) == written
-    assert len(render.calls) == renders  # nothing was decided again
     assert app.get_operation_payload(first.operation_id) == first.payload
 
 

@@ -319,16 +319,20 @@ class SessionsApplication(Application[str]):
     ) -> Outcome:
         operation_id = operation_id_for(caller.principal, caller.idempotency_key)
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            if caller.idempotency_key:
-                previous = self._get_or_none(OperationRecord, operation_id)
-                if previous is not None:
-                    return Outcome(operation_id, previous.payload, 0, replayed=True)
+            # A used key is not looked up first: the call's operation record
+            # (version 1 of a stream named after the key) would collide in
+            # the save, which then writes nothing. The lookup comes after a
+            # collision or a refusal, and answers with the first result.
             now = self.clock()
             try:
                 changed, result = decide(now)
             except _StaleRead as e:
                 log.debug("%s: %s; attempt %d of %d", method, e, attempt, MAX_ATTEMPTS)
                 continue
+            except DomainError:
+                if caller.idempotency_key and (replay := self._replay(operation_id)) is not None:
+                    return replay  # refused now, but done before: the first answer
+                raise
             payload = render(operation_id, now, result)
             record = OperationRecord(
                 id=operation_id,
@@ -342,6 +346,8 @@ class SessionsApplication(Application[str]):
             try:
                 recordings, written = self._save(*changed, record)
             except IntegrityError:
+                if caller.idempotency_key and (replay := self._replay(operation_id)) is not None:
+                    return replay
                 log.debug("%s: concurrent write, attempt %d of %d", method, attempt, MAX_ATTEMPTS)
                 # Jittered backoff, so that racing processes stop colliding.
                 time.sleep(random.uniform(0, 0.002 * attempt))
@@ -350,6 +356,12 @@ class SessionsApplication(Application[str]):
         raise ConcurrencyConflict(
             f"{method}: gave up after {MAX_ATTEMPTS} conflicting concurrent writes; retry"
         )
+
+    def _replay(self, operation_id: str) -> Outcome | None:
+        previous = self._get_or_none(OperationRecord, operation_id)
+        if previous is None:
+            return None
+        return Outcome(operation_id, previous.payload, 0, replayed=True)
 
     def _save(self, *aggregates: Aggregate) -> tuple[list[Any], InTransaction | None]:
         """Save, with whatever the read side writes in the same transaction."""
