@@ -7,7 +7,8 @@ session verifies), then times, best of --repeat runs:
 
   (a) session_history() fully consumed (in process: rows, decode, fold, message);
   (b) AuditService.StreamHistory fully consumed over a real gRPC server
-      started in this process (SessionsServer, port 0);
+      started in this process (SessionsServer, port 0), and its pages built
+      in process without gRPC (the servicer called directly);
   (c) AuditService.GetSessionAt(version = half) and (as_of = the middle
       event's time), and the same two reads in process;
   for comparison: the raw rows (stream_records), the library's decoded read
@@ -19,7 +20,8 @@ by its own commands and saved in chunks with app.save.
 Usage:
     .venv/bin/python bench/audit_history.py [--events N] [--backends sqlite,postgresql] [--profile]
 
---profile prints the top of a cProfile of (a) on each backend.
+--profile prints the top of a cProfile of (a), and of (b) in process, on
+each backend.
 PostgreSQL: a database named sessions_bench_<random> is created on the server
 of --postgres (default $SESSIONS_BENCH_POSTGRES or
 postgresql://postgres@127.0.0.1:5432/test) and dropped at the end.
@@ -44,6 +46,7 @@ from typing import Any
 
 import grpc
 
+from sessions.api.audit import AuditService
 from sessions.api.convert import timestamp
 from sessions.api.protos import audit_pb2, audit_pb2_grpc
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType, SyncMode
@@ -152,6 +155,12 @@ def bench_backend(url: str, events: int, repeat: int, profile: bool) -> dict[str
         figures["(a) session_history consumed (ms)"] = f"{t * 1000:.0f}"
         figures["(a) events/s"] = f"{events / t:,.0f}"
 
+        service = AuditService(app)
+        request = audit_pb2.StreamHistoryRequest(session_id=sid)
+        t, n = best(repeat, lambda: sum(len(p.entries) for p in service.StreamHistory(request, None)))
+        assert n == events
+        figures["(b) StreamHistory pages, in process (ms)"] = f"{t * 1000:.0f}"
+
         half = events // 2
         t, s = best(repeat, lambda: session_at_version(app, sid, half))
         assert s.version == half
@@ -165,14 +174,18 @@ def bench_backend(url: str, events: int, repeat: int, profile: bool) -> dict[str
         figures["audit verify SESSION_ID: check_session (ms)"] = f"{t * 1000:.0f}"
 
         if profile:
-            profiler = cProfile.Profile()
-            profiler.enable()
-            consume(session_history(app, sid))
-            profiler.disable()
-            out = io.StringIO()
-            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(18)
-            print(f"\n--- cProfile of session_history, {app.settings.description} ---")
-            print(out.getvalue())
+            for name, run in (
+                ("session_history", lambda: consume(session_history(app, sid))),
+                ("StreamHistory in process", lambda: consume(service.StreamHistory(request, None))),
+            ):
+                profiler = cProfile.Profile()
+                profiler.enable()
+                run()
+                profiler.disable()
+                out = io.StringIO()
+                pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(18)
+                print(f"\n--- cProfile of {name}, {app.settings.description} ---")
+                print(out.getvalue())
     finally:
         app.close()
 

@@ -3,25 +3,36 @@ the session as GetSession showed it at a given time or version.
 
 Reads go straight to the event store. The fold is the aggregate's own (each
 event's ``mutate``); as-of reads use the library's versioned repository get.
+
+The history is read in one pass over the stream's rows, and is meant to stay
+fast for long sessions (issue 5: 10 000 events in well under a second). Per
+event, the row's JSON is parsed once: its tagged values are turned into
+domain values for the fold, and its untagged values are the event's
+"changes" as they are (the stored JSON without the store's type tags is the
+canonical form, see domain/chain.py). The state after each event is one
+message updated in place (convert.SessionMessages) rather than built anew.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from functools import cache
+from typing import Any, NamedTuple
 
-from eventsourcing.persistence import Notification
+from eventsourcing.persistence import DatetimeAsISO, Mapper, Notification
+from eventsourcing.utils import resolve_topic
 
-from sessions.api.convert import session_message
+from sessions.api.convert import SessionMessages, session_message
 from sessions.api.protos import session_pb2
 from sessions.domain.chain import canonical_value
 from sessions.domain.errors import NotFound
 from sessions.domain.session import Session
 from sessions.projection.fold import SessionFold
 from sessions.store.application import SessionsApplication
-from sessions.store.records import stream_records
+from sessions.store.records import StoredRecord, stream_records
 
 # Fields every event has; "what changed" is the rest.
 COMMON_FIELDS = frozenset(
@@ -42,24 +53,38 @@ class HistoryEntry:
     state: session_pb2.SynchronizationSession  # the session after the event
 
 
-def session_history(app: SessionsApplication, session_id: str) -> Iterator[HistoryEntry]:
+class HistoryStep(NamedTuple):
+    """One event of a history as history_steps gives it."""
+
+    record: StoredRecord  # the stored row (version, position, topic)
+    event: Any  # the domain event (timestamp, principal, idempotency_key, link)
+    changes: dict[str, Any]  # the event's own fields, in canonical form
+    # The session after the event. One message, updated in place at the next
+    # step: copy it to keep it.
+    state: session_pb2.SynchronizationSession
+
+
+def history_steps(app: SessionsApplication, session_id: str) -> Iterator[HistoryStep]:
+    """The events of a session in order, each with the state after it: what
+    session_history and the audit service are made of."""
     records = stream_records(app.recorder, session_id)
     if not records or not records[0].topic.startswith("sessions.SessionOpened"):
         raise NotFound(f"session {session_id!r} not found")
-    fold = SessionFold(app.mapper)
+    decode = _decoder(app.mapper)
+    messages = SessionMessages()
+    update = messages.update
     session: Any = None
     for record in records:
-        event = fold.decode(
-            Notification(
-                id=record.position,
-                originator_id=session_id,
-                originator_version=record.version,
-                topic=record.topic,
-                state=record.state,
-            )
-        )
+        event, changes = decode(session_id, record)
         session = event.mutate(session)
-        fields = vars(event)
+        yield HistoryStep(record, event, changes, update(session))
+
+
+def session_history(app: SessionsApplication, session_id: str) -> Iterator[HistoryEntry]:
+    new_state = session_pb2.SynchronizationSession
+    for record, event, changes, state in history_steps(app, session_id):
+        kept = new_state()
+        kept.CopyFrom(state)
         yield HistoryEntry(
             version=record.version,
             position=record.position,
@@ -68,8 +93,8 @@ def session_history(app: SessionsApplication, session_id: str) -> Iterator[Histo
             principal=event.principal,
             idempotency_key=event.idempotency_key,
             link=event.link,
-            changes={k: canonical_value(v) for k, v in fields.items() if k not in COMMON_FIELDS},
-            state=session_message(session),
+            changes=changes,
+            state=kept,
         )
 
 
@@ -91,3 +116,94 @@ def session_as_of(app: SessionsApplication, session_id: str, moment: datetime) -
         raise NotFound(f"session {session_id!r} did not exist at {moment.isoformat()}")
     session = app.get_session(session_id, version=recorded[-1].originator_version)
     return session, session_message(session, at=moment)
+
+
+# --- decoding --------------------------------------------------------------------------
+
+Changes = dict[str, Any]
+Decode = Callable[[str, StoredRecord], tuple[Any, Changes]]
+
+
+def _decoder(mapper: Mapper[Any]) -> Decode:
+    """A function from a stored row to its domain event and "changes".
+
+    With the store's plain JSON (no cipher, no compressor), the row is parsed
+    once, the way SessionFold.decode does it (tagged values, alone or in a
+    list, decoded by their transcodings): the untagged "_data_" is the
+    canonical form the chain hashes, so it is "changes" as it is. Otherwise
+    the mapper decodes, and "changes" is computed from the domain values.
+    """
+    names = getattr(mapper.transcoder, "names", None)
+    if mapper.cipher is not None or mapper.compressor is not None or names is None:
+        fold = SessionFold(mapper)
+
+        def decode_with_mapper(session_id: str, record: StoredRecord) -> tuple[Any, Changes]:
+            event = fold.decode(
+                Notification(
+                    id=record.position,
+                    originator_id=session_id,
+                    originator_version=record.version,
+                    topic=record.topic,
+                    state=record.state,
+                )
+            )
+            fields = vars(event).items()
+            return event, {k: canonical_value(v) for k, v in fields if k not in COMMON_FIELDS}
+
+        return decode_with_mapper
+
+    # Each transcoding's decode, the library's datetime one by what it calls.
+    typed: dict[str, Callable[[Any], Any]] = {
+        name: datetime.fromisoformat if type(t) is DatetimeAsISO else t.decode
+        for name, t in names.items()
+    }
+    common = COMMON_FIELDS
+    raw_decode = json.JSONDecoder().raw_decode
+
+    def loads(text: str) -> Any:
+        # json.loads, less its checks of the argument and its two regular
+        # expressions for whitespace, which stored rows do not have (a row
+        # that has some, or is not JSON, goes to json.loads as before).
+        try:
+            value, end = raw_decode(text)
+        except ValueError:
+            return json.loads(text)
+        return value if end == len(text) else json.loads(text)
+
+    new = object.__new__
+    set_attribute = object.__setattr__
+
+    def decode_plain(session_id: str, record: StoredRecord) -> tuple[Any, Changes]:
+        state = loads(record.state.decode("utf-8"))
+        changes = {}
+        for key, value in state.items():
+            if type(value) is dict and "_type_" in value:
+                data = value["_data_"]
+                state[key] = typed[value["_type_"]](data)
+            elif type(value) is list:
+                data, decoded = [], []
+                for item in value:
+                    if type(item) is dict and "_type_" in item:
+                        raw = item["_data_"]
+                        data.append(raw)
+                        decoded.append(typed[item["_type_"]](raw))
+                    else:
+                        data.append(item)
+                        decoded.append(item)
+                state[key] = decoded
+            else:
+                data = value
+            if key not in common:
+                changes[key] = data
+        state["originator_id"] = session_id
+        state["originator_version"] = record.version
+        event = new(_event_class(record.topic))
+        set_attribute(event, "__dict__", state)
+        return event, changes
+
+    return decode_plain
+
+
+@cache
+def _event_class(topic: str) -> type:
+    return resolve_topic(topic)  # type: ignore[no-any-return]
