@@ -11,7 +11,6 @@ of every kind of event (issue 5: 10 000 events in well under a second):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 from collections.abc import Iterator
@@ -264,7 +263,7 @@ def test_decoding_without_plain_json_gives_the_same(app: SessionsApplication) ->
     # Rows are read as json.loads reads them: whitespace around the JSON is
     # fine, anything else after it is refused.
     record = stream_records(app.recorder, session.id)[1]
-    padded = dataclasses.replace(record, state=b" \n" + record.state + b" ")
+    padded = record._replace(state=b" \n" + record.state + b" ")
     assert vars(plain(session.id, padded)[0]) == vars(plain(session.id, record)[0])
     with pytest.raises(json.JSONDecodeError, match="Extra data"):
-        plain(session.id, dataclasses.replace(record, state=record.state + b"{}"))
+        plain(session.id, record._replace(state=record.state + b"{}"))
