@@ -7,9 +7,9 @@
    each), and the ratio projector / read rate: how much of the read path's
    speed the fold-and-write keeps.
 3. ReportSessionProgress latency through a real gRPC server started in this
-   process (SessionsServer, port 0): the call answers only after the projector
-   has applied its events (read-your-writes), and each answer is checked with
-   a GetSession. Compared with the application command alone (no gRPC, no
+   process (SessionsServer, port 0): the call answers once its change is in
+   the read model (read-your-writes: its rows are written with its events),
+   and each answer is checked with a GetSession. Compared with the application command alone (no gRPC, no
    wait) and with a raw ``app.save()`` of one event.
 
 Usage:
