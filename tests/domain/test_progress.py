@@ -296,3 +296,79 @@ def test_a_malformed_report_records_nothing_on_the_session(entries):
         s.report_progress(entries, now=at(5), policy=POLICY, principal=AGENT)
     assert s.collect_events() == []
     assert state(s) == before
+
+
+# --- the fold against its plainest statement -------------------------------------
+
+
+def reference_add_report(totals, report):
+    """add_report as plainly as it can be said (the fold used to be this):
+    sums per object type and change type, both in enum order."""
+    sums: dict = {}
+    for entry_ in totals:
+        sums[entry_.object_type] = {c.change_type: [c.successful, c.failed] for c in entry_.changes}
+    for entry_ in report:
+        per_type = sums.setdefault(entry_.object_type, {})
+        for change_type, successful, failed in entry_.changes:
+            counts = per_type.setdefault(change_type, [0, 0])
+            counts[0] += successful
+            counts[1] += failed
+    result = []
+    for object_type in sorted(sums, key=lambda t: t.value):
+        per_type = sums[object_type]
+        for change_type, (successful, failed) in per_type.items():
+            if successful > INT64_MAX or failed > INT64_MAX:
+                raise InvalidArgument("progress_entries", f"{object_type.name}/{change_type.name}")
+        changes = tuple(ChangeCount(t, *per_type[t]) for t in sorted(per_type, key=lambda t: t.value))
+        result.append(ProgressEntry(object_type, changes))
+    return tuple(result)
+
+
+def random_entries(rng, big: bool = False) -> list[ProgressEntry]:
+    """1 to 3 entries, object types possibly repeated, change types in any
+    order and possibly repeated; counts small, or near the int64 limit."""
+    def count() -> int:
+        return rng.randint(INT64_MAX // 4, INT64_MAX // 2) if big else rng.randint(0, 50)
+
+    return [
+        ProgressEntry(
+            rng.choice(list(RelatedObjectType)),
+            tuple(ChangeCount(rng.choice(list(ChangeType)), count(), count()) for _ in range(rng.randint(1, 6))),
+        )
+        for _ in range(rng.randint(1, 3))
+    ]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_fold_equals_its_plainest_statement_over_random_reports(seed):
+    import random
+
+    rng = random.Random(seed)
+    totals: tuple = ()
+    for _ in range(40):
+        report = random_entries(rng, big=rng.random() < 0.05)
+        try:
+            expected = reference_add_report(totals, report)
+        except InvalidArgument:
+            with pytest.raises(InvalidArgument):
+                add_report(totals, report)
+            continue
+        got = add_report(totals, report)
+        assert got == expected
+        assert type(got) is tuple
+        for e in got:
+            assert type(e) is ProgressEntry and type(e.changes) is tuple
+            assert all(type(c) is ChangeCount for c in e.changes)
+        # Entries the report did not touch are the very same objects.
+        reported = {e.object_type for e in report}
+        before = {e.object_type: e for e in totals}
+        assert all(e is before[e.object_type] for e in got if e.object_type not in reported)
+        totals = got if rng.random() < 0.8 else list(got)  # (resumed totals are lists)
+
+
+def test_counts_given_as_plain_tuples_become_change_counts():
+    totals = add_report((), [ProgressEntry(USER, ((CREATE, 1, 2),))])  # type: ignore[arg-type]
+    totals = add_report(totals, [ProgressEntry(GROUP, [(UPDATE, 3, 4)])])  # type: ignore[arg-type]
+    assert flat(totals) == [(USER, CREATE, 1, 2), (GROUP, UPDATE, 3, 4)]
+    assert all(type(c) is ChangeCount for e in totals for c in e.changes)
+    assert all(type(e.changes) is tuple for e in totals)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sessions.domain.enums import ChangeType, RelatedObjectType
 from sessions.domain.errors import InvalidArgument
@@ -68,38 +68,57 @@ def add_report(
     """Return the totals after adding a report; refuse int64 overflow.
 
     Hot in every fold: entries the report does not touch are kept as they
-    are, and counts are summed in plain dicts keyed by enum order numbers.
+    are (the same objects), and so are counts it does not change; counts
+    are summed in a list indexed by the change type's number (which is also
+    their order), and new values are made without their constructors'
+    Python-level argument handling (the same frozen values).
     """
     merged = {entry.object_type: entry for entry in totals}
-    sums: dict[RelatedObjectType, dict[ChangeType, list[int]]] = {}
+    sums: dict[RelatedObjectType, list[Any]] = {}
     for entry in report:
-        per_type = sums.get(entry.object_type)
-        if per_type is None:
-            per_type = sums[entry.object_type] = {}
-            previous = merged.get(entry.object_type)
+        object_type = entry.object_type
+        slots = sums.get(object_type)
+        if slots is None:
+            slots = sums[object_type] = [None] * _SLOTS
+            previous = merged.get(object_type)
             if previous is not None:
-                for change_type, successful, failed in previous.changes:
-                    per_type[change_type] = [successful, failed]
-        for change_type, successful, failed in entry.changes:
-            counts = per_type.get(change_type)
-            if counts is None:
-                per_type[change_type] = [successful, failed]
-            else:
-                counts[0] += successful
-                counts[1] += failed
-    for object_type, per_type in sums.items():
+                for change in previous.changes:
+                    slots[change[0]._value_] = change
+        for change in entry.changes:
+            change_type, successful, failed = change
+            at = change_type._value_
+            counts = slots[at]
+            slots[at] = (
+                change
+                if counts is None
+                else (change_type, counts[1] + successful, counts[2] + failed)
+            )
+    for object_type, slots in sums.items():
         changes = []
-        for change_type in sorted(per_type, key=_value):
-            successful, failed = per_type[change_type]
+        for change in slots:
+            if change is None:
+                continue
+            change_type, successful, failed = change
             if successful > INT64_MAX or failed > INT64_MAX:
                 raise InvalidArgument(
                     "progress_entries",
                     f"{object_type.name}/{change_type.name} would exceed the int64 "
                     "counter limit",
                 )
-            changes.append(ChangeCount(change_type, successful, failed))
-        merged[object_type] = ProgressEntry(object_type, tuple(changes))
-    return tuple(merged[t] for t in sorted(merged, key=_value))
+            if type(change) is not ChangeCount:
+                change = _new_tuple(ChangeCount, (change_type, successful, failed))
+            changes.append(change)
+        entry = _new_object(ProgressEntry)
+        _set(entry, "__dict__", {"object_type": object_type, "changes": tuple(changes)})
+        merged[object_type] = entry
+    return tuple([merged[t] for t in sorted(merged, key=_value)])
 
 
 _value = attrgetter("_value_")  # Enum.value is a slow descriptor
+# Change types by number: a list of this length holds one slot per type.
+_SLOTS = max(_value(t) for t in ChangeType) + 1
+# ChangeCount(...) and ProgressEntry(...) without their Python-level
+# __new__ / __init__ (which only store the fields).
+_new_tuple = tuple.__new__
+_new_object = object.__new__
+_set = object.__setattr__
