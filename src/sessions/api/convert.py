@@ -32,31 +32,26 @@ def session_message(
     session: Session, at: datetime | None = None
 ) -> session_pb2.SynchronizationSession:
     """The SynchronizationSession that GetSession serves for this state (at
-    time ``at``, if given: read-time expiry applies then)."""
+    time ``at``, if given: read-time expiry applies then). Fields are set in
+    place, not built as messages and copied in: every write and every
+    projected row makes one."""
     message = session_pb2.SynchronizationSession(
         session_id=session.id,
         agent_id=session.agent_id,
-        created_at=timestamp(session.created_at),
-        expires_at=timestamp(session.expires_at),
-        sync_mode=session.sync_mode.value,
-        status=session.status.value,
+        sync_mode=session.sync_mode._value_,
+        status=session.status._value_,
         fail_reason=session.fail_reason,
-        session_type=session.session_type.value,
-        progress_entries=[
-            session_pb2.ProgressEntry(
-                object_type=entry.object_type.value,
-                change_info=[
-                    session_pb2.ChangeInfo(
-                        change_type=c.change_type.value, successful=c.successful, failed=c.failed
-                    )
-                    for c in entry.changes
-                ],
-            )
-            for entry in session.progress
-        ],
+        session_type=session.session_type._value_,
     )
+    set_timestamp(message.created_at, session.created_at)
+    set_timestamp(message.expires_at, session.expires_at)
     if session.closed_at is not None:
-        message.closed_at.CopyFrom(timestamp(session.closed_at))
+        set_timestamp(message.closed_at, session.closed_at)
+    add_entry = message.progress_entries.add
+    for entry in session.progress:
+        add = add_entry(object_type=entry.object_type._value_).change_info.add
+        for change_type, successful, failed in entry.changes:
+            add(change_type=change_type._value_, successful=successful, failed=failed)
     if at is not None and session.status_at(at) != session.status:
         show_expired(message)
     return message
