@@ -9,6 +9,11 @@ data and in one run:
 and prints both rates and their ratio. Figures only; asserts nothing.
 
   .venv/bin/python bench/rebuild.py [--sessions N] [--backends sqlite,postgresql]
+  .venv/bin/python bench/rebuild.py --store URL   # a store of your own, kept
+
+With --store, the log is written into that store only if it has none yet,
+and the store is left as it is afterwards, so that later runs skip the
+setup (minutes on PostgreSQL) and fold the same log again.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from sessions.api.operations import renderer
@@ -86,31 +93,48 @@ def decoded_read_rate(app: SessionsApplication, batch: int = 5000) -> float:
     return count / (time.perf_counter() - began)
 
 
+@contextmanager
+def kept(url: str) -> Iterator[str]:
+    yield url
+
+
+def existing_head(url: str) -> int:
+    app = SessionsApplication(parse_store_url(url), policy=POLICY)
+    try:
+        return app.recorder.max_notification_id() or 0
+    finally:
+        app.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=3000)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--postgres", default=os.environ.get("SESSIONS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--repeat", type=int, default=3, help="best of N for each rate")
+    parser.add_argument("--store", help="use (and keep) this store; its log is written only if it has none")
     args = parser.parse_args()
     rows = []
-    for backend in args.backends.split(","):
-        with store(backend, args.postgres) as url:
+    backends = [parse_store_url(args.store).backend] if args.store else args.backends.split(",")
+    for backend in backends:
+        with kept(args.store) if args.store else store(backend, args.postgres) as url:
             began = time.perf_counter()
-            head = write_log(url, args.sessions)
+            head = existing_head(url) or write_log(url, args.sessions)
             setup = time.perf_counter() - began
             app = SessionsApplication(parse_store_url(url), policy=POLICY)
             try:
-                read = max(decoded_read_rate(app) for _ in range(args.repeat))
+                reads = [decoded_read_rate(app) for _ in range(args.repeat)]
                 folds = []
                 for _ in range(args.repeat):
                     result = rebuild(app, drop_wait=0)
                     folds.append(result.events / result.seconds)
             finally:
                 app.close()
-            fold = max(folds)
+            print(f"{backend}: read {[round(r) for r in reads]} events/s, rebuild {[round(f) for f in folds]} events/s")
+            read, fold = max(reads), max(folds)
             rows.append((backend, head, setup, read, fold, fold / read))
-    print(f"\nrebuild vs decoded read; {args.sessions} sessions; best of {args.repeat}; "
+    sessions = "the store's log" if args.store else f"{args.sessions} sessions"
+    print(f"\nrebuild vs decoded read; {sessions}; best of {args.repeat}; "
           f"{os.cpu_count()} CPUs; Python {platform.python_version()}")
     print(f"{'backend':<11}{'events':>9}{'setup s':>9}{'read ev/s':>12}{'rebuild ev/s':>14}{'ratio':>8}")
     for backend, head, setup, read, fold, ratio in rows:

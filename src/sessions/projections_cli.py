@@ -28,7 +28,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     rebuild.add_argument(
         "--from-archive", metavar="FILE", type=Path, help="fold an exported archive, not the store's log"
     )
-    rebuild.add_argument("--batch-size", type=int, default=5000, help="events per transaction")
+    rebuild.add_argument(
+        "--batch-size", type=int, help="events per transaction (default: the rebuild's, 20000)"
+    )
     rebuild.add_argument(
         "--drop-wait", type=float, default=30.0, metavar="SECONDS",
         help="how long to wait for servers to leave the old tables before keeping them",
@@ -111,7 +113,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
                 app,
                 feed=feed,
                 keep_old=args.keep_old,
-                batch_size=args.batch_size,
+                **({"batch_size": args.batch_size} if args.batch_size else {}),
                 on_progress=update,
                 drop_wait=args.drop_wait,
             )

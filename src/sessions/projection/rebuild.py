@@ -11,9 +11,11 @@ next run resumes the unfinished build where its tracking position says.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +26,11 @@ from sessions.projection.snapshots import NAME, SessionSnapshots, snapshots_on
 
 log = logging.getLogger("sessions.rebuild")
 
-REBUILD_BATCH = 5000
+# Events read per batch (one transaction each; other streams' events are
+# passed by and not counted). Larger batches cost fewer round trips and
+# commits per event, and fewer rows: a session's row is written once per
+# batch that changes it.
+REBUILD_BATCH = 20000
 REBUILD_CACHE = 200_000
 DROP_WAIT = 30.0
 
@@ -64,7 +70,8 @@ def rebuild(
         on_progress(resumed_from)
         projector.on_batch = lambda n, position: on_progress(position)
     began = time.perf_counter()
-    events = projector.catch_up()
+    with _older_objects_frozen():
+        events = projector.catch_up()
     seconds = time.perf_counter() - began
     registry.take_over(NAME, view.table, version)
     log.info("rebuild: %s took over from %s at position %d", view.table, registration.live_table, projector.position)
@@ -88,6 +95,26 @@ def _build_table(app: Any, registry: Registry, registration: Any, version: int) 
     if registration.building_table:  # a build of another version: start over
         snapshots_on(app, registration.building_table).drop()
     return snapshots_on(app, registry.start_build(NAME, version))
+
+
+@contextmanager
+def _older_objects_frozen() -> Iterator[None]:
+    """Keep the objects that existed before the rebuild out of the garbage
+    collector's full collections while it runs (gc.freeze), and give them
+    back after. A rebuild keeps many objects alive (its batch, its cache of
+    sessions), so full collections come during it, and each would walk
+    everything else the process holds too (a server's, for a rebuild that
+    runs in one): that was about a tenth of a rebuild's time. Objects made
+    meanwhile are collected as usual. Left alone if something else froze
+    objects already (then unfreezing would not be ours to do)."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _wait_until_unread(registry: Registry, table: str, timeout: float) -> bool:
