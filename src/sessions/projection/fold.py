@@ -95,11 +95,35 @@ class SessionFold:
                     typed[v["_type_"]](v["_data_"]) if type(v) is dict and "_type_" in v else v
                     for v in value
                 ]
-        state["originator_id"] = notification.originator_id
-        state["originator_version"] = notification.originator_version
-        event = object.__new__(_event_class(notification.topic))
-        object.__setattr__(event, "__dict__", state)
-        return event
+        return _event(notification.topic, notification.originator_id, notification.originator_version, state)
+
+    @property
+    def plain(self) -> bool:
+        """Whether the store's JSON is read directly (no cipher, no compressor)."""
+        return self._decoders is not None
+
+    def decode_with_data(self, stream: str, version: int, topic: str, state: bytes) -> tuple[Any, dict[str, Any]]:
+        """The domain event of a stored event (``plain`` stores only), and its
+        values as stored, the store's type tags taken off: the canonical form
+        the chain hashes (domain/chain.py)."""
+        typed = self._decoders
+        assert typed is not None, "decode_with_data reads plain stores only"
+        values = _parse(state)
+        data: dict[str, Any] = {}
+        for key, value in values.items():
+            kind = type(value)
+            if kind is dict and "_type_" in value:
+                data[key] = value["_data_"]
+                values[key] = typed[value["_type_"]](value["_data_"])
+            elif kind is list:
+                data[key] = [v["_data_"] if type(v) is dict and "_type_" in v else v for v in value]
+                values[key] = [
+                    typed[v["_type_"]](v["_data_"]) if type(v) is dict and "_type_" in v else v
+                    for v in value
+                ]
+            else:
+                data[key] = value
+        return _event(topic, stream, version, values), data
 
     def resume(self, session_id: str, version: int, state: bytes) -> Session:
         stored = StoredEvent(session_id, version, SnapshotOfState.TOPIC, state)
@@ -175,6 +199,15 @@ class SessionFold:
 @cache
 def _event_class(topic: str) -> type:
     return resolve_topic(topic)  # type: ignore[no-any-return]
+
+
+def _event(topic: str, stream: Any, version: int, state: dict[str, Any]) -> Any:
+    """The event object the mapper would make of these decoded values."""
+    state["originator_id"] = stream
+    state["originator_version"] = version
+    event = object.__new__(_event_class(topic))
+    object.__setattr__(event, "__dict__", state)
+    return event
 
 
 def session_ids_in(notifications: Sequence[Notification]) -> set[str]:

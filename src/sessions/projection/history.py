@@ -15,15 +15,12 @@ message updated in place (convert.SessionMessages) rather than built anew.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any, NamedTuple
 
-from eventsourcing.persistence import DatetimeAsISO, Mapper, Notification
-from eventsourcing.utils import resolve_topic
+from eventsourcing.persistence import Mapper, Notification
 
 from sessions.api.convert import SessionMessages, session_message
 from sessions.api.protos import session_pb2
@@ -128,82 +125,31 @@ def _decoder(mapper: Mapper[Any]) -> Decode:
     """A function from a stored row to its domain event and "changes".
 
     With the store's plain JSON (no cipher, no compressor), the row is parsed
-    once, the way SessionFold.decode does it (tagged values, alone or in a
-    list, decoded by their transcodings): the untagged "_data_" is the
-    canonical form the chain hashes, so it is "changes" as it is. Otherwise
-    the mapper decodes, and "changes" is computed from the domain values.
+    once (SessionFold.decode_with_data): its untagged values are the
+    canonical form the chain hashes, so they are "changes" as they are.
+    Otherwise the mapper decodes, and "changes" is computed from the domain
+    values.
     """
-    names = getattr(mapper.transcoder, "names", None)
-    if mapper.cipher is not None or mapper.compressor is not None or names is None:
-        fold = SessionFold(mapper)
+    fold = SessionFold(mapper)
+    if fold.plain:
 
-        def decode_with_mapper(session_id: str, record: StoredRecord) -> tuple[Any, Changes]:
-            event = fold.decode(
-                Notification(
-                    id=record.position,
-                    originator_id=session_id,
-                    originator_version=record.version,
-                    topic=record.topic,
-                    state=record.state,
-                )
+        def decode_plain(session_id: str, record: StoredRecord) -> tuple[Any, Changes]:
+            event, data = fold.decode_with_data(session_id, record.version, record.topic, record.state)
+            return event, {k: v for k, v in data.items() if k not in COMMON_FIELDS}
+
+        return decode_plain
+
+    def decode_with_mapper(session_id: str, record: StoredRecord) -> tuple[Any, Changes]:
+        event = fold.decode(
+            Notification(
+                id=record.position,
+                originator_id=session_id,
+                originator_version=record.version,
+                topic=record.topic,
+                state=record.state,
             )
-            fields = vars(event).items()
-            return event, {k: canonical_value(v) for k, v in fields if k not in COMMON_FIELDS}
+        )
+        fields = vars(event).items()
+        return event, {k: canonical_value(v) for k, v in fields if k not in COMMON_FIELDS}
 
-        return decode_with_mapper
-
-    # Each transcoding's decode, the library's datetime one by what it calls.
-    typed: dict[str, Callable[[Any], Any]] = {
-        name: datetime.fromisoformat if type(t) is DatetimeAsISO else t.decode
-        for name, t in names.items()
-    }
-    common = COMMON_FIELDS
-    raw_decode = json.JSONDecoder().raw_decode
-
-    def loads(text: str) -> Any:
-        # json.loads, less its checks of the argument and its two regular
-        # expressions for whitespace, which stored rows do not have (a row
-        # that has some, or is not JSON, goes to json.loads as before).
-        try:
-            value, end = raw_decode(text)
-        except ValueError:
-            return json.loads(text)
-        return value if end == len(text) else json.loads(text)
-
-    new = object.__new__
-    set_attribute = object.__setattr__
-
-    def decode_plain(session_id: str, record: StoredRecord) -> tuple[Any, Changes]:
-        state = loads(record.state.decode("utf-8"))
-        changes = {}
-        for key, value in state.items():
-            if type(value) is dict and "_type_" in value:
-                data = value["_data_"]
-                state[key] = typed[value["_type_"]](data)
-            elif type(value) is list:
-                data, decoded = [], []
-                for item in value:
-                    if type(item) is dict and "_type_" in item:
-                        raw = item["_data_"]
-                        data.append(raw)
-                        decoded.append(typed[item["_type_"]](raw))
-                    else:
-                        data.append(item)
-                        decoded.append(item)
-                state[key] = decoded
-            else:
-                data = value
-            if key not in common:
-                changes[key] = data
-        state["originator_id"] = session_id
-        state["originator_version"] = record.version
-        event = new(_event_class(record.topic))
-        set_attribute(event, "__dict__", state)
-        return event, changes
-
-    return decode_plain
-
-
-@cache
-def _event_class(topic: str) -> type:
-    return resolve_topic(topic)  # type: ignore[no-any-return]
+    return decode_with_mapper
