@@ -4,7 +4,9 @@ to the previous event of their stream (see chain.py)."""
 
 from __future__ import annotations
 
+from copy import deepcopy
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from eventsourcing.domain import (
@@ -17,6 +19,11 @@ from eventsourcing.domain import (
 from eventsourcing.utils import get_topic, register_topic
 
 from sessions.domain.chain import GENESIS, link_for
+
+# Values an aggregate copy may share with its original: they never change.
+# (An aggregate's state holds only these, tuples of frozen dataclasses
+# included; tests/domain/test_aggregate_copy.py keeps it so.)
+IMMUTABLE = (str, int, float, type(None), datetime, Enum, tuple, frozenset, bytes)
 
 
 class RecordedEvent(CanMutateAggregate[str], metaclass=MetaDomainEvent):
@@ -87,6 +94,18 @@ class Aggregate(BaseAggregate[str]):
         fields = {**kwargs, "originator_topic": get_topic(cls)}
         link = link_for(GENESIS, id, cls.INITIAL_VERSION, get_topic(event_class), fields)
         return super()._create(event_class, id=id, link=link, **kwargs)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """The copy a command gets of a cached aggregate: a new attribute dict
+        that shares the immutable values, instead of the generic walk down
+        every tuple and datetime (a good part of a command's time)."""
+        copy = object.__new__(type(self))
+        memo[id(self)] = copy
+        copy.__dict__.update(
+            (name, value if isinstance(value, IMMUTABLE) else deepcopy(value, memo))
+            for name, value in self.__dict__.items()
+        )
+        return copy
 
     def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
         version = self.version + 1
