@@ -4,6 +4,16 @@ Each command loads the aggregates it needs, lets them decide, and saves all
 new events together with the call's operation record in one atomic write.
 A write that loses an optimistic-concurrency race is retried against fresh
 state a bounded number of times, then refused as a conflict.
+
+Aggregates stay cached between commands, and a command decides on the
+cached copy without asking the store whether another process appended to
+the stream since (the library's fast-forward, a read per command). That is
+safe because of optimistic concurrency: a command on a stale copy writes
+the version another process already wrote, its save collides and writes
+nothing, and the command runs again on state caught up from the store. What
+a collision cannot catch is read fresh: a refusal is confirmed on fresh
+state before it is returned, OpenSession (whose answers may write nothing
+to what it read) reads fresh, and so do queries and the deadline worker.
 """
 
 from __future__ import annotations
@@ -14,11 +24,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from copy import deepcopy
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
 from sessions.domain.access import require_acting_for
@@ -121,6 +132,8 @@ class SessionsApplication(Application[str]):
         # Commands on one stream take turns inside this process, so only
         # writers in other processes can conflict (and are retried).
         self._stream_locks = [threading.RLock() for _ in range(LOCK_STRIPES)]
+        # Whether loads in this thread catch up with the store first (see _get).
+        self._reads = threading.local()
         self.write_through: SameTransaction | None = None
         with self.schema_lock():
             super().__init__(env=settings.env)
@@ -198,7 +211,9 @@ class SessionsApplication(Application[str]):
             return [*changed, session], Opened(OpenResult.SUCCESS, session=session)
 
         stream = schedule_id(subject_container_id, session_type)
-        return self._execute("OpenSession", "", caller, render, decide, stream)
+        # Read fresh: an answer of OPENED_SESSION_EXISTS or TOO_EARLY writes
+        # nothing to the streams it read, so no collision would show them stale.
+        return self._execute("OpenSession", "", caller, render, decide, stream, fresh=True)
 
     def report_progress(
         self, session_id: str, entries: Sequence[ProgressEntry], caller: Caller, render: Render
@@ -263,7 +278,7 @@ class SessionsApplication(Application[str]):
         """Record the expiry of a session that is due. Return the position of
         the events written, or 0 when there was nothing to do (not due, or
         another writer got there first: a lost race is not an error)."""
-        with self._stream_lock(session_id):
+        with self._stream_lock(session_id), self._fresh_reads():
             try:
                 now = self.clock()
                 session = self._get(Session, session_id)
@@ -278,7 +293,7 @@ class SessionsApplication(Application[str]):
 
     def stall_session(self, session_id: str) -> int:
         """Record that a session's agent went quiet, if it did (see expire_session)."""
-        with self._stream_lock(session_id):
+        with self._stream_lock(session_id), self._fresh_reads():
             try:
                 session = self._get(Session, session_id)
                 if not session.stall(now=self.clock(), policy=self.policy, principal=SYSTEM_PRINCIPAL):
@@ -290,7 +305,8 @@ class SessionsApplication(Application[str]):
     # --- queries ----------------------------------------------------------------
 
     def get_session(self, session_id: str, version: int | None = None) -> Session:
-        return self._get(Session, session_id, version)
+        with self._fresh_reads():
+            return self._get(Session, session_id, version)
 
     def get_operation_payload(self, operation_id: str) -> bytes:
         return self._get(OperationRecord, operation_id).payload
@@ -305,9 +321,13 @@ class SessionsApplication(Application[str]):
         render: Render,
         decide: Callable[[datetime], tuple[list[Aggregate], Result]],
         stream_id: str,
+        *,
+        fresh: bool = False,
     ) -> Outcome:
+        """``fresh``: decide on state caught up with the store from the first
+        attempt (by default, on cached state first)."""
         with self._stream_lock(stream_id):
-            return self._execute_locked(method, session_id, caller, render, decide)
+            return self._execute_locked(method, session_id, caller, render, decide, fresh)
 
     def _execute_locked(
         self,
@@ -316,6 +336,7 @@ class SessionsApplication(Application[str]):
         caller: Caller,
         render: Render,
         decide: Callable[[datetime], tuple[list[Aggregate], Result]],
+        fresh: bool,
     ) -> Outcome:
         operation_id = operation_id_for(caller.principal, caller.idempotency_key)
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -325,13 +346,18 @@ class SessionsApplication(Application[str]):
             # collision or a refusal, and answers with the first result.
             now = self.clock()
             try:
-                changed, result = decide(now)
+                with self._fresh_reads(fresh):
+                    changed, result = decide(now)
             except _StaleRead as e:
                 log.debug("%s: %s; attempt %d of %d", method, e, attempt, MAX_ATTEMPTS)
+                fresh = True
                 continue
             except DomainError:
                 if caller.idempotency_key and (replay := self._replay(operation_id)) is not None:
                     return replay  # refused now, but done before: the first answer
+                if not fresh:  # refused on cached state: confirm on fresh state
+                    fresh = True
+                    continue
                 raise
             payload = render(operation_id, now, result)
             record = OperationRecord(
@@ -349,9 +375,12 @@ class SessionsApplication(Application[str]):
                 if caller.idempotency_key and (replay := self._replay(operation_id)) is not None:
                     return replay
                 log.debug("%s: concurrent write, attempt %d of %d", method, attempt, MAX_ATTEMPTS)
-                # Jittered backoff, so that racing processes stop colliding.
-                time.sleep(random.uniform(0, 0.002 * attempt))
+                if fresh:
+                    # Jittered backoff, so that racing processes stop colliding.
+                    time.sleep(random.uniform(0, 0.002 * attempt))
+                fresh = True  # (the first collision may only mean a stale cache)
                 continue
+            self._uncache(record.id)  # answers are read again only on a retry
             return Outcome(operation_id, payload, _last_position(recordings), False, written)
         raise ConcurrencyConflict(
             f"{method}: gave up after {MAX_ATTEMPTS} conflicting concurrent writes; retry"
@@ -397,7 +426,20 @@ class SessionsApplication(Application[str]):
         )
         return True
 
+    @contextmanager
+    def _fresh_reads(self, fresh: bool = True) -> Iterator[None]:
+        """Loads in this thread catch up with the store while inside (or
+        not, with ``fresh=False``); nested uses keep the outer setting."""
+        outer = getattr(self._reads, "fresh", False)
+        self._reads.fresh = outer or fresh
+        try:
+            yield
+        finally:
+            self._reads.fresh = outer
+
     def _get(self, kind: type[Any], aggregate_id: str, version: int | None = None) -> Any:
+        if version is None and getattr(self._reads, "fresh", False):
+            self._catch_up(aggregate_id)
         try:
             aggregate = self.repository.get(aggregate_id, version=version)
         except AggregateNotFoundError:
@@ -405,6 +447,31 @@ class SessionsApplication(Application[str]):
         if not isinstance(aggregate, kind):
             raise NotFound(f"{_describe(kind)} {aggregate_id!r} not found")
         return aggregate
+
+    def _catch_up(self, aggregate_id: str) -> None:
+        """Bring the cached copy of an aggregate up to the store: fold in the
+        events that other processes appended since this one last saw it."""
+        cache = self.repository.cache
+        if cache is None:
+            return
+        try:
+            cached = cache.get(aggregate_id)
+        except KeyError:
+            return  # not cached: the load reads the whole stream
+        newer = list(self.repository.event_store.get(originator_id=aggregate_id, gt=cached.version))
+        if newer:
+            # Folded into a copy: a command may be holding the cached object.
+            # (A save in another thread may put a newer copy meanwhile, which
+            # this one then replaces; at worst a later command collides once.)
+            cache.put(aggregate_id, project_aggregate(deepcopy(cached), newer))
+
+    def _uncache(self, aggregate_id: str) -> None:
+        cache = self.repository.cache
+        if cache is not None:
+            try:
+                cache.get(aggregate_id, evict=True)
+            except KeyError:
+                pass
 
     def _get_or_none(self, kind: type[Any], aggregate_id: str) -> Any:
         try:

@@ -56,9 +56,14 @@ _sqlite = {
 
 
 def parse_store_url(url: str) -> StoreSettings:
-    # Aggregates stay cached between commands; each load fast-forwards the
-    # cached copy with newer events from the store, so other writers are seen.
-    common = {"ORIGINATOR_ID_TYPE": "text", "AGGREGATE_CACHE_MAXSIZE": "10000"}
+    # Aggregates stay cached between commands, and a load does not ask the
+    # store for newer events first: commands rely on optimistic concurrency
+    # to notice other processes' writes (see store.application).
+    common = {
+        "ORIGINATOR_ID_TYPE": "text",
+        "AGGREGATE_CACHE_MAXSIZE": "10000",
+        "AGGREGATE_CACHE_FASTFORWARD": "n",
+    }
     if url == "memory://" or url.startswith("memory://"):
         # Shared cache, so that every connection of the pool sees one database.
         name = f"file:sessions-{uuid.uuid4().hex}?mode=memory&cache=shared"
