@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent import futures
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,7 +23,6 @@ from sessions.api.protos import (
     SESSION_SERVICE,
     audit_pb2_grpc,
     operation_service_pb2_grpc,
-    service_pb2,
     service_pb2_grpc,
 )
 from sessions.api.servicers import OperationService, SessionService
@@ -54,17 +55,22 @@ class _CapturedHandlers:
         self.service, self.handlers = service, dict(handlers)
 
 
-def _add_session_service(servicer: SessionService, server: grpc.Server) -> None:
-    """The generated registration, except that GetSession answers with bytes
-    already serialized (the stored session, framed): no parse, no re-encode."""
+def _add_serving_bytes(
+    add_generated: Callable[[Any, Any], None], servicer: Any, server: grpc.Server, methods: tuple[str, ...]
+) -> None:
+    """The generated registration, except that ``methods`` answer with bytes
+    their servicer already has serialized (stored answers, stored sessions):
+    no parse, no re-encode."""
     captured = _CapturedHandlers()
-    service_pb2_grpc.add_SynchronizationSessionServiceServicer_to_server(servicer, captured)
+    add_generated(servicer, captured)
     handlers = captured.handlers
-    handlers["GetSession"] = grpc.unary_unary_rpc_method_handler(
-        servicer.GetSession,
-        request_deserializer=service_pb2.GetSessionRequest.FromString,
-        response_serializer=_as_is,
-    )
+    for name in methods:
+        generated = handlers[name]
+        handlers[name] = grpc.unary_unary_rpc_method_handler(
+            generated.unary_unary,
+            request_deserializer=generated.request_deserializer,
+            response_serializer=_as_is,
+        )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(captured.service, handlers),)
     )
@@ -172,9 +178,17 @@ class SessionsServer:
             interceptors=[self.access] if self.access is not None else None,
             maximum_concurrent_rpcs=self.max_concurrent_rpcs,
         )
-        _add_session_service(SessionService(self.app, read_model), self.server)
-        operation_service_pb2_grpc.add_OperationServiceServicer_to_server(
-            OperationService(self.app), self.server
+        _add_serving_bytes(
+            service_pb2_grpc.add_SynchronizationSessionServiceServicer_to_server,
+            SessionService(self.app, read_model),
+            self.server,
+            SessionService.SERIALIZED_RESPONSES,
+        )
+        _add_serving_bytes(
+            operation_service_pb2_grpc.add_OperationServiceServicer_to_server,
+            OperationService(self.app),
+            self.server,
+            OperationService.SERIALIZED_RESPONSES,
         )
         audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(self.app), self.server)
         self.health = health.HealthServicer()

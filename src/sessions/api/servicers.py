@@ -8,7 +8,6 @@ from sessions.api.errors import ProjectionBehind, translated_errors
 from sessions.api.identity import caller_of
 from sessions.api.operations import renderer
 from sessions.api.protos import (
-    operation_pb2,
     operation_service_pb2,
     operation_service_pb2_grpc,
     service_pb2,
@@ -25,6 +24,10 @@ MAX_PAGE_SIZE = 1000
 
 
 class SessionService(service_pb2_grpc.SynchronizationSessionServiceServicer):
+    # Methods that return their response serialized already (the stored
+    # session, the stored Operation); the server registers them so.
+    SERIALIZED_RESPONSES = ("GetSession", "OpenSession", "ReportSessionProgress", "Heartbeat", "CloseSession")
+
     def __init__(self, app: SessionsApplication, read_model: ReadModel):
         self.app = app
         self.read_model = read_model
@@ -83,14 +86,16 @@ class SessionService(service_pb2_grpc.SynchronizationSessionServiceServicer):
             )
             return self._answer(outcome)
 
-    def _answer(self, outcome: Outcome) -> operation_pb2.Operation:
+    def _answer(self, outcome: Outcome) -> bytes:
+        """The stored answer, as stored: the serialized Operation (the server
+        registers the write methods with a pass-through serializer)."""
         if not self.read_model.wait_for(outcome.position, READ_YOUR_WRITES_TIMEOUT, outcome.written):
             raise ProjectionBehind(
                 f"operation {outcome.operation_id} was recorded, but the read model has "
                 f"not caught up within {READ_YOUR_WRITES_TIMEOUT:g}s; retry with the same "
                 "idempotency-key or poll OperationService.Get"
             )
-        return operation_pb2.Operation.FromString(outcome.payload)
+        return outcome.payload
 
     # --- reads --------------------------------------------------------------------
 
@@ -139,20 +144,22 @@ class SessionService(service_pb2_grpc.SynchronizationSessionServiceServicer):
 
 
 class OperationService(operation_service_pb2_grpc.OperationServiceServicer):
+    SERIALIZED_RESPONSES = ("Get", "Cancel")  # the stored Operation, as stored
+
     def __init__(self, app: SessionsApplication):
         self.app = app
 
     def Get(self, request, context):  # noqa: N802
         with translated_errors(context, "OperationService.Get"):
             operation_id = validation.required_id("operation_id", request.operation_id)
-            return operation_pb2.Operation.FromString(self.app.get_operation_payload(operation_id))
+            return self.app.get_operation_payload(operation_id)
 
     def Cancel(self, request, context):  # noqa: N802
         with translated_errors(context, "OperationService.Cancel"):
             operation_id = validation.required_id("operation_id", request.operation_id)
             # Every operation here is done when it is returned: nothing is left
             # to cancel, so the answer is the operation as it is.
-            return operation_pb2.Operation.FromString(self.app.get_operation_payload(operation_id))
+            return self.app.get_operation_payload(operation_id)
 
 
 __all__ = ["OperationService", "SessionService", "operation_service_pb2"]
