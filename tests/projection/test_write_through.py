@@ -4,9 +4,11 @@ events later changes nothing, and rows never move back."""
 
 from __future__ import annotations
 
+import threading
+
 import grpc
 import pytest
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import StoredEvent, Tracking
 from projection_support import Workload, make_app
 
 from sessions.api.operations import renderer
@@ -14,8 +16,9 @@ from sessions.api.protos import service_pb2, session_pb2
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType
 from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.projection.fold import SessionFold
-from sessions.projection.runner import Projector
+from sessions.projection.runner import Projector, wait_until
 from sessions.projection.snapshots import open_snapshots, snapshots_on
+from sessions.projection.write_through import SessionRows
 from sessions.store.application import Caller, SessionsApplication
 from sessions.store.urls import parse_store_url
 
@@ -155,3 +158,64 @@ def test_the_projector_passes_over_written_rows_and_folds_what_others_wrote(stor
         assert projector._written == {}  # consumed
     finally:
         other.close()
+
+
+def test_rows_of_a_group_commit_go_in_one_write_with_the_newest_row_of_each_session(store_url) -> None:  # type: ignore[no-untyped-def]
+    app = make_app(store_url)
+    try:
+        workload = Workload(app)
+        ids = [workload.open(f"c-{k}") for k in range(3)]
+        for session_id in ids:
+            workload.report(session_id)
+        fold = SessionFold(app.mapper)
+        view = snapshots_on(app, "session_snapshots_group")
+        other = snapshots_on(app, "session_snapshots_other")
+        latest = {sid: app.get_session(sid) for sid in ids}
+        older = app.get_session(ids[1], version=latest[ids[1]].version - 1)
+        writes = [
+            SessionRows(view, [fold.row(latest[ids[0]])]),
+            SessionRows(view, [fold.row(latest[ids[1]])]),
+            SessionRows(view, [fold.row(older)]),  # the same session, older: loses
+            SessionRows(view, [fold.row(latest[ids[2]])]),
+            SessionRows(other, [fold.row(latest[ids[0]])]),  # another table: a write apart
+        ]
+        upserts: list[tuple[str, list[str]]] = []
+        for table in (view, other):
+            real = table.upsert_in
+
+            def counted(cursor, rows, real=real, table=table):  # type: ignore[no-untyped-def]
+                upserts.append((table.table, [r.session_id for r in rows]))
+                real(cursor, rows)
+
+            table.upsert_in = counted  # type: ignore[method-assign]
+
+        recorder = app.recorder
+        results: list[object] = []
+        with recorder._turns:  # as if a save were committing: these queue up
+            recorder._committing = True
+        threads = [
+            threading.Thread(
+                target=lambda k=k, w=w: results.append(
+                    recorder.insert_events([StoredEvent(f"group-{k}", 1, "tests.Event", b"{}")], also=[w])
+                )
+            )
+            for k, w in enumerate(writes)
+        ]
+        for t in threads:
+            t.start()
+        assert wait_until(lambda: len(recorder._queue) == len(writes), timeout=10)
+        with recorder._turns:
+            recorder._committing = False
+            recorder._turns.notify_all()
+        for t in threads:
+            t.join(10)
+
+        assert len(results) == len(writes) and recorder.group_sizes.largest == len(writes)
+        assert sorted(upserts) == sorted([(view.table, sorted(ids)), (other.table, [ids[0]])])
+        for sid in ids:
+            assert view.row_version(sid) == latest[sid].version
+            assert view.get(sid).session == fold.row(latest[sid]).session  # type: ignore[union-attr]
+        assert other.row_version(ids[0]) == latest[ids[0]].version
+        assert other.get(ids[1]) is None
+    finally:
+        app.close()

@@ -42,6 +42,18 @@ class SessionRows:
     def write(self, cursor: Any) -> None:
         self.view.upsert_in(cursor, self.rows)
 
+    def merged_with(self, other: Any) -> SessionRows | None:
+        """Several commands' rows as one write, when group commit puts them
+        in one transaction; a session in both keeps its newer row."""
+        if not isinstance(other, SessionRows) or other.view is not self.view:
+            return None
+        latest = {r.session_id: r for r in self.rows}
+        for row in other.rows:
+            mine = latest.get(row.session_id)
+            if mine is None or mine.version < row.version:
+                latest[row.session_id] = row
+        return SessionRows(self.view, sorted(latest.values(), key=lambda r: r.session_id))
+
 
 class WriteThrough:
     """The application's ``write_through`` hook (see store.application)."""

@@ -32,7 +32,9 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 
 class InTransaction(Protocol):
-    """Something to write in the events' own transaction."""
+    """Something to write in the events' own transaction. It may also have
+    ``merged_with(other) -> InTransaction | None``: one write doing both,
+    for the saves of a group (None: they cannot be combined)."""
 
     order: str  # writes of a group go in this order
 
@@ -95,7 +97,7 @@ class GroupCommit:
         events = [e for save in group for e in save.events]
         # Rows in one order (their key), as the projector writes them, so
         # that two transactions never wait for each other's rows.
-        also = sorted((w for save in group for w in save.kwargs.get("also", ())), key=_order)
+        also = _combined(sorted((w for save in group for w in save.kwargs.get("also", ())), key=_order))
         try:
             ids = self._insert_one(events, {"also": also})
         except Exception:  # noqa: BLE001 - each save again on its own
@@ -142,6 +144,22 @@ class _GroupSizes:
 
 def _order(extra: Any) -> str:
     return str(getattr(extra, "order", ""))
+
+
+def _combined(writes: list[Any]) -> list[Any]:
+    """A group's writes, those that can go as one write combined (into the
+    first of them: the order stays that of the first write of each kind)."""
+    out: list[Any] = []
+    for write in writes:
+        for k, earlier in enumerate(out):
+            merge = getattr(earlier, "merged_with", None)
+            both = merge(write) if merge is not None else None
+            if both is not None:
+                out[k] = both
+                break
+        else:
+            out.append(write)
+    return out
 
 
 def _write_also(cursor: Any, kwargs: dict[str, Any]) -> None:
