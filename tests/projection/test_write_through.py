@@ -204,9 +204,7 @@ def test_rows_of_a_group_commit_go_in_one_write_with_the_newest_row_of_each_sess
         for t in threads:
             t.start()
         assert wait_until(lambda: len(recorder._queue) == len(writes), timeout=10)
-        with recorder._turns:
-            recorder._committing = False
-            recorder._turns.notify_all()
+        recorder._pass_turn()  # to the first save queued: it commits them all
         for t in threads:
             t.join(10)
 

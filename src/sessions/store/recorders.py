@@ -44,7 +44,7 @@ class InTransaction(Protocol):
 class _Save:
     """One caller's save, waiting for its turn (or for someone else's)."""
 
-    __slots__ = ("done", "error", "events", "ids", "kwargs")
+    __slots__ = ("done", "error", "events", "ids", "kwargs", "wake")
 
     def __init__(self, events: Sequence[StoredEvent], kwargs: dict[str, Any]):
         self.events = events
@@ -52,6 +52,10 @@ class _Save:
         self.done = False
         self.ids: Sequence[int] | None = None
         self.error: BaseException | None = None
+        # Released once, for a caller that queued: when its save is done, or
+        # when the commit turn passes to it.
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class GroupCommit:
@@ -59,10 +63,8 @@ class GroupCommit:
 
     def _init_group_commit(self) -> None:
         self._queue: list[_Save] = []
-        self._committing = False
-        # Guards the queue and the commit turn; the whole group is woken at
-        # once when its commit is done (not one by one through a lock).
-        self._turns = threading.Condition(threading.Lock())
+        self._committing = False  # someone holds the commit turn
+        self._turns = threading.Lock()  # guards the queue and the turn
         self.group_sizes = _GroupSizes()
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
@@ -72,22 +74,39 @@ class GroupCommit:
         save = _Save(stored_events, kwargs)
         with self._turns:
             self._queue.append(save)
-            while not save.done:
-                if self._committing:
-                    self._turns.wait()
-                    continue
-                # This caller's turn: it commits everything queued.
-                group, self._queue, self._committing = self._queue, [], True
-                self._turns.release()
-                try:
-                    self._commit(group)
-                finally:
-                    self._turns.acquire()
-                    self._committing = False
-                    self._turns.notify_all()
+            queued = self._committing
+            self._committing = True
+        if queued:
+            # Each caller is woken exactly once (not the whole queue at every
+            # commit): its save is done, or it is its turn to commit.
+            save.wake.acquire()
+        if not save.done:
+            self._commit_queued()
         if save.error is not None:
             raise save.error
         return save.ids
+
+    def _commit_queued(self) -> None:
+        """With the commit turn: commit every save queued, this caller's first."""
+        with self._turns:
+            group, self._queue = self._queue, []
+        try:
+            self._commit(group)
+        finally:
+            for save in group[1:]:
+                if not save.done:  # (only if _commit itself broke)
+                    save.error, save.done = RuntimeError("group commit failed"), True
+                save.wake.release()
+            self._pass_turn()
+
+    def _pass_turn(self) -> None:
+        """Give the commit turn to the first save queued, if any."""
+        with self._turns:
+            if not self._queue:
+                self._committing = False
+                return
+            first = self._queue[0]
+        first.wake.release()
 
     def _commit(self, group: list[_Save]) -> None:
         self.group_sizes.add(len(group))
