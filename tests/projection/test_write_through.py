@@ -123,6 +123,31 @@ def test_a_cached_row_is_dropped_when_a_write_commits_its_own(store_url, start_s
     assert created_users(before) == 0 and created_users(after) == 5
 
 
+def test_a_process_caching_rows_sees_writes_another_process_answered(store_url, start_server) -> None:  # type: ignore[no-untyped-def]
+    # P serves with its projector (and so with a row cache); B is another API
+    # process on the same store. A write answered by B must be what P serves
+    # next, even before P's projector folds it.
+    p = start_server(store_url, run_deadlines=False)
+    session_id = opened_id(p, "c-1")
+    get = service_pb2.GetSessionRequest(session_id=session_id)
+    b = start_server(store_url, run_projector=False, run_deadlines=False)
+    read_model = p.server.read_model
+    read_model.follow_registry()  # (its watcher does this every second)
+    assert read_model.shared
+
+    with read_model.projector._batch_lock:  # P's projector folds nothing meanwhile
+        before = p.sessions.GetSession(get, timeout=10).session
+        b.sessions.ReportSessionProgress(report_request(session_id, 5), timeout=10)
+        after = p.sessions.GetSession(get, timeout=10).session
+    assert created_users(before) == 0 and created_users(after) == 5
+
+    b.server.stop(1)  # B leaves: P caches rows again
+    read_model.follow_registry()
+    assert not read_model.shared
+    p.sessions.GetSession(get, timeout=10)
+    assert read_model.rows.get(session_id) is not None
+
+
 def test_a_refused_write_writes_no_row(store_url, start_server) -> None:  # type: ignore[no-untyped-def]
     server = start_server(store_url, run_projector=False, run_deadlines=False)
     session_id = opened_id(server, "c-1")

@@ -32,7 +32,12 @@ ROW_CACHE_SIZE = 50_000
 class RowCache:
     """Recently served rows, for a process whose projector tells it which
     rows change. A row read from the store is kept only if no batch landed
-    while it was read, so a stale row can never be kept."""
+    while it was read, so a stale row can never be kept.
+
+    Only the writes of this process and its projector's batches say which
+    rows changed; another API process on the same store writes rows this one
+    would learn of only when its projector folds them. So the cache is used
+    only while no other process reads the read model (see ReadModel)."""
 
     def __init__(self, size: int = ROW_CACHE_SIZE):
         self.size = size
@@ -84,6 +89,9 @@ class ReadModel:
         self.outdated = registration.live_version != code_version(NAME)
         # The highest position whose rows this process wrote with its events.
         self._written_up_to = 0
+        # Whether other processes read (and so write) this read model: then
+        # the row cache is not used (see RowCache).
+        self.shared = False
         if self.outdated:
             log.warning(
                 "read model %s is at version %d, this build folds version %d: serving "
@@ -105,6 +113,7 @@ class ReadModel:
             SessionFold(self.app.mapper), lambda: self.view, self._written
         )
         self.registry.reading(self.reader_id, NAME, self.view.table)
+        self._check_shared()
         self._watcher = threading.Thread(target=self._watch, name="read-model-watch", daemon=True)
         self._watcher.start()
 
@@ -121,18 +130,36 @@ class ReadModel:
             log.debug("read model: cannot unregister", exc_info=True)
 
     def _watch(self) -> None:
-        """Say which table this process reads; move when another takes over."""
         while not self._stop.wait(self.watch_interval):
             try:
-                registration = self.registry.get(NAME)
-                if registration.live_table != self.view.table:
-                    self._move_to(registration.live_table)
-                if registration.generation != self._generation and self.rows is not None:
-                    self.rows.changed(set())  # rows changed outside the projector
-                self._generation = registration.generation
-                self.registry.reading(self.reader_id, NAME, self.view.table)
+                self.follow_registry()
             except Exception:  # keep serving what we have; try again next time
                 log.exception("read model: cannot follow the registry")
+
+    def follow_registry(self) -> None:
+        """Say which table this process reads; move when another takes over;
+        notice other processes reading it."""
+        registration = self.registry.get(NAME)
+        if registration.live_table != self.view.table:
+            self._move_to(registration.live_table)
+        if registration.generation != self._generation and self.rows is not None:
+            self.rows.changed(set())  # rows changed outside the projector
+        self._generation = registration.generation
+        self.registry.reading(self.reader_id, NAME, self.view.table)
+        self._check_shared()
+
+    def _check_shared(self) -> None:
+        if self.rows is None:
+            return
+        others = [r for r in self.registry.readers_of(self.view.table) if r != self.reader_id]
+        if others and not self.shared:
+            self.shared = True
+            self.rows.changed(set())
+            log.info("read model: %d other process(es) read %s: rows are read from it, not "
+                     "from this process's cache", len(others), self.view.table)
+        elif not others and self.shared:
+            self.shared = False
+            log.info("read model: no other process reads %s: caching rows again", self.view.table)
 
     def _move_to(self, table: str) -> None:
         log.info("read model: %s took over from %s", table, self.view.table)
@@ -175,7 +202,7 @@ class ReadModel:
         return wait_until(lambda: self.view.position() >= position, timeout)
 
     def get(self, session_id: str) -> ServedRow | None:
-        if self.rows is None:
+        if self.rows is None or self.shared:
             return self.view.get(session_id)
         row = self.rows.get(session_id)
         if row is None:
