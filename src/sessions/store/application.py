@@ -29,7 +29,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    project_aggregate,
+)
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
 from sessions.domain.access import require_acting_for
@@ -396,10 +401,25 @@ class SessionsApplication(Application[str]):
         """Save, with whatever the read side writes in the same transaction."""
         hook = self.write_through
         written = hook.prepare(aggregates) if hook is not None else None
-        recordings = self.save(*aggregates, also=[written] if written is not None else [])
+        recordings = self._save_aggregates(aggregates, also=[written] if written is not None else [])
         if hook is not None and written is not None:
             hook.committed(written, _last_position(recordings))
         return recordings, written
+
+    def _save_aggregates(self, aggregates: Sequence[Aggregate], **kwargs: Any) -> list[Any]:
+        """The library's ``save`` for what commands save (aggregates, never
+        bare events), through the same steps, without its per-object
+        runtime Protocol checks (slow in Python 3.11, several per command)."""
+        processing = ProcessingEvent[str]()
+        for aggregate in aggregates:
+            processing.events.extend(aggregate.collect_events())
+            processing.aggregates[aggregate.id] = aggregate
+        processing.saved_kwargs.update(kwargs)
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        self.notify(processing.events)  # (deprecated in the library; a no-op here)
+        return recordings
 
     def _get_active(self, session_id: str, now: datetime, caller: Caller, action: str) -> Session:
         """Load a session the caller may act on; if it is past its expiry,
