@@ -220,16 +220,15 @@ def build_store(store_url: str) -> Built:
     clock = ManualClock(T0)
     app = SessionsApplication(parse_store_url(store_url), policy=POLICY, clock=clock)
     built = Built(app, clock)
-    save = app.save
+    record = app._record  # every save goes through it, the commands' included
 
-    def capturing_save(*objects: Any, **kwargs: Any) -> Any:
-        for obj in objects:
-            for event in getattr(obj, "pending_events", ()):
-                key = (str(event.originator_id), event.originator_version)
-                built.domain_links[key] = (type(event).__name__, event.link)
-        return save(*objects, **kwargs)
+    def capturing_record(processing_event: Any) -> Any:
+        for event in processing_event.events:
+            key = (str(event.originator_id), event.originator_version)
+            built.domain_links[key] = (type(event).__name__, event.link)
+        return record(processing_event)
 
-    app.save = capturing_save  # type: ignore[method-assign]
+    app._record = capturing_record  # type: ignore[method-assign]
 
     def call(method: str, principal: str = ANONYMOUS, key: str = "") -> tuple[Caller, Any]:
         return Caller(principal, key), renderer(method, principal)
