@@ -29,7 +29,8 @@ folder, or a database ``sessions_bench_<random>`` created on the server of
            event); and the absolute p50 under 5 ms.
   agents   events/s appended by 16 concurrent agents (16 sessions, one
            ReportSessionProgress in flight each) against one agent reporting
-           sequentially, through the same server.
+           sequentially, through the same server; with the server's CPU and
+           thread switches per call (from /proc) in the details.
   rebuild  projection rebuild events/s against the library's decoded read
            rate (select_notifications + mapping), bench/rebuild.py's functions.
 
@@ -59,6 +60,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import grpc
@@ -400,6 +402,26 @@ class ServerProcess:
                 if key in ("VmRSS", "VmHWM"):
                     out[key] = int(rest.split()[0]) / 1024  # kB -> MB
         return out
+
+    def usage(self) -> tuple[float, int]:
+        """CPU seconds the process has used (all its threads) and the
+        voluntary switches of its live threads (each a wait: for a lock, the
+        GIL, I/O)."""
+        assert self.process is not None
+        pid = self.process.pid
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        switches = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            switches += int(line.split()[1])
+            except FileNotFoundError:  # the thread ended meanwhile
+                pass
+        return cpu, switches
 
     def stop(self) -> None:
         PROFILER.stop(self.profile)
@@ -782,10 +804,23 @@ def part_agents(backend: str, url: str, sizes: Sizes, folder: str) -> None:
         head_before = app.recorder.max_notification_id() or 0
     finally:
         app.close()
+    costs: dict[str, list[tuple[float, float]]] = {"one": [], "many": []}
+
+    def costed(kind: str, server: ServerProcess, requests: list[bytes], concurrency: int) -> Callable[[], Any]:
+        """A load run that also notes the server's CPU and thread switches per call."""
+        def run() -> load.LoadResult:
+            cpu0, switches0 = server.usage()
+            result = load.run(server.target, REPORT, requests, duration=sizes.agents_seconds, concurrency=concurrency)
+            cpu1, switches1 = server.usage()
+            calls = result.calls + load.WARMUP_CALLS * concurrency  # the warm-up calls ran on it too
+            costs[kind].append(((cpu1 - cpu0) / calls, (switches1 - switches0) / calls))
+            return result
+        return run
+
     with ServerProcess.sessions(url, folder, profile=f"agents-{backend}") as server:
         runs = in_turns(sizes.rounds, {
-            "one": lambda: load.run(server.target, REPORT, one, duration=sizes.agents_seconds, concurrency=1),
-            "many": lambda: load.run(server.target, REPORT, many, duration=sizes.agents_seconds, concurrency=sizes.agents),
+            "one": costed("one", server, one, 1),
+            "many": costed("many", server, many, sizes.agents),
         })
         raw = writes_bench.bench_raw_save(url, sizes.raw_saves)
     # The command layer alone (no gRPC, no read-your-writes wait), same sessions.
@@ -809,12 +844,19 @@ def part_agents(backend: str, url: str, sizes: Sizes, folder: str) -> None:
         "agents", f"events/s appended, {sizes.agents} concurrent agents", backend, many_best.qps, "events/s",
         one_best.qps, "one agent reporting sequentially", ">= 2x", ratio_target=lambda r: r >= 2.0,
     )
+    cost = {kind: (median(c for c, _ in v), median(w for _, w in v)) for kind, v in costs.items()}
+    detail(f"[{backend}] agents: the server per call (median of the rounds): 1 agent "
+           f"{cost['one'][0] * 1e3:.3f} ms of CPU, {cost['one'][1]:.1f} voluntary thread switches; "
+           f"{sizes.agents} agents {cost['many'][0] * 1e3:.3f} ms, {cost['many'][1]:.1f} switches. "
+           f"One agent waits {one_best.mean * 1e3:.3f} ms per call on average: "
+           f"{(one_best.mean - cost['one'][0]) * 1e3:.3f} ms of it is not the server's CPU")
     detail(f"[{backend}] agents: command layer in process (threads, no gRPC, no projector wait): "
            f"{sizes.agents} threads {commands_many:,.0f}/s, 1 thread {commands_one:,.0f}/s = "
            f"{commands_many / commands_one:.2f}x")
     figure.notes.append(
         f"vs raw sequential app.save: {many_best.qps * raw['mean']:.2f}x; command layer alone "
-        f"{sizes.agents} threads / 1: {commands_many / commands_one:.2f}x"
+        f"{sizes.agents} threads / 1: {commands_many / commands_one:.2f}x; server CPU per call "
+        f"{cost['many'][0] * 1e3:.2f} ms ({cost['one'][0] * 1e3:.2f} ms with one agent)"
     )
     FIGURES.append(figure)
 
