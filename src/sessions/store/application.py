@@ -385,7 +385,9 @@ class SessionsApplication(Application[str]):
                     time.sleep(random.uniform(0, 0.002 * attempt))
                 fresh = True  # (the first collision may only mean a stale cache)
                 continue
-            self._uncache(record.id)  # answers are read again only on a retry
+            # The library caches every saved aggregate; an answer is read again
+            # only by a keyed retry, so it gives its place to the sessions.
+            self._uncache(record.id)
             return Outcome(operation_id, payload, _last_position(recordings), False, written)
         raise ConcurrencyConflict(
             f"{method}: gave up after {MAX_ATTEMPTS} conflicting concurrent writes; retry"
