@@ -8,6 +8,7 @@ application ``b``, then acts through ``a``: its cached copy is stale, and what
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -151,3 +152,37 @@ def test_answers_are_not_kept_in_the_aggregate_cache(apps, render):
     with pytest.raises(KeyError):
         a.repository.cache.get(outcome.operation_id)
     assert cached_version(a, sid) == 2
+
+
+def test_two_processes_reporting_to_one_session_lose_and_repeat_nothing(apps, render):
+    # Threads in both applications report to the same session at once: each
+    # application's cached copy keeps going stale under the other's writes.
+    # Every report must land exactly once, in the totals and in the log.
+    a, b = apps
+    sid = open_in(a, render)
+    per_thread, threads_per_app = 15, 2
+    start = threading.Barrier(2 * threads_per_app)
+    errors: list[BaseException] = []
+
+    def report(app: SessionsApplication) -> None:
+        start.wait()
+        for _ in range(per_thread):
+            try:
+                app.report_progress(sid, USERS_CREATED, AGENT, render)
+            except BaseException as e:  # noqa: BLE001 - asserted below
+                errors.append(e)
+
+    workers = [threading.Thread(target=report, args=(app,)) for app in (a, b) for _ in range(threads_per_app)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+
+    assert errors == []
+    reports = 2 * threads_per_app * per_thread
+    assert event_names(a, sid) == ["SessionOpened"] + ["ProgressReported"] * reports
+    created = USERS_CREATED[0].changes[0]
+    for app in (a, b):
+        [entry] = app.get_session(sid).progress
+        [change] = entry.changes
+        assert (change.successful, change.failed) == (created.successful * reports, created.failed * reports)
