@@ -113,7 +113,7 @@ def cmd_project(args: argparse.Namespace) -> int:
 
     app = open_app(args, policy=_policy(args))
     log.info("store: %s", app.settings.description)
-    read_model = ReadModel(app)
+    read_model = ReadModel(app, cache_rows=False)  # it serves no reads
     projector = read_model.projector
     assert projector is not None
     projector.batch_size = args.batch_size

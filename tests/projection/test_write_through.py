@@ -130,9 +130,11 @@ def test_a_process_caching_rows_sees_writes_another_process_answered(store_url, 
     p = start_server(store_url, run_deadlines=False)
     session_id = opened_id(p, "c-1")
     get = service_pb2.GetSessionRequest(session_id=session_id)
-    b = start_server(store_url, run_projector=False, run_deadlines=False)
     read_model = p.server.read_model
-    read_model.follow_registry()  # (its watcher does this every second)
+    assert not read_model.shared  # alone: it caches rows
+    # B announces itself and waits until P's watcher has seen it (P then
+    # reads rows from the table) before it answers anything.
+    b = start_server(store_url, run_projector=False, run_deadlines=False)
     assert read_model.shared
 
     with read_model.projector._batch_lock:  # P's projector folds nothing meanwhile
@@ -152,6 +154,23 @@ def test_a_process_caching_rows_sees_writes_another_process_answered(store_url, 
         return read_model.rows.get(session_id) is not None
 
     assert wait_until(served_from_cache, timeout=10, interval=0.05)
+
+
+def test_only_processes_that_cache_rows_make_a_new_process_wait(store_url) -> None:  # type: ignore[no-untyped-def]
+    from sessions.projection.read_model import ReadModel
+
+    app = make_app(store_url)
+    try:
+        assert ReadModel(app, run_projector=False).announce() == 0  # serves from the table
+        projecting = ReadModel(app, cache_rows=False)  # like `sessions project`
+        assert projecting.rows is None and projecting.announce() == 0
+        caching = ReadModel(app)  # like `sessions serve` with its projector
+        assert caching.rows is not None and caching.announce() == 0
+        assert ReadModel(app, run_projector=False).announce() == 1
+        caching.registry.gone(caching.reader_id)
+        assert ReadModel(app, run_projector=False).announce() == 0
+    finally:
+        app.close()
 
 
 def test_a_refused_write_writes_no_row(store_url, start_server) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ import threading
 
 from sessions.projection.fold import SessionFold
 from sessions.projection.listing import ListedRow, PageQuery
-from sessions.projection.registry import Registry, new_reader_id
+from sessions.projection.registry import Registry, caches_rows, new_reader_id
 from sessions.projection.runner import Projector, wait_until
 from sessions.projection.schema import version as code_version
 from sessions.projection.snapshots import (
@@ -26,6 +26,10 @@ from sessions.store.application import SessionsApplication
 log = logging.getLogger("sessions.read_model")
 
 WATCH_INTERVAL = 1.0
+# How long a process that starts beside others that cache rows waits before
+# it answers: long enough for each of them to look at the registry of
+# readers at least once after it announced itself (see ReadModel.announce).
+NOTICE_WAIT = 2 * WATCH_INTERVAL + 0.5
 ROW_CACHE_SIZE = 50_000
 
 
@@ -70,17 +74,21 @@ class ReadModel:
         app: SessionsApplication,
         *,
         run_projector: bool = True,
+        cache_rows: bool = True,
         watch_interval: float = WATCH_INTERVAL,
     ):
+        """``cache_rows``: keep served rows in memory (only with the
+        projector here, which says which rows change; off for a process
+        that serves no reads)."""
         self.app = app
         self.registry = Registry.of(app)
-        self.reader_id = new_reader_id()
         self.watch_interval = watch_interval
         registration = self.registry.get(NAME)
         self._view = snapshots_on(app, registration.live_table)
         self.projector = Projector(app, self._view) if run_projector else None
         # Only a projector in this process can say which rows changed.
-        self.rows = RowCache() if self.projector is not None else None
+        self.rows = RowCache() if self.projector is not None and cache_rows else None
+        self.reader_id = new_reader_id(caching=self.rows is not None)
         if self.projector is not None and self.rows is not None:
             self.projector.on_saved = self.rows.changed
         self._generation = registration.generation
@@ -116,6 +124,17 @@ class ReadModel:
         self._check_shared()
         self._watcher = threading.Thread(target=self._watch, name="read-model-watch", daemon=True)
         self._watcher.start()
+
+    def announce(self) -> int:
+        """Say in the registry that this process reads (and writes) the read
+        model, before it serves anything; return how many other processes
+        cache its rows. Each of them stops using its cache once it sees this
+        process, within its watch interval: a caller that waits NOTICE_WAIT
+        before answering can be sure that none serves a row from its cache
+        that this process's writes changed."""
+        self.registry.reading(self.reader_id, NAME, self.view.table)
+        others = self.registry.readers_of(self.view.table)
+        return sum(1 for r in others if r != self.reader_id and caches_rows(r))
 
     def stop(self) -> None:
         self.app.write_through = None

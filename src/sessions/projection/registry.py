@@ -147,5 +147,12 @@ class Registry:
         return [r[0] for r in rows]
 
 
-def new_reader_id() -> str:
-    return f"reader-{uuid.uuid4().hex[:12]}"
+CACHING = "-caching"  # the end of the id of a reader that caches rows
+
+
+def new_reader_id(caching: bool = False) -> str:
+    return f"reader-{uuid.uuid4().hex[:12]}{CACHING if caching else ''}"
+
+
+def caches_rows(reader_id: str) -> bool:
+    return reader_id.endswith(CACHING)
