@@ -49,9 +49,7 @@ def session_message(
         set_timestamp(message.closed_at, session.closed_at)
     add_entry = message.progress_entries.add
     for entry in session.progress:
-        add = add_entry(object_type=entry.object_type._value_).change_info.add
-        for change_type, successful, failed in entry.changes:
-            add(change_type=change_type._value_, successful=successful, failed=failed)
+        _add_changes(add_entry(object_type=entry.object_type._value_), entry)
     if at is not None and session.status_at(at) != session.status:
         show_expired(message)
     return message

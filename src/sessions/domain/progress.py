@@ -106,12 +106,23 @@ def add_report(
                     "counter limit",
                 )
             if type(change) is not ChangeCount:
-                change = _new_tuple(ChangeCount, (change_type, successful, failed))
+                change = new_count(change_type, successful, failed)
             changes.append(change)
-        entry = _new_object(ProgressEntry)
-        _set(entry, "__dict__", {"object_type": object_type, "changes": tuple(changes)})
-        merged[object_type] = entry
+        merged[object_type] = new_entry(object_type, tuple(changes))
     return tuple([merged[t] for t in sorted(merged, key=_value)])
+
+
+def new_count(change_type: ChangeType, successful: int, failed: int) -> ChangeCount:
+    """``ChangeCount(change_type, successful, failed)`` for values already
+    checked, without the constructor's Python-level argument handling."""
+    return _new_tuple(ChangeCount, (change_type, successful, failed))
+
+
+def new_entry(object_type: RelatedObjectType, changes: tuple[ChangeCount, ...]) -> ProgressEntry:
+    """``ProgressEntry(object_type, changes)`` likewise (the same frozen value)."""
+    entry = _new_object(ProgressEntry)
+    _set(entry, "__dict__", {"object_type": object_type, "changes": changes})
+    return entry
 
 
 _value = attrgetter("_value_")  # Enum.value is a slow descriptor

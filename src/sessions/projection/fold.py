@@ -27,7 +27,7 @@ from eventsourcing.utils import resolve_topic
 from sessions.api.convert import micros, session_bytes
 from sessions.domain.base import SnapshotOfState
 from sessions.domain.enums import ChangeType, RelatedObjectType
-from sessions.domain.progress import ChangeCount, ProgressEntry
+from sessions.domain.progress import ChangeCount, ProgressEntry, new_count, new_entry
 from sessions.domain.schedule import SyncSchedule
 from sessions.domain.session import Session
 from sessions.projection.snapshots import SnapshotRow
@@ -246,19 +246,14 @@ def _fast_decode(transcoding: Any) -> Callable[[Any], Any]:
 
 _OBJECT_TYPES = dict(RelatedObjectType.__members__)
 _CHANGE_TYPES = dict(ChangeType.__members__)
-_new_tuple = tuple.__new__
-_set = object.__setattr__
 
 
 def _progress_entry(data: dict[str, Any]) -> ProgressEntry:
     """``ProgressEntryAsDict().decode(data)``: the same frozen values, made
     without their constructors' Python-level argument handling."""
-    object_type = _OBJECT_TYPES[data["object_type"]]
     names = _CHANGE_TYPES
-    changes = tuple([_new_tuple(ChangeCount, (names[n], s, f)) for n, s, f in data["changes"]])
-    entry = object.__new__(ProgressEntry)
-    _set(entry, "__dict__", {"object_type": object_type, "changes": changes})
-    return entry
+    changes = tuple([new_count(names[n], s, f) for n, s, f in data["changes"]])
+    return new_entry(_OBJECT_TYPES[data["object_type"]], changes)
 
 
 # --- encoding -----------------------------------------------------------------------------
