@@ -5,15 +5,11 @@ new events together with the call's operation record in one atomic write.
 A write that loses an optimistic-concurrency race is retried against fresh
 state a bounded number of times, then refused as a conflict.
 
-Aggregates stay cached between commands, and a command decides on the
-cached copy without asking the store whether another process appended to
-the stream since (the library's fast-forward, a read per command). That is
-safe because of optimistic concurrency: a command on a stale copy writes
-the version another process already wrote, its save collides and writes
-nothing, and the command runs again on state caught up from the store. What
-a collision cannot catch is read fresh: a refusal is confirmed on fresh
-state before it is returned, OpenSession (whose answers may write nothing
-to what it read) reads fresh, and so do queries and the deadline worker.
+Commands decide on cached aggregates (store.aggregate_cache) and rely on
+the collision of their save to notice another process's writes. What a
+collision cannot catch is read fresh: a refusal is confirmed on fresh state
+before it is returned, OpenSession (whose answers may write nothing to what
+it read) reads fresh, and so do queries and the deadline worker.
 """
 
 from __future__ import annotations
@@ -24,17 +20,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from copy import deepcopy
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from eventsourcing.application import (
-    AggregateNotFoundError,
-    Application,
-    ProcessingEvent,
-    project_aggregate,
-)
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
 from sessions.domain.access import require_acting_for
@@ -46,6 +36,7 @@ from sessions.domain.policy import Policy
 from sessions.domain.progress import ProgressEntry
 from sessions.domain.schedule import SyncSchedule, schedule_id
 from sessions.domain.session import Session
+from sessions.store.aggregate_cache import CachedAggregates
 from sessions.store.clock import Clock, system_clock
 from sessions.store.operations import OperationRecord, operation_id_for
 from sessions.store.recorders import InTransaction
@@ -121,7 +112,7 @@ class SameTransaction(Protocol):
         the position of its last event."""
 
 
-class SessionsApplication(Application[str]):
+class SessionsApplication(CachedAggregates):
     name = "sessions"  # fixed: table names derive from it
 
     def __init__(
@@ -137,8 +128,6 @@ class SessionsApplication(Application[str]):
         # Commands on one stream take turns inside this process, so only
         # writers in other processes can conflict (and are retried).
         self._stream_locks = [threading.RLock() for _ in range(LOCK_STRIPES)]
-        # Whether loads in this thread catch up with the store first (see _get).
-        self._reads = threading.local()
         self.write_through: SameTransaction | None = None
         with self.schema_lock():
             super().__init__(env=settings.env)
@@ -283,7 +272,7 @@ class SessionsApplication(Application[str]):
         """Record the expiry of a session that is due. Return the position of
         the events written, or 0 when there was nothing to do (not due, or
         another writer got there first: a lost race is not an error)."""
-        with self._stream_lock(session_id), self._fresh_reads():
+        with self._stream_lock(session_id), self.fresh_reads():
             try:
                 now = self.clock()
                 session = self._get(Session, session_id)
@@ -298,7 +287,7 @@ class SessionsApplication(Application[str]):
 
     def stall_session(self, session_id: str) -> int:
         """Record that a session's agent went quiet, if it did (see expire_session)."""
-        with self._stream_lock(session_id), self._fresh_reads():
+        with self._stream_lock(session_id), self.fresh_reads():
             try:
                 session = self._get(Session, session_id)
                 if not session.stall(now=self.clock(), policy=self.policy, principal=SYSTEM_PRINCIPAL):
@@ -310,7 +299,7 @@ class SessionsApplication(Application[str]):
     # --- queries ----------------------------------------------------------------
 
     def get_session(self, session_id: str, version: int | None = None) -> Session:
-        with self._fresh_reads():
+        with self.fresh_reads():
             return self._get(Session, session_id, version)
 
     def get_operation_payload(self, operation_id: str) -> bytes:
@@ -351,7 +340,7 @@ class SessionsApplication(Application[str]):
             # collision or a refusal, and answers with the first result.
             now = self.clock()
             try:
-                with self._fresh_reads(fresh):
+                with self.fresh_reads(fresh):
                     changed, result = decide(now)
             except _StaleRead as e:
                 log.debug("%s: %s; attempt %d of %d", method, e, attempt, MAX_ATTEMPTS)
@@ -387,7 +376,7 @@ class SessionsApplication(Application[str]):
                 continue
             # The library caches every saved aggregate; an answer is read again
             # only by a keyed retry, so it gives its place to the sessions.
-            self._uncache(record.id)
+            self.uncache(record.id)
             return Outcome(operation_id, payload, _last_position(recordings), False, written)
         raise ConcurrencyConflict(
             f"{method}: gave up after {MAX_ATTEMPTS} conflicting concurrent writes; retry"
@@ -403,25 +392,10 @@ class SessionsApplication(Application[str]):
         """Save, with whatever the read side writes in the same transaction."""
         hook = self.write_through
         written = hook.prepare(aggregates) if hook is not None else None
-        recordings = self._save_aggregates(aggregates, also=[written] if written is not None else [])
+        recordings = self.save_aggregates(aggregates, also=[written] if written is not None else [])
         if hook is not None and written is not None:
             hook.committed(written, _last_position(recordings))
         return recordings, written
-
-    def _save_aggregates(self, aggregates: Sequence[Aggregate], **kwargs: Any) -> list[Any]:
-        """The library's ``save`` for what commands save (aggregates, never
-        bare events), through the same steps, without its per-object
-        runtime Protocol checks (slow in Python 3.11, several per command)."""
-        processing = ProcessingEvent[str]()
-        for aggregate in aggregates:
-            processing.events.extend(aggregate.collect_events())
-            processing.aggregates[aggregate.id] = aggregate
-        processing.saved_kwargs.update(kwargs)
-        recordings = self._record(processing)
-        self._take_snapshots(processing)
-        self._notify(recordings)
-        self.notify(processing.events)  # (deprecated in the library; a no-op here)
-        return recordings
 
     def _get_active(self, session_id: str, now: datetime, caller: Caller, action: str) -> Session:
         """Load a session the caller may act on; if it is past its expiry,
@@ -448,52 +422,14 @@ class SessionsApplication(Application[str]):
         )
         return True
 
-    @contextmanager
-    def _fresh_reads(self, fresh: bool = True) -> Iterator[None]:
-        """Loads in this thread catch up with the store while inside (or
-        not, with ``fresh=False``); nested uses keep the outer setting."""
-        outer = getattr(self._reads, "fresh", False)
-        self._reads.fresh = outer or fresh
-        try:
-            yield
-        finally:
-            self._reads.fresh = outer
-
     def _get(self, kind: type[Any], aggregate_id: str, version: int | None = None) -> Any:
-        if version is None and getattr(self._reads, "fresh", False):
-            self._catch_up(aggregate_id)
         try:
-            aggregate = self.repository.get(aggregate_id, version=version)
+            aggregate = self.load(aggregate_id, version)
         except AggregateNotFoundError:
             raise NotFound(f"{_describe(kind)} {aggregate_id!r} not found") from None
         if not isinstance(aggregate, kind):
             raise NotFound(f"{_describe(kind)} {aggregate_id!r} not found")
         return aggregate
-
-    def _catch_up(self, aggregate_id: str) -> None:
-        """Bring the cached copy of an aggregate up to the store: fold in the
-        events that other processes appended since this one last saw it."""
-        cache = self.repository.cache
-        if cache is None:
-            return
-        try:
-            cached = cache.get(aggregate_id)
-        except KeyError:
-            return  # not cached: the load reads the whole stream
-        newer = list(self.repository.event_store.get(originator_id=aggregate_id, gt=cached.version))
-        if newer:
-            # Folded into a copy: a command may be holding the cached object.
-            # (A save in another thread may put a newer copy meanwhile, which
-            # this one then replaces; at worst a later command collides once.)
-            cache.put(aggregate_id, project_aggregate(deepcopy(cached), newer))
-
-    def _uncache(self, aggregate_id: str) -> None:
-        cache = self.repository.cache
-        if cache is not None:
-            try:
-                cache.get(aggregate_id, evict=True)
-            except KeyError:
-                pass
 
     def _get_or_none(self, kind: type[Any], aggregate_id: str) -> Any:
         try:
