@@ -126,7 +126,7 @@ def main() -> int:
                 reads = [decoded_read_rate(app) for _ in range(args.repeat)]
                 folds = []
                 for _ in range(args.repeat):
-                    result = rebuild(app, drop_wait=0)
+                    result = rebuild(app)
                     folds.append(result.events / result.seconds)
             finally:
                 app.close()

@@ -870,12 +870,12 @@ def part_rebuild(backend: str, url: str, sizes: Sizes, folder: str) -> None:
         reads, folds = [], []
         for _ in range(sizes.rounds):
             reads.append(rebuild_bench.decoded_read_rate(app))
-            result = rebuild_read_model(app, drop_wait=0)
+            result = rebuild_read_model(app)
             folds.append(result.events / result.seconds)
         if PROFILER.on:  # three more, profiled, not counted
             with PROFILER.this_process(f"rebuild-{backend}"):
                 for _ in range(3):
-                    rebuild_read_model(app, drop_wait=0)
+                    rebuild_read_model(app)
     finally:
         app.close()
     detail(f"[{backend}] rebuild: read {[round(r) for r in reads]} events/s, rebuild {[round(f) for f in folds]} events/s")

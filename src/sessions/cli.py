@@ -113,12 +113,12 @@ def cmd_project(args: argparse.Namespace) -> int:
 
     app = open_app(args, policy=_policy(args))
     log.info("store: %s", app.settings.description)
-    read_model = ReadModel(app, cache_rows=False)  # it serves no reads
+    read_model = ReadModel(app)
     projector = read_model.projector
     assert projector is not None
     projector.batch_size = args.batch_size
     head = app.recorder.max_notification_id() or 0
-    with progress_bar(f"catching up {read_model.view.table}", head) as update:
+    with progress_bar(f"catching up {projector.view.table}", head) as update:
         update(projector.position)
         projector.on_batch = lambda n, position: update(position)
         projector.catch_up()

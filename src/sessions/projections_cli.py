@@ -33,7 +33,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     rebuild.add_argument(
         "--drop-wait", type=float, default=30.0, metavar="SECONDS",
-        help="how long to wait for servers to leave the old tables before keeping them",
+        help="accepted for compatibility and ignored: nothing reads the old tables once "
+        "the new one is live, so they are dropped at once (unless --keep-old)",
     )
     add_store(rebuild)
     rebuild.set_defaults(run=cmd_rebuild)
@@ -75,7 +76,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(status.as_json())
         return 0
     table = Table(title=f"read model {status.name} (this build folds version {status.code_version})")
-    for column in ("build", "table", "version", "position", "head", "lag (events)", "lag (s)", "parked", "readers"):
+    for column in ("build", "table", "version", "position", "head", "lag (events)", "lag (s)", "parked"):
         table.add_column(column)
     builds = [("live", status.live)] + ([("rebuilding", status.building)] if status.building else [])
     for label, build in builds:
@@ -84,7 +85,6 @@ def cmd_status(args: argparse.Namespace) -> int:
             str(build.lag_events),
             "?" if build.lag_seconds is None else f"{build.lag_seconds:.1f}",
             str(build.parked),
-            str(build.readers),
         )
     console = Console()
     console.print(table)
@@ -115,7 +115,6 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
                 keep_old=args.keep_old,
                 **({"batch_size": args.batch_size} if args.batch_size else {}),
                 on_progress=update,
-                drop_wait=args.drop_wait,
             )
     finally:
         app.close()

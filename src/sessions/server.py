@@ -27,7 +27,7 @@ from sessions.api.protos import (
 from sessions.api.servicers import OperationService, SessionService
 from sessions.deadlines import DEFAULT_INTERVAL, DeadlineWorker
 from sessions.domain.policy import Policy
-from sessions.projection.read_model import NOTICE_WAIT, ReadModel
+from sessions.projection.read_model import ReadModel
 from sessions.store.application import SessionsApplication
 from sessions.store.clock import Clock, system_clock
 from sessions.store.urls import parse_store_url
@@ -176,23 +176,15 @@ class SessionsServer:
             self.port = self.server.add_insecure_port(self.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.listen}")
-        caching = read_model.announce()
-        if caching:
-            log.info(
-                "read model: %d other process(es) cache rows of %s; waiting %.1fs for them to "
-                "see this one (they then read from the table) before serving",
-                caching, read_model.view.table, NOTICE_WAIT,
-            )
-            self._stopped.wait(NOTICE_WAIT)
         self.server.start()
         host = self.listen.rsplit(":", 1)[0]
         transport = self.tls.describe() if self.tls is not None else "plaintext"
         log.info("listening on %s:%d (gRPC, %s)", host, self.port, transport)
         self._log_security()
 
-        log.info("read model: serving %s", read_model.view.table)
+        log.info("read model: serving %s", read_model.table)
         if self.projector is None:
-            log.info("projector: not in this process (--no-projector); waiting on its position")
+            log.info("projector: not in this process (--no-projector)")
             read_model.start()
             self._set_health(health_pb2.HealthCheckResponse.SERVING)
         else:

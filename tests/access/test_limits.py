@@ -9,9 +9,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from sessions.api import servicers
 from sessions.api.protos import service_pb2, service_pb2_grpc
-from sessions.projection.read_model import ReadModel
+from sessions.domain.enums import SessionType
+from sessions.domain.schedule import schedule_id
 from sessions.projection.runner import wait_until
 from sessions.server import SessionsServer
 from sessions.transport import server_options
@@ -56,21 +56,21 @@ def test_a_message_over_the_limit_is_resource_exhausted(tmp_path: Path) -> None:
         server.stop(grace=1)
 
 
-def test_calls_over_the_bound_are_resource_exhausted_and_deadlines_are_honoured(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Without a projector, and with its rows not counted as shown, a write
-    # waits for the read model, which never moves: a call that stays in
-    # progress for as long as we like.
-    monkeypatch.setattr(servicers, "READ_YOUR_WRITES_TIMEOUT", 2.0)
-    monkeypatch.setattr(ReadModel, "shows", lambda self, written: False)
+def test_calls_over_the_bound_are_resource_exhausted_and_deadlines_are_honoured(tmp_path: Path) -> None:
+    # An OpenSession waits for its schedule's stream lock, which the test
+    # holds: a call that stays in progress for as long as we like.
     server, channel = _start(tmp_path, max_concurrent_rpcs=1, run_projector=False, run_deadlines=False)
     stub = service_pb2_grpc.SynchronizationSessionServiceStub(channel)
+
+    def held(container: str):  # type: ignore[no-untyped-def]
+        return server.app._stream_lock(schedule_id(container, SessionType.AD_SYNC))
+
     try:
         # A client deadline shorter than the wait: DEADLINE_EXCEEDED.
-        with pytest.raises(grpc.RpcError) as late:
-            stub.OpenSession(_open_request("c-deadline"), timeout=0.3)
-        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        with held("c-deadline"):
+            with pytest.raises(grpc.RpcError) as late:
+                stub.OpenSession(_open_request("c-deadline"), timeout=0.3)
+            assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
         def get_code() -> grpc.StatusCode:
             try:
@@ -83,12 +83,11 @@ def test_calls_over_the_bound_are_resource_exhausted_and_deadlines_are_honoured(
         assert wait_until(lambda: get_code() != grpc.StatusCode.RESOURCE_EXHAUSTED, 10, 0.05)
 
         with ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(lambda: stub.OpenSession(_open_request("c-slow"), timeout=10))
-            # While the slow call holds the only slot, other calls are refused.
-            assert wait_until(lambda: get_code() == grpc.StatusCode.RESOURCE_EXHAUSTED, 1.5, 0.02)
-            with pytest.raises(grpc.RpcError) as behind:
-                slow.result()
-            assert behind.value.code() == grpc.StatusCode.UNAVAILABLE  # the read model never caught up
+            with held("c-slow"):
+                slow = pool.submit(lambda: stub.OpenSession(_open_request("c-slow"), timeout=10))
+                # While the slow call holds the only slot, other calls are refused.
+                assert wait_until(lambda: get_code() == grpc.StatusCode.RESOURCE_EXHAUSTED, 5, 0.02)
+            assert slow.result().done  # answered once the lock is free
         # Once the slot is free, calls are served again.
         with pytest.raises(grpc.RpcError) as missing:
             stub.GetSession(service_pb2.GetSessionRequest(session_id="ses1"), timeout=5)

@@ -65,7 +65,7 @@ def spy_on_saves(monkeypatch: pytest.MonkeyPatch, view: SessionSnapshots) -> lis
     saves: list[tuple[list[str], int]] = []
     save = view.save
 
-    def recording_save(rows, tracking, parked=()):  # type: ignore[no-untyped-def]
+    def recording_save(rows, tracking, parked=(), **kwargs):  # type: ignore[no-untyped-def]
         save(rows, tracking, parked)
         saves.append(([r.session_id for r in rows], tracking.notification_id))
 
@@ -238,8 +238,8 @@ def test_projector_whose_commit_landed_but_raised_does_not_fold_twice(apps, star
     lost: list[int] = []
     save = view.save
 
-    def commit_then_raise(rows, tracking, parked=()):  # type: ignore[no-untyped-def]
-        save(rows, tracking, parked)
+    def commit_then_raise(rows, tracking, parked=(), **kwargs):  # type: ignore[no-untyped-def]
+        save(rows, tracking, parked, **kwargs)
         if not lost:
             lost.append(tracking.notification_id)
             raise ConnectionError("server closed the connection after COMMIT")

@@ -16,9 +16,11 @@ from sessions.api.protos import service_pb2, session_pb2
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType
 from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.projection.fold import SessionFold
+from sessions.projection.registry import Registry
 from sessions.projection.runner import Projector, wait_until
-from sessions.projection.snapshots import open_snapshots, snapshots_on
-from sessions.projection.write_through import SessionRows
+from sessions.projection.schema import version as code_version
+from sessions.projection.snapshots import NAME, open_snapshots, snapshots_on
+from sessions.projection.write_through import SessionRows, Tables
 from sessions.store.application import Caller, SessionsApplication
 from sessions.store.urls import parse_store_url
 
@@ -111,66 +113,32 @@ def test_a_row_never_moves_back_to_an_older_version(store_url) -> None:  # type:
         app.close()
 
 
-def test_a_cached_row_is_dropped_when_a_write_commits_its_own(store_url, start_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_write_is_read_back_at_once_while_the_projector_folds_nothing(store_url, start_server) -> None:  # type: ignore[no-untyped-def]
     server = start_server(store_url, run_deadlines=False)
     session_id = opened_id(server, "c-1")
     get = service_pb2.GetSessionRequest(session_id=session_id)
     projector = server.server.read_model.projector
     with projector._batch_lock:  # the projector folds nothing meanwhile
-        before = server.sessions.GetSession(get, timeout=10).session  # now in the row cache
+        before = server.sessions.GetSession(get, timeout=10).session
         server.sessions.ReportSessionProgress(report_request(session_id, 5), timeout=10)
         after = server.sessions.GetSession(get, timeout=10).session
     assert created_users(before) == 0 and created_users(after) == 5
 
 
-def test_a_process_caching_rows_sees_writes_another_process_answered(store_url, start_server) -> None:  # type: ignore[no-untyped-def]
-    # P serves with its projector (and so with a row cache); B is another API
-    # process on the same store. A write answered by B must be what P serves
-    # next, even before P's projector folds it.
+def test_every_process_serves_what_another_process_answered(store_url, start_server) -> None:  # type: ignore[no-untyped-def]
+    # P serves with its projector; B is another API process on the same
+    # store. A write answered by B is what P serves next, with P's projector
+    # folding nothing meanwhile, and the other way round.
     p = start_server(store_url, run_deadlines=False)
+    b = start_server(store_url, run_projector=False, run_deadlines=False)
     session_id = opened_id(p, "c-1")
     get = service_pb2.GetSessionRequest(session_id=session_id)
-    read_model = p.server.read_model
-    assert not read_model.shared  # alone: it caches rows
-    # B announces itself and waits until P's watcher has seen it (P then
-    # reads rows from the table) before it answers anything.
-    b = start_server(store_url, run_projector=False, run_deadlines=False)
-    assert read_model.shared
-
-    with read_model.projector._batch_lock:  # P's projector folds nothing meanwhile
-        before = p.sessions.GetSession(get, timeout=10).session
-        b.sessions.ReportSessionProgress(report_request(session_id, 5), timeout=10)
-        after = p.sessions.GetSession(get, timeout=10).session
-    assert created_users(before) == 0 and created_users(after) == 5
-
-    b.server.stop(1)  # B leaves: P caches rows again
-    read_model.follow_registry()
-    assert not read_model.shared
-
-    def served_from_cache() -> bool:
-        # (A row read while a projector batch lands is not kept: the batch
-        # folding B's report may still be on its way.)
-        p.sessions.GetSession(get, timeout=10)
-        return read_model.rows.get(session_id) is not None
-
-    assert wait_until(served_from_cache, timeout=10, interval=0.05)
-
-
-def test_only_processes_that_cache_rows_make_a_new_process_wait(store_url) -> None:  # type: ignore[no-untyped-def]
-    from sessions.projection.read_model import ReadModel
-
-    app = make_app(store_url)
-    try:
-        assert ReadModel(app, run_projector=False).announce() == 0  # serves from the table
-        projecting = ReadModel(app, cache_rows=False)  # like `sessions project`
-        assert projecting.rows is None and projecting.announce() == 0
-        caching = ReadModel(app)  # like `sessions serve` with its projector
-        assert caching.rows is not None and caching.announce() == 0
-        assert ReadModel(app, run_projector=False).announce() == 1
-        caching.registry.gone(caching.reader_id)
-        assert ReadModel(app, run_projector=False).announce() == 0
-    finally:
-        app.close()
+    with p.server.read_model.projector._batch_lock:
+        for k in range(1, 4):
+            b.sessions.ReportSessionProgress(report_request(session_id, 1), timeout=10)
+            assert created_users(p.sessions.GetSession(get, timeout=10).session) == 2 * k - 1
+            p.sessions.ReportSessionProgress(report_request(session_id, 1), timeout=10)
+            assert created_users(b.sessions.GetSession(get, timeout=10).session) == 2 * k
 
 
 def test_a_refused_write_writes_no_row(store_url, start_server) -> None:  # type: ignore[no-untyped-def]
@@ -201,7 +169,7 @@ def test_the_projector_passes_over_written_rows_and_folds_what_others_wrote(stor
                 renderer("ReportSessionProgress", "agent:other"),
             )
         head = other.recorder.max_notification_id() or 0
-        assert server.server.read_model.wait_for(head, 10)
+        assert projector.wait_for(head, 10)
         get = service_pb2.GetSessionRequest(session_id=session_id)
         assert created_users(server.sessions.GetSession(get, timeout=10).session) == 5
         assert open_snapshots(other).row_version(session_id) == 3
@@ -210,7 +178,7 @@ def test_the_projector_passes_over_written_rows_and_folds_what_others_wrote(stor
         other.close()
 
 
-def test_rows_of_a_group_commit_go_in_one_write_with_the_newest_row_of_each_session(store_url) -> None:  # type: ignore[no-untyped-def]
+def test_rows_of_a_group_commit_go_in_one_write_per_table_with_the_newest_row_of_each_session(store_url) -> None:  # type: ignore[no-untyped-def]
     app = make_app(store_url)
     try:
         workload = Workload(app)
@@ -218,19 +186,14 @@ def test_rows_of_a_group_commit_go_in_one_write_with_the_newest_row_of_each_sess
         for session_id in ids:
             workload.report(session_id)
         fold = SessionFold(app.mapper)
-        view = snapshots_on(app, "session_snapshots_group")
-        other = snapshots_on(app, "session_snapshots_other")
-        latest = {sid: app.get_session(sid) for sid in ids}
-        older = app.get_session(ids[1], version=latest[ids[1]].version - 1)
-        writes = [
-            SessionRows(view, [fold.row(latest[ids[0]])]),
-            SessionRows(view, [fold.row(latest[ids[1]])]),
-            SessionRows(view, [fold.row(older)]),  # the same session, older: loses
-            SessionRows(view, [fold.row(latest[ids[2]])]),
-            SessionRows(other, [fold.row(latest[ids[0]])]),  # another table: a write apart
-        ]
+        registry = Registry.of(app)
+        live = snapshots_on(app, registry.get(NAME).live_table)
+        # A build in progress: writes go to it as well as to the live table.
+        building = snapshots_on(app, registry.next_build_table(NAME, code_version(NAME)))
+        registry.start_build(NAME, building.table, code_version(NAME))
+        opened = {live.table: live, building.table: building}
         upserts: list[tuple[str, list[str]]] = []
-        for table in (view, other):
+        for table in opened.values():
             real = table.upsert_in
 
             def counted(cursor, rows, real=real, table=table):  # type: ignore[no-untyped-def]
@@ -238,6 +201,15 @@ def test_rows_of_a_group_commit_go_in_one_write_with_the_newest_row_of_each_sess
                 real(cursor, rows)
 
             table.upsert_in = counted  # type: ignore[method-assign]
+        tables = Tables(registry, opened.__getitem__)
+        latest = {sid: app.get_session(sid) for sid in ids}
+        older = app.get_session(ids[1], version=latest[ids[1]].version - 1)
+        writes = [
+            SessionRows(tables, [fold.row(latest[ids[0]])]),
+            SessionRows(tables, [fold.row(latest[ids[1]])]),
+            SessionRows(tables, [fold.row(older)]),  # the same session, older: loses
+            SessionRows(tables, [fold.row(latest[ids[2]])]),
+        ]
 
         recorder = app.recorder
         results: list[object] = []
@@ -259,11 +231,11 @@ def test_rows_of_a_group_commit_go_in_one_write_with_the_newest_row_of_each_sess
             t.join(10)
 
         assert len(results) == len(writes) and recorder.group_sizes.largest == len(writes)
-        assert sorted(upserts) == sorted([(view.table, sorted(ids)), (other.table, [ids[0]])])
-        for sid in ids:
-            assert view.row_version(sid) == latest[sid].version
-            assert view.get(sid).session == fold.row(latest[sid]).session  # type: ignore[union-attr]
-        assert other.row_version(ids[0]) == latest[ids[0]].version
-        assert other.get(ids[1]) is None
+        assert sorted(upserts) == sorted([(live.table, sorted(ids)), (building.table, sorted(ids))])
+        for view in (live, building):
+            for sid in ids:
+                assert view.row_version(sid) == latest[sid].version
+                assert view.get(sid).session == fold.row(latest[sid]).session  # type: ignore[union-attr]
+        assert all(w.written_to == (live.table, building.table) for w in writes)
     finally:
         app.close()

@@ -77,7 +77,7 @@ def test_kill_9_during_rebuild_leaves_the_live_model_serving_and_the_next_run_re
     assert (after.live_table, after.live_version) == (before.live_table, before.live_version)
     assert after.building_table == building[0].table  # the unfinished build, to resume
     assert rows_of(app, live.table) == rows_before
-    assert server.server.read_model.view.table == live.table
+    assert server.server.read_model.table == live.table
     for session_id in list(workload.expected)[::7]:
         answer = server.sessions.GetSession(service_pb2.GetSessionRequest(session_id=session_id)).session
         assert answer == session_pb2.SynchronizationSession.FromString(rows_before[session_id][1])

@@ -23,10 +23,6 @@ from sessions.store.application import ConcurrencyConflict
 log = logging.getLogger("sessions.api")
 
 
-class ProjectionBehind(Exception):
-    """The write landed but the read model did not catch up in time."""
-
-
 def _status(code: int, message: str, *details: object) -> status_pb2.Status:
     status = status_pb2.Status(code=code, message=message)
     for detail in details:
@@ -56,8 +52,6 @@ def translated_errors(context: grpc.ServicerContext, method: str) -> Iterator[No
         _abort(context, method, _status(code_pb2.PERMISSION_DENIED, str(e)))
     except ConcurrencyConflict as e:
         _abort(context, method, _status(code_pb2.ABORTED, str(e)))
-    except ProjectionBehind as e:
-        _abort(context, method, _status(code_pb2.UNAVAILABLE, str(e)))
     except (InterfaceError, OperationalError) as e:
         log.error("%s: store unavailable: %s", method, e)
         _abort(context, method, _status(code_pb2.UNAVAILABLE, "the event store is unavailable"))

@@ -4,7 +4,7 @@ No business rules live here; every decision is the domain's."""
 from __future__ import annotations
 
 from sessions.api import convert, filters, listing, validation
-from sessions.api.errors import ProjectionBehind, translated_errors
+from sessions.api.errors import translated_errors
 from sessions.api.identity import caller_of
 from sessions.api.operations import renderer
 from sessions.api.protos import (
@@ -18,7 +18,6 @@ from sessions.projection.listing import Cursor, PageQuery
 from sessions.projection.read_model import ReadModel
 from sessions.store.application import Outcome, SessionsApplication
 
-READ_YOUR_WRITES_TIMEOUT = 5.0
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
@@ -88,13 +87,9 @@ class SessionService(service_pb2_grpc.SynchronizationSessionServiceServicer):
 
     def _answer(self, outcome: Outcome) -> bytes:
         """The stored answer, as stored: the serialized Operation (the server
-        registers the write methods with a pass-through serializer)."""
-        if not self.read_model.wait_for(outcome.position, READ_YOUR_WRITES_TIMEOUT, outcome.written):
-            raise ProjectionBehind(
-                f"operation {outcome.operation_id} was recorded, but the read model has "
-                f"not caught up within {READ_YOUR_WRITES_TIMEOUT:g}s; retry with the same "
-                "idempotency-key or poll OperationService.Get"
-            )
+        registers the write methods with a pass-through serializer). Nothing
+        to wait for: the call's rows committed with its events, into the
+        tables every read goes to (projection.registry)."""
         return outcome.payload
 
     # --- reads --------------------------------------------------------------------

@@ -11,8 +11,7 @@ from typing import Any
 from eventsourcing.persistence import Notification
 
 from sessions.projection.fold import SessionFold
-from sessions.projection.registry import Registry
-from sessions.projection.snapshots import NAME, ParkedEvent, SessionSnapshots
+from sessions.projection.snapshots import ParkedEvent, SessionSnapshots
 from sessions.store.records import stream_records
 
 
@@ -64,6 +63,4 @@ def retry_parked(app: Any, view: SessionSnapshots) -> RetryResult:
                     if ev.position not in failed_positions
                 ]
     view.unpark(rows, applied, still)
-    if rows:
-        Registry.of(app).touch(NAME)  # servers drop the rows they keep in memory
     return RetryResult(len(applied), len(still))

@@ -1,10 +1,14 @@
 """Rebuilding a read model from the whole log, while the live one serves.
 
-The new build folds from position 0 into new tables (tracking under its own
-name), in large batches. When it reaches the head it takes over in one
-registry update; servers move to it between two requests (their projectors
-first catch it up, so nobody sees less than they waited for). Old tables are
-dropped once no process reads them any more, unless asked to keep them.
+The new table is registered as being built before anything is folded into
+it: from then on every write writes its rows into it too (see
+projection.registry). The build folds from position 0 (tracking under its
+own name), in large batches, up to the head as it was once registered: then
+it holds every write, folded or written, and takes over in one transaction
+that moves reads (the live view) and writes together. The old tables are
+dropped at once (nothing reads them: reads go through the view, and a
+projector still folding into one finds it superseded in its next batch),
+unless asked to keep them.
 Stopped at any point (Ctrl-C, kill -9), the live model is untouched; the
 next run resumes the unfinished build where its tracking position says.
 """
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sessions.projection.registry import Registry
-from sessions.projection.runner import Feed, Projector, wait_until
+from sessions.projection.runner import Feed, Projector
 from sessions.projection.schema import version as code_version
 from sessions.projection.snapshots import NAME, SessionSnapshots, snapshots_on
 
@@ -32,7 +36,6 @@ log = logging.getLogger("sessions.rebuild")
 # batch that changes it.
 REBUILD_BATCH = 20000
 REBUILD_CACHE = 200_000
-DROP_WAIT = 30.0
 
 
 @dataclass
@@ -54,7 +57,6 @@ def rebuild(
     keep_old: bool = False,
     batch_size: int = REBUILD_BATCH,
     on_progress: Callable[[int], None] | None = None,
-    drop_wait: float = DROP_WAIT,
 ) -> RebuildResult:
     """Build the read model afresh from the log (or ``feed``, e.g. an archive)
     and make it live; see the module's docstring."""
@@ -62,7 +64,12 @@ def rebuild(
     registration = registry.get(NAME)
     version = code_version(NAME)
     view = _build_table(app, registry, registration, version)
-    projector = Projector(app, view, batch_size=batch_size, cache_size=REBUILD_CACHE, feed=feed)
+    # Registered: every write from now on has its rows in the new table too,
+    # so it is complete once it has folded the log up to this head.
+    head = app.recorder.max_notification_id() or 0
+    projector = Projector(
+        app, view, batch_size=batch_size, cache_size=REBUILD_CACHE, feed=feed, registry=registry
+    )
     resumed_from = projector.position
     if resumed_from:
         log.info("rebuild: resuming %s from position %d", view.table, resumed_from)
@@ -73,18 +80,17 @@ def rebuild(
     with _older_objects_frozen():
         events = projector.catch_up()
     seconds = time.perf_counter() - began
+    if feed is None and projector.position < head:
+        raise RuntimeError(f"rebuild: stopped at {projector.position}, before the head {head}")
     registry.take_over(NAME, view.table, version)
     log.info("rebuild: %s took over from %s at position %d", view.table, registration.live_table, projector.position)
     result = RebuildResult(view.table, version, events, seconds, resumed_from, registration.live_table)
     if registration.live_table != view.table:
         if keep_old:
             result.kept.append(registration.live_table)
-        elif _wait_until_unread(registry, registration.live_table, drop_wait):
+        else:
             snapshots_on(app, registration.live_table).drop()
             result.dropped.append(registration.live_table)
-        else:
-            log.warning("rebuild: %s is still read; keeping it", registration.live_table)
-            result.kept.append(registration.live_table)
     return result
 
 
@@ -94,7 +100,11 @@ def _build_table(app: Any, registry: Registry, registration: Any, version: int) 
         return snapshots_on(app, registration.building_table)
     if registration.building_table:  # a build of another version: start over
         snapshots_on(app, registration.building_table).drop()
-    return snapshots_on(app, registry.start_build(NAME, version))
+    # The table exists before the registry names it: writes go there at once.
+    table = registry.next_build_table(NAME, version)
+    view = snapshots_on(app, table)
+    registry.start_build(NAME, table, version)
+    return view
 
 
 @contextmanager
@@ -115,7 +125,3 @@ def _older_objects_frozen() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
-
-
-def _wait_until_unread(registry: Registry, table: str, timeout: float) -> bool:
-    return wait_until(lambda: not registry.readers_of(table), timeout, interval=0.5)

@@ -1,25 +1,37 @@
-"""Which tables serve each read model, and which build is in progress.
+"""Which tables serve each read model, and which build is in progress: the
+one place where the read side's consistency is decided.
 
 One row per read model in ``read_models``: the live table and its version,
-and the table being rebuilt, if any. Taking over is one UPDATE of that row,
-so every reader switches from one complete table to another, never to a
-half-built one. Servers also say which table they read in
-``read_model_readers``, so that a rebuild drops old tables only once nobody
-reads them.
+and the table being rebuilt, if any. Every process follows that row through
+the database, never through a copy of it in memory:
+
+- **Reads** go through a view (``<name>_live``) that selects from the live
+  table. A takeover redefines the view in the transaction that changes the
+  row, so every read, in every process, sees the live table of the moment,
+  with nothing to notice or poll.
+- **Writes** of rows (a command's, with its events; a projector's batch)
+  read the row with ``FOR SHARE`` inside their own transaction and write
+  into the tables it names: the live one, and the one being built. A
+  registration or a takeover updates the row, which waits for the writes
+  that read it and is waited for by those that come after: each write lands
+  in the tables that are current when it commits.
+- **A build** is registered before it folds: from then on every write also
+  writes its rows into the new table, so once the build has folded the log
+  up to the head as it was at registration, it holds every write, folded or
+  written, and may take over.
+
+On SQLite one writer at a time holds the database, which gives the same
+order without ``FOR SHARE``.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.postgres import PostgresDatastore
 
 from sessions.projection.schema import version as code_version
-
-READERS_STALE_AFTER = 15.0  # seconds without a reader's heartbeat: gone
 
 
 @dataclass(frozen=True)
@@ -30,7 +42,28 @@ class Registration:
     building_table: str | None
     building_version: int | None
     builds: int
-    generation: int  # moves when rows change outside a projector (retry-parked)
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The tables that writes must keep current."""
+        return (self.live_table, self.building_table) if self.building_table else (self.live_table,)
+
+
+class Superseded(Exception):
+    """A write meant for a table that is no longer live nor being built."""
+
+    def __init__(self, table: str, registration: Registration):
+        super().__init__(f"{table} is no longer current; {registration.live_table} is live")
+        self.table = table
+        self.registration = registration
+
+
+_SELECT = "SELECT name, live_table, live_version, building_table, building_version, builds FROM read_models"
+
+
+def live_view(name: str) -> str:
+    """The view every read of the read model ``name`` goes through."""
+    return f"{name}_live"
 
 
 class Registry:
@@ -49,16 +82,22 @@ class Registry:
 
     # --- plumbing ---------------------------------------------------------------
 
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", self.mark)
+
     def _execute(self, sql: str, params: tuple[Any, ...] = (), *, write: bool = False) -> list[tuple[Any, ...]]:
-        sql = sql.replace("?", self.mark)
+        with self.datastore.transaction(commit=write) as cursor:
+            return self._run(cursor, sql, params)
+
+    def _run(self, cursor: Any, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        cursor.execute(self._sql(sql), params)
+        if not sql.startswith("SELECT"):
+            return []
+        # (fetched without looking at the description first: in psycopg's
+        # pipeline mode, where a command's writes run, it comes with the rows)
         if self.postgres:
-            with self.datastore.transaction(commit=write) as curs:
-                curs.execute(sql, params)
-                rows = curs.fetchall() if curs.description else []
-                return [tuple(r.values()) for r in rows]
-        with self.datastore.transaction(commit=write) as c:
-            c.execute(sql, params)
-            return [tuple(r) for r in c.fetchall()]
+            return [tuple(r.values()) for r in cursor.fetchall()]
+        return [tuple(r) for r in cursor.fetchall()]
 
     def _create(self) -> None:
         self._execute(
@@ -68,23 +107,13 @@ class Registry:
             " generation INTEGER NOT NULL DEFAULT 0)",
             write=True,
         )
-        self._execute(
-            "CREATE TABLE IF NOT EXISTS read_model_readers ("
-            " reader_id TEXT PRIMARY KEY, name TEXT NOT NULL, table_name TEXT NOT NULL,"
-            " seen_at BIGINT NOT NULL)",
-            write=True,
-        )
 
     # --- registrations ------------------------------------------------------------
 
     def get(self, name: str) -> Registration:
         """The read model's registration, created on first use for the version
         this build folds (a fresh store starts at the current version)."""
-        rows = self._execute(
-            "SELECT name, live_table, live_version, building_table, building_version, builds, "
-            "generation FROM read_models WHERE name = ?",
-            (name,),
-        )
+        rows = self._execute(f"{_SELECT} WHERE name = ?", (name,))
         if not rows:
             version = code_version(name)
             self._execute(
@@ -96,63 +125,69 @@ class Registry:
             return self.get(name)
         return Registration(*rows[0])
 
-    def start_build(self, name: str, version: int) -> str:
-        """Reserve a new table for a build of ``version``; return its name."""
-        registration = self.get(name)
-        builds = registration.builds + 1
-        table = f"{name}_v{version}_b{builds}"
-        self._execute(
-            "UPDATE read_models SET building_table = ?, building_version = ?, builds = ? "
-            "WHERE name = ?",
-            (table, version, builds, name),
-            write=True,
-        )
-        return table
+    def current(self, cursor: Any, name: str) -> Registration:
+        """The registration, read inside a write's own transaction: a
+        registration or takeover waits for that transaction, or it reads the
+        registration as they left it."""
+        lock = " FOR SHARE" if self.postgres else ""
+        rows = self._run(cursor, f"{_SELECT} WHERE name = ?{lock}", (name,))
+        return Registration(*rows[0])
+
+    def check(self, cursor: Any, name: str, table: str) -> None:
+        """Inside a projector's batch: raise Superseded unless ``table`` is
+        still live or being built."""
+        # (SQLite: the write lock first, so that the batch's writes after this
+        # read wait for other writers rather than fail on a stale snapshot)
+        registration = self.current(cursor, name) if self.postgres else self._lock(cursor, name)
+        if table not in registration.tables:
+            raise Superseded(table, registration)
+
+    def define_view(self, name: str) -> None:
+        """(Re)define the read view on the live table, as the registry names
+        it (at start: a store from before the view, or a fresh one)."""
+        with self.datastore.transaction(commit=True) as cursor:
+            registration = self._lock(cursor, name)
+            self._define(cursor, name, registration.live_table)
+
+    def next_build_table(self, name: str, version: int) -> str:
+        """The name of the table for the next build of ``version``."""
+        return f"{name}_v{version}_b{self.get(name).builds + 1}"
+
+    def start_build(self, name: str, table: str, version: int) -> None:
+        """Register ``table`` (which exists) as the build in progress: every
+        write that commits from now on writes its rows into it too."""
+        with self.datastore.transaction(commit=True) as cursor:
+            self._lock(cursor, name)
+            self._run(
+                cursor,
+                "UPDATE read_models SET building_table = ?, building_version = ?, "
+                "builds = builds + 1 WHERE name = ?",
+                (table, version, name),
+            )
 
     def take_over(self, name: str, table: str, version: int) -> None:
-        """Make ``table`` the live one, atomically."""
-        self._execute(
-            "UPDATE read_models SET live_table = ?, live_version = ?, building_table = NULL, "
-            "building_version = NULL WHERE name = ?",
-            (table, version, name),
-            write=True,
-        )
+        """Make ``table`` the live one, for writes and reads in one transaction."""
+        with self.datastore.transaction(commit=True) as cursor:
+            self._lock(cursor, name)
+            self._run(
+                cursor,
+                "UPDATE read_models SET live_table = ?, live_version = ?, building_table = NULL, "
+                "building_version = NULL WHERE name = ?",
+                (table, version, name),
+            )
+            self._define(cursor, name, table)
 
-    def touch(self, name: str) -> None:
-        """Tell readers that rows changed outside the projector."""
-        self._execute(
-            "UPDATE read_models SET generation = generation + 1 WHERE name = ?", (name,), write=True
-        )
+    def _lock(self, cursor: Any, name: str) -> Registration:
+        """Read the registration for an update of it (on SQLite, the write
+        lock is taken first, by a write that changes nothing)."""
+        if self.postgres:
+            rows = self._run(cursor, f"{_SELECT} WHERE name = ? FOR UPDATE", (name,))
+        else:
+            self._run(cursor, "UPDATE read_models SET builds = builds WHERE name = ?", (name,))
+            rows = self._run(cursor, f"{_SELECT} WHERE name = ?", (name,))
+        return Registration(*rows[0])
 
-    # --- readers ------------------------------------------------------------------
-
-    def reading(self, reader_id: str, name: str, table: str) -> None:
-        self._execute(
-            "INSERT INTO read_model_readers (reader_id, name, table_name, seen_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (reader_id) DO UPDATE SET name = excluded.name, "
-            "table_name = excluded.table_name, seen_at = excluded.seen_at",
-            (reader_id, name, table, int(time.time())),
-            write=True,
-        )
-
-    def gone(self, reader_id: str) -> None:
-        self._execute("DELETE FROM read_model_readers WHERE reader_id = ?", (reader_id,), write=True)
-
-    def readers_of(self, table: str) -> list[str]:
-        since = int(time.time() - READERS_STALE_AFTER)
-        rows = self._execute(
-            "SELECT reader_id FROM read_model_readers WHERE table_name = ? AND seen_at >= ?",
-            (table, since),
-        )
-        return [r[0] for r in rows]
-
-
-CACHING = "-caching"  # the end of the id of a reader that caches rows
-
-
-def new_reader_id(caching: bool = False) -> str:
-    return f"reader-{uuid.uuid4().hex[:12]}{CACHING if caching else ''}"
-
-
-def caches_rows(reader_id: str) -> bool:
-    return reader_id.endswith(CACHING)
+    def _define(self, cursor: Any, name: str, table: str) -> None:
+        view = live_view(name)
+        self._run(cursor, f"DROP VIEW IF EXISTS {view}")
+        self._run(cursor, f"CREATE VIEW {view} AS SELECT * FROM {table}")

@@ -12,9 +12,10 @@ events (projection.write_through), so no answer waits for the projector: it
 passes over the events whose rows are already written, and when a write
 wakes it, it waits a moment (``settle``) so that one batch takes a burst.
 
-When a rebuild takes over, the projector moves to the new table itself, in
-its own thread: it catches the new table up to the head first, so its
-position never goes back and a reader never sees less than it waited for.
+Each batch checks, in its own transaction, that its table is still live or
+being built (projection.registry). When a rebuild has taken over, the batch
+writes nothing and the projector moves to the new live table: it catches
+it up to the head first, so its position never goes back.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from eventsourcing.persistence import (
     InterfaceError,
@@ -34,7 +36,14 @@ from eventsourcing.persistence import (
 
 from sessions.domain.session import Session
 from sessions.projection.fold import SESSION_TOPICS, SKIPPED_TOPICS, SessionFold, session_ids_in
-from sessions.projection.snapshots import ParkedEvent, SessionSnapshots, SnapshotRow
+from sessions.projection.registry import Registry, Superseded
+from sessions.projection.snapshots import (
+    NAME,
+    ParkedEvent,
+    SessionSnapshots,
+    SnapshotRow,
+    snapshots_on,
+)
 from sessions.store.application import SessionsApplication
 from sessions.store.records import select_notifications_except
 
@@ -62,8 +71,13 @@ class Projector:
         cache_size: int = DEFAULT_CACHE_SIZE,
         feed: Feed | None = None,
         settle: float = DEFAULT_SETTLE,
+        registry: Registry | None = None,
     ):
+        """``registry``: each batch checks in its own transaction that its
+        table is still live or being built (see projection.registry), and
+        the projector moves to the live table when it is not."""
         self.app = app
+        self.registry = registry
         # Where notifications come from: (after, limit) -> (batch, position
         # reached); the application's log by default, an archive offline.
         self.feed = feed or self._from_log
@@ -85,12 +99,9 @@ class Projector:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
-        self._switch_to: SessionSnapshots | None = None
-        self.switching = False  # moving to another table (see _switch)
+        self._switch_to: SessionSnapshots | None = None  # the live table, after a takeover
         self._batch_was_full = False
         self._batch_lock = threading.Lock()  # one batch at a time, whoever runs it
-        # Called with the ids whose rows a committed batch changed.
-        self.on_saved: Callable[[set[str]], None] | None = None
         self._position_before = self._position
         self.error: BaseException | None = None
         # session -> version up to which a command wrote its row itself
@@ -136,11 +147,11 @@ class Projector:
             total += n
         return total
 
-    def written(self, table: str, versions: dict[str, int]) -> None:
-        """Rows that commands committed with their events into ``table``,
-        at these versions (ignored unless this projector folds into it)."""
+    def written(self, tables: Sequence[str], versions: dict[str, int]) -> None:
+        """Rows that commands committed with their events into ``tables``,
+        at these versions (ignored unless this projector folds into one)."""
         with self._written_lock:
-            if table != self.view.table:
+            if self.view.table not in tables:
                 return
             for sid, version in versions.items():
                 if version > self._written.get(sid, 0):
@@ -204,10 +215,11 @@ class Projector:
             parked = [_parked(n, error) for n, error in failures]
             last = reached
             tracking = Tracking(self.view.tracking_name, last)
+            check = self._check_current if self.registry is not None else None
             try:
-                self.view.save(rows, tracking, parked)
-            except (OperationalError, InterfaceError):
-                raise  # the store is down or busy: the batch is tried again
+                self.view.save(rows, tracking, parked, check=check)
+            except (OperationalError, InterfaceError, Superseded):
+                raise  # the store is down or busy (tried again), or moved on
             except (PersistenceError, ValueError, OverflowError) as e:
                 # A row the store refuses (a poison event): the batch again,
                 # each row on its own, and the events of a refused row parked
@@ -224,7 +236,7 @@ class Projector:
                         if str(n.originator_id) == row.session_id and n.id not in already
                     ]
 
-                parked = list(self.view.save(rows, tracking, parked, refused=refused))
+                parked = list(self.view.save(rows, tracking, parked, refused=refused, check=check))
             self._parked_streams.update(event.stream for event in parked)
             for event in parked:
                 log.error(
@@ -236,11 +248,13 @@ class Projector:
             self._cache.clear()
             raise
         self._remember(sessions)
-        if self.on_saved is not None:
-            self.on_saved(changed)
         self._advance(last)
         if self.on_batch:
             self.on_batch(len(notifications), last)
+
+    def _check_current(self, cursor: Any) -> None:
+        assert self.registry is not None
+        self.registry.check(cursor, NAME, self.view.table)
 
     def _remember(self, sessions: dict[str, Session]) -> None:
         """Keep recently folded sessions, so the next batch need not read their
@@ -255,6 +269,13 @@ class Projector:
         """Take the stored position as the truth again: another instance may
         have moved it, or a commit may have landed whose answer was lost."""
         try:
+            if self.registry is not None:
+                # A batch on a table a takeover dropped fails before its
+                # check can say so.
+                registration = self.registry.get(NAME)
+                if self.view.table not in registration.tables:
+                    self._switch_to = snapshots_on(self.app, registration.live_table)
+                    return
             self._advance(self.view.position())
         except Exception:  # the store is down; the next batch will tell
             log.debug("projector: cannot read the stored position", exc_info=True)
@@ -328,19 +349,13 @@ class Projector:
             if thread is not None:
                 thread.join(timeout)
 
-    def switch_to(self, view: SessionSnapshots) -> None:
-        """Move to another table (a rebuilt read model that took over)."""
-        self._switch_to = view
-        self.wake()
-
     def _switch(self, view: SessionSnapshots) -> None:
-        Projector(self.app, view, batch_size=max(self.batch_size, 2000)).catch_up()
+        Projector(self.app, view, batch_size=max(self.batch_size, 2000), registry=self.registry).catch_up()
         self._cache.clear()
+        self._parked_streams.clear()
         with self._written_lock:  # rows noted from now on are the new table's
             self._written.clear()
             previous, self.view = self.view.table, view
-        if self.on_saved is not None:
-            self.on_saved(set())  # (a new table: everything is new)
         self._advance(max(view.position(), self._position))
         log.info("projector: moved from %s to %s at position %d", previous, view.table, self._position)
 
@@ -353,19 +368,22 @@ class Projector:
                 if self._switch_to is not None:
                     with self._batch_lock:
                         view, self._switch_to = self._switch_to, None
-                        self.switching = True
-                        try:
-                            self._switch(view)
-                        finally:
-                            self.switching = False
+                        self._switch(view)
                 if self.run_batch() and self._batch_was_full:
                     continue  # more is waiting: no pause while catching up
                 backoff = self.poll_interval
+            except Superseded as e:  # a rebuild took over: fold into its table
+                log.info("projector: %s", e)
+                self._cache.clear()
+                self._switch_to = snapshots_on(self.app, e.registration.live_table)
+                continue
             except Exception as e:  # keep tailing; the error is logged and shown
                 self.error = e
                 log.exception("projector: batch after position %d failed", self._position)
                 self._cache.clear()
                 self._resync()
+                if self._switch_to is not None:
+                    continue  # superseded: move now
                 backoff = min(backoff * 2, 5.0)
                 self._stop.wait(backoff)
                 continue

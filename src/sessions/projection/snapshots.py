@@ -164,13 +164,17 @@ class SessionSnapshots(ABC):
         tracking: Tracking,
         parked: Sequence[ParkedEvent] = (),
         refused: Refused | None = None,
+        check: Callable[[Any], None] | None = None,
     ) -> Sequence[ParkedEvent]:
         """Write a batch: its rows, its parked events and its position, in one
         transaction; return the events parked. With ``refused``, each row is
         written on its own (in a savepoint): a row the store refuses is left
         out, and the events that ``refused(row, error)`` returns are parked
-        instead."""
+        instead. ``check(cursor)`` runs first in the transaction and may
+        refuse the whole batch by raising."""
         with self._write() as cursor:
+            if check is not None:
+                check(cursor)
             if rows and refused is not None:
                 parked = [*parked, *self._upsert_each(cursor, rows, refused)]
             elif rows:
@@ -429,20 +433,33 @@ class PostgresSessionSnapshots(PostgresTrackingRecorder, SessionSnapshots):
 
 def snapshots_on(app: Any, table: str) -> SessionSnapshots:
     """The read model in ``table``, on the application's own datastore (one
-    pool, and for in-memory SQLite the only way to see the same database)."""
-    datastore = app.factory.datastore
-    recorder: SQLiteSessionSnapshots | PostgresSessionSnapshots
-    if app.settings.backend == "postgresql":
-        recorder = PostgresSessionSnapshots(
-            datastore, table=table, tracking_table_name=f"{app.name}_tracking"
-        )
-    else:
-        recorder = SQLiteSessionSnapshots(datastore, table=table)
-        if recorder.exists():
-            return recorder
+    pool, and for in-memory SQLite the only way to see the same database);
+    its tables are created if they are not there."""
+    recorder = snapshots_named(app, table)
+    if isinstance(recorder, SQLiteSessionSnapshots) and recorder.exists():
+        return recorder
     with app.schema_lock():
         _create(recorder)
     return recorder
+
+
+def snapshots_named(app: Any, table: str) -> SessionSnapshots:
+    """The read model in ``table``, which exists (nothing is created: this
+    may run inside another transaction)."""
+    datastore = app.factory.datastore
+    if app.settings.backend == "postgresql":
+        return PostgresSessionSnapshots(
+            datastore, table=table, tracking_table_name=f"{app.name}_tracking"
+        )
+    return SQLiteSessionSnapshots(datastore, table=table)
+
+
+def live_rows(app: Any) -> SessionSnapshots:
+    """Reads of the live read model, through the view the registry keeps on
+    the live table (see projection.registry)."""
+    from sessions.projection.registry import live_view
+
+    return snapshots_named(app, live_view(NAME))
 
 
 def _create(recorder: Any, attempts: int = 20) -> None:

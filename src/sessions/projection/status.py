@@ -24,7 +24,6 @@ class BuildStatus:
     lag_events: int
     lag_seconds: float | None  # None: the next event's time cannot be read
     parked: int
-    readers: int
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,6 @@ def _build_status(app: Any, registry: Registry, table: str, version: int, head: 
         lag_events=max(head - position, 0),
         lag_seconds=_lag_seconds(app, position),
         parked=view.parked_count(),
-        readers=len(registry.readers_of(table)),
     )
 
 
