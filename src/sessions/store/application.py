@@ -15,6 +15,7 @@ it read) reads fresh, and so do queries and the deadline worker.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.utils import Environment, EnvType
 
 from sessions.domain.access import require_acting_for
 from sessions.domain.base import Aggregate
@@ -41,7 +43,7 @@ from sessions.store.clock import Clock, system_clock
 from sessions.store.operations import OperationRecord, operation_id_for
 from sessions.store.recorders import InTransaction
 from sessions.store.transcodings import register_domain_transcodings
-from sessions.store.urls import StoreSettings
+from sessions.store.urls import StoreSettings, pin_settings
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,15 @@ class SessionsApplication(CachedAggregates):
                 yield
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+
+    def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
+        """The library's settings: the process environment, except what the
+        store URL decides (see urls.pin_settings): a variable that tries to
+        change it is overridden, and named in the log."""
+        environment = super().construct_env(name, env)
+        for line in pin_settings(environment, self.settings, name, os.environ):
+            log.warning("store: %s", line)
+        return environment
 
     def _stream_lock(self, stream_id: str) -> threading.RLock:
         return self._stream_locks[hash(stream_id) % LOCK_STRIPES]

@@ -189,6 +189,11 @@ def _write_also(cursor: Any, kwargs: dict[str, Any]) -> None:
 class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if self.datastore.enable_db_functions:
+            # The library's insert through a database function never calls
+            # _fetch_ids_after_insert_events: the rows would not be written.
+            # (The application pins the setting off: see store.urls.)
+            raise ValueError("PostgresSessionsRecorder needs POSTGRES_ENABLE_DB_FUNCTIONS off")
         self._init_group_commit()
 
     def _fetch_ids_after_insert_events(
