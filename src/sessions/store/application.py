@@ -40,6 +40,7 @@ from sessions.domain.schedule import SyncSchedule, schedule_id
 from sessions.domain.session import Session
 from sessions.store.aggregate_cache import CachedAggregates
 from sessions.store.clock import Clock, system_clock
+from sessions.store.health import StoreHealth
 from sessions.store.operations import OperationRecord, operation_id_for
 from sessions.store.recorders import InTransaction
 from sessions.store.transcodings import register_domain_transcodings
@@ -133,6 +134,9 @@ class SessionsApplication(CachedAggregates):
         self.write_through: SameTransaction | None = None
         with self.schema_lock():
             super().__init__(env=settings.env)
+        # Said once when the store goes away and once when it is back; the
+        # background workers log what an outage makes fail quietly.
+        self.store_health: StoreHealth = getattr(self.factory, "health", None) or StoreHealth()
 
     @contextmanager
     def schema_lock(self) -> Iterator[None]:

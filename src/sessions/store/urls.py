@@ -115,7 +115,8 @@ def parse_store_url(url: str) -> StoreSettings:
             )
         env = {
             **common,
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            # The library's factory, with a pool that rides out an outage.
+            "PERSISTENCE_MODULE": "sessions.store.postgres:SessionsPostgresFactory",
             "APPLICATION_RECORDER_TOPIC": "sessions.store.recorders:PostgresSessionsRecorder",
             "POSTGRES_DBNAME": dbname,
             "POSTGRES_HOST": unquote(parts.hostname or "") or "/var/run/postgresql",
@@ -144,7 +145,7 @@ _PINNED_BECAUSE = {
     "APPLICATION_RECORDER_TOPIC": "another recorder would not write the read model's rows "
     "with the events",
     "PERSISTENCE_MODULE": "another persistence module would not write the read model's rows "
-    "with the events",
+    "with the events (nor ride out an outage of the store)",
 }
 
 
