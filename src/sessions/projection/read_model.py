@@ -22,6 +22,7 @@ from sessions.projection.snapshots import (
 )
 from sessions.projection.write_through import SessionRows, WriteThrough
 from sessions.store.application import SessionsApplication
+from sessions.store.health import log_failure
 
 log = logging.getLogger("sessions.read_model")
 
@@ -153,7 +154,7 @@ class ReadModel:
             try:
                 self.follow_registry()
             except Exception:  # keep serving what we have; try again next time
-                log.exception("read model: cannot follow the registry")
+                log_failure(log, self.app.store_health, "read model: cannot follow the registry")
 
     def follow_registry(self) -> None:
         """Say which table this process reads; move when another takes over;
