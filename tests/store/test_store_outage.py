@@ -5,6 +5,7 @@ within moments of the store coming back, and the log says each once."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -14,6 +15,10 @@ import grpc
 import pytest
 
 from sessions.api.protos import service_pb2, service_pb2_grpc
+from sessions.projection.runner import wait_until
+from sessions.store.application import SessionsApplication
+from sessions.store.health import StoreUnavailable
+from sessions.store.urls import parse_store_url
 from tests.server_process import ServerProcess
 from tests.tcp_proxy import TcpProxy
 
@@ -60,13 +65,17 @@ def _call_until_stopped(stub, session_id: str, stop: threading.Event, answers: l
         stop.wait(0.1)
 
 
-@pytest.mark.postgres
-@pytest.mark.slow
-def test_an_outage_answers_unavailable_and_ends_when_the_store_is_back(postgres_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def _proxied(postgres_url: str) -> tuple[TcpProxy, str]:
     direct = urlsplit(postgres_url)
     proxy = TcpProxy((direct.hostname or "127.0.0.1", direct.port or 5432))
     proxy.up()
-    proxied = f"postgresql://{direct.username}@127.0.0.1:{proxy.port}{direct.path}"
+    return proxy, f"postgresql://{direct.username}@127.0.0.1:{proxy.port}{direct.path}"
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_an_outage_answers_unavailable_and_ends_when_the_store_is_back(postgres_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    proxy, proxied = _proxied(postgres_url)
     server = ServerProcess(proxied, tmp_path / "server.log")
     stop = threading.Event()
     answers: list[Answer] = []
@@ -120,3 +129,41 @@ def test_an_outage_answers_unavailable_and_ends_when_the_store_is_back(postgres_
     assert log.count("store is back") == 1, log
     assert "Traceback" not in log, log
     assert "LISTEN failed" not in log, log  # (the store's line says it)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_the_store_is_found_again_after_the_pool_gave_up_reconnecting(postgres_url: str, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.INFO, "sessions.store")
+    proxy, proxied = _proxied(postgres_url)
+    app = SessionsApplication(parse_store_url(proxied))
+    try:
+        app.factory.datastore.pool.reconnect_timeout = 1.0  # (5 min by default)
+        app.recorder.max_notification_id()
+        proxy.down()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            app.recorder.max_notification_id()  # a broken connection, then the store is gone
+        assert time.monotonic() - started < 1.5
+        time.sleep(2.5)  # the pool's own reconnection attempts give up
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            app.recorder.max_notification_id()
+        assert time.monotonic() - started < 1.5
+        came_back = proxy.up()
+
+        def answers() -> bool:
+            try:
+                app.recorder.max_notification_id()
+            except StoreUnavailable:
+                return False
+            return True
+
+        assert wait_until(answers, 5, interval=0.05)
+        assert time.monotonic() - came_back < 2.0
+    finally:
+        app.close()
+        proxy.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "sessions.store"]
+    assert sum(line.startswith("store unavailable:") for line in lines) == 1, lines
+    assert sum(line.startswith("store is back") for line in lines) == 1, lines

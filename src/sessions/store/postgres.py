@@ -21,7 +21,9 @@ settings as a ``StorePool``, which
 - tells the store's health (store.health) when a connection cannot be made
   and when one can again; while the store is down a call takes a
   connection only if one is ready and otherwise fails at once with
-  StoreUnavailable (which the library does not retry);
+  StoreUnavailable (which the library does not retry), one call at a time
+  making a connection attempt first (also after the pool has given up
+  reconnecting on its own, after ``reconnect_timeout``);
 - when a connection breaks, asks at once whether the store is there (one
   connection attempt) and replaces every idle connection.
 """
@@ -105,10 +107,17 @@ class StorePool(ConnectionPool[Any]):
         while True:
             remaining = deadline - time.monotonic()
             if self.health.down:
-                try:
-                    return super().getconn(WHILE_DOWN_WAIT)
-                except PoolTimeout:
-                    raise StoreUnavailable("the event store is unavailable") from None
+                # Never queue while down: a waiting place is left behind by
+                # every call that times out, until a connection comes.
+                if self.get_stats().get("pool_available"):
+                    try:
+                        return super().getconn(WHILE_DOWN_WAIT)
+                    except PoolTimeout:
+                        pass
+                self._ask_the_store(wait=False)
+                if self.health.down:
+                    raise StoreUnavailable("the event store is unavailable")
+                continue  # back: a connection comes (the pool grows on demand)
             if remaining <= 0:
                 raise PoolTimeout(f"couldn't get a connection after {timeout:.2f} sec")
             try:
@@ -126,19 +135,28 @@ class StorePool(ConnectionPool[Any]):
         """Find out now whether the store is there, so that what the caller
         does next (and logs) is what the store's health says; then replace
         the idle connections, likely broken too."""
-        with self._probe_lock:
-            if self.health.down or time.monotonic() - self._probed_at < PROBE_INTERVAL:
-                return  # known, or just asked
+        if self.health.down or not self._ask_the_store(wait=True):
+            return  # known, or just asked
+        if not self.health.down:  # (if it is, they went when it went down)
+            self._drain_if_open()
+
+    def _ask_the_store(self, *, wait: bool) -> bool:
+        """One connection attempt (its outcome goes to the health through
+        _connect), unless one was made less than PROBE_INTERVAL ago or,
+        without ``wait``, is being made; return whether it was made."""
+        if not self._probe_lock.acquire(blocking=wait):
+            return False
+        try:
+            if time.monotonic() - self._probed_at < PROBE_INTERVAL:
+                return False
             try:
-                probe = self._connect(timeout=PROBE_TIMEOUT)
-            except Exception:  # noqa: BLE001 - reported to the health by _connect
+                self._connect(timeout=PROBE_TIMEOUT).close()
+            except Exception:  # noqa: BLE001, S110 - reported to the health by _connect
                 pass
-            else:
-                probe.close()
             self._probed_at = time.monotonic()
-            if self.health.down:
-                return  # (the idle connections went when it went down)
-        self._drain_if_open()
+            return True
+        finally:
+            self._probe_lock.release()
 
     # --- connecting -----------------------------------------------------------------
 
