@@ -36,7 +36,7 @@ from sessions.domain.session import Session
 from sessions.projection.fold import SESSION_TOPICS, SKIPPED_TOPICS, SessionFold, session_ids_in
 from sessions.projection.snapshots import ParkedEvent, SessionSnapshots, SnapshotRow
 from sessions.store.application import SessionsApplication
-from sessions.store.health import log_failure
+from sessions.store.health import StoreUnavailable, log_failure
 from sessions.store.records import select_notifications_except
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ class Projector:
             tracking = Tracking(self.view.tracking_name, last)
             try:
                 self.view.save(rows, tracking, parked)
-            except (OperationalError, InterfaceError):
+            except (OperationalError, InterfaceError, StoreUnavailable):
                 raise  # the store is down or busy: the batch is tried again
             except (PersistenceError, ValueError, OverflowError) as e:
                 # A row the store refuses (a poison event): the batch again,

@@ -28,7 +28,9 @@ class StoreUnavailable(PersistenceError):
     """The store cannot be reached now; answered UNAVAILABLE.
 
     Not an OperationalError on purpose: the library retries those (ten
-    times, 0.2 s apart) and a call would wait for nothing."""
+    times, 0.2 s apart) and a call would wait for nothing. Code that reads
+    any other PersistenceError as "the store refused this" must let it pass
+    (as it does OperationalError)."""
 
 
 class StoreHealth:

@@ -190,8 +190,9 @@ class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if self.datastore.enable_db_functions:
-            # The library's insert through a database function never calls
-            # _fetch_ids_after_insert_events: the rows would not be written.
+            # The library's insert through a database function runs none of
+            # the recorder's steps (_insert_events): the rows would not be
+            # written with the events.
             # (The application pins the setting off: see store.urls.)
             raise ValueError("PostgresSessionsRecorder needs POSTGRES_ENABLE_DB_FUNCTIONS off")
         self._init_group_commit()
