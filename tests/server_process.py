@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -21,7 +22,10 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, store_url: str, log_path: Path, *args: str):
+    def __init__(
+        self, store_url: str, log_path: Path, *args: str, env: dict[str, str] | None = None
+    ):
+        """``env``: variables added to this process's environment for the server."""
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -30,6 +34,7 @@ class ServerProcess:
             [sys.executable, "-m", "sessions", "serve", "--listen", self.target, "--store", store_url, *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **env} if env else None,
         )
         self.channel = grpc.insecure_channel(self.target)
 

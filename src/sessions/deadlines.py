@@ -18,6 +18,7 @@ from typing import Protocol
 
 from sessions.api.convert import micros
 from sessions.store.application import SessionsApplication
+from sessions.store.health import log_failure
 
 log = logging.getLogger("sessions.deadlines")
 
@@ -88,5 +89,5 @@ class DeadlineWorker:
         while not self._stop.wait(self.interval):
             try:
                 self.sweep()
-            except Exception:  # keep running; a store outage is logged and retried
-                log.exception("deadlines: sweep failed")
+            except Exception:  # keep running; a store outage is said once, and retried
+                log_failure(log, self.app.store_health, "deadlines: sweep failed")

@@ -108,7 +108,7 @@ def test_postgresql_url_with_everything():
     )
     assert settings.backend == "postgresql"
     env = settings.env
-    assert env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+    assert env["PERSISTENCE_MODULE"] == "sessions.store.postgres:SessionsPostgresFactory"
     assert env["POSTGRES_DBNAME"] == "sessions"
     assert env["POSTGRES_HOST"] == "db.example.com"
     assert env["POSTGRES_PORT"] == "6432"

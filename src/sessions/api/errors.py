@@ -19,6 +19,7 @@ from sessions.domain.errors import (
     StateConflict,
 )
 from sessions.store.application import ConcurrencyConflict
+from sessions.store.health import StoreUnavailable
 
 log = logging.getLogger("sessions.api")
 
@@ -52,6 +53,8 @@ def translated_errors(context: grpc.ServicerContext, method: str) -> Iterator[No
         _abort(context, method, _status(code_pb2.PERMISSION_DENIED, str(e)))
     except ConcurrencyConflict as e:
         _abort(context, method, _status(code_pb2.ABORTED, str(e)))
+    except StoreUnavailable:  # (the store's health said so once, in the log)
+        _abort(context, method, _status(code_pb2.UNAVAILABLE, "the event store is unavailable"))
     except (InterfaceError, OperationalError) as e:
         log.error("%s: store unavailable: %s", method, e)
         _abort(context, method, _status(code_pb2.UNAVAILABLE, "the event store is unavailable"))

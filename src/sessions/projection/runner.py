@@ -45,6 +45,7 @@ from sessions.projection.snapshots import (
     snapshots_on,
 )
 from sessions.store.application import SessionsApplication
+from sessions.store.health import StoreUnavailable, log_failure
 from sessions.store.records import select_notifications_except
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ class Projector:
             check = self._check_current if self.registry is not None else None
             try:
                 self.view.save(rows, tracking, parked, check=check)
-            except (OperationalError, InterfaceError, Superseded):
+            except (OperationalError, InterfaceError, StoreUnavailable, Superseded):
                 raise  # the store is down or busy (tried again), or moved on
             except (PersistenceError, ValueError, OverflowError) as e:
                 # A row the store refuses (a poison event): the batch again,
@@ -333,6 +334,7 @@ class Projector:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="projector", daemon=True)
         self._thread.start()
+        self.app.store_health.on_back(self.wake)
         if self.app.settings.backend == "postgresql":
             self._listener = threading.Thread(
                 target=self._listen, name="projector-listen", daemon=True
@@ -379,13 +381,14 @@ class Projector:
                 continue
             except Exception as e:  # keep tailing; the error is logged and shown
                 self.error = e
-                log.exception("projector: batch after position %d failed", self._position)
+                health = self.app.store_health
+                log_failure(log, health, "projector: batch after position %d failed", self._position)
                 self._cache.clear()
                 self._resync()
                 if self._switch_to is not None:
                     continue  # superseded: move now
                 backoff = min(backoff * 2, 5.0)
-                self._stop.wait(backoff)
+                self._wake.wait(backoff)  # (woken early when the store is back)
                 continue
             if self._wake.wait(self.poll_interval) and not self._hurry.is_set():
                 # Woken by a write: its answer does not wait for this batch
@@ -396,16 +399,22 @@ class Projector:
     def _listen(self) -> None:
         """Turn PostgreSQL NOTIFYs on the events table's channel into wake-ups."""
         channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
+        failing = False
         while not self._stop.is_set():
             try:
                 with self.app.settings.connect_postgres(autocommit=True) as conn:
                     conn.execute(f'LISTEN "{channel}"')
+                    failing = False
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=0.25, stop_after=1):
                             self._wake.set()
             except Exception as e:  # polling still runs; try to listen again
-                log.warning("projector: LISTEN failed (%s); polling meanwhile", e)
                 self._stop.wait(1.0)
+                # Said once, and not at all when the store is away (its
+                # health said that; the pool notices first: it is polled).
+                if not failing and not self.app.store_health.down:
+                    log.warning("projector: LISTEN failed (%s); polling meanwhile", e)
+                failing = True
 
 
 def _parked(n: Notification, error: str) -> ParkedEvent:

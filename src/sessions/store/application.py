@@ -15,6 +15,7 @@ it read) reads fresh, and so do queries and the deadline worker.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.utils import Environment, EnvType
 
 from sessions.domain.access import require_acting_for
 from sessions.domain.base import Aggregate
@@ -38,10 +40,11 @@ from sessions.domain.schedule import SyncSchedule, schedule_id
 from sessions.domain.session import Session
 from sessions.store.aggregate_cache import CachedAggregates
 from sessions.store.clock import Clock, system_clock
+from sessions.store.health import StoreHealth
 from sessions.store.operations import OperationRecord, operation_id_for
 from sessions.store.recorders import InTransaction
 from sessions.store.transcodings import register_domain_transcodings
-from sessions.store.urls import StoreSettings
+from sessions.store.urls import StoreSettings, pin_settings
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +134,9 @@ class SessionsApplication(CachedAggregates):
         self.write_through: SameTransaction | None = None
         with self.schema_lock():
             super().__init__(env=settings.env)
+        # Said once when the store goes away and once when it is back; the
+        # background workers log what an outage makes fail quietly.
+        self.store_health: StoreHealth = getattr(self.factory, "health", None) or StoreHealth()
 
     @contextmanager
     def schema_lock(self) -> Iterator[None]:
@@ -145,6 +151,15 @@ class SessionsApplication(CachedAggregates):
                 yield
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+
+    def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
+        """The library's settings: the process environment, except what the
+        store URL decides (see urls.pin_settings): a variable that tries to
+        change it is overridden, and named in the log."""
+        environment = super().construct_env(name, env)
+        for line in pin_settings(environment, self.settings, name, os.environ):
+            log.warning("store: %s", line)
+        return environment
 
     def _stream_lock(self, stream_id: str) -> threading.RLock:
         return self._stream_locks[hash(stream_id) % LOCK_STRIPES]

@@ -189,6 +189,12 @@ def _write_also(cursor: Any, kwargs: dict[str, Any]) -> None:
 class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if self.datastore.enable_db_functions:
+            # The library's insert through a database function runs none of
+            # the recorder's steps (_insert_events): the rows would not be
+            # written with the events.
+            # (The application pins the setting off: see store.urls.)
+            raise ValueError("PostgresSessionsRecorder needs POSTGRES_ENABLE_DB_FUNCTIONS off")
         self._init_group_commit()
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import uuid
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,13 @@ def parse_store_url(url: str) -> StoreSettings:
     # Aggregates stay cached between commands, and a load does not ask the
     # store for newer events first: commands rely on optimistic concurrency
     # to notice other processes' writes (see store.application).
+    # Commands decide on copies of the cached aggregates: a save that fails
+    # leaves the cached one as it was.
     common = {
         "ORIGINATOR_ID_TYPE": "text",
         "AGGREGATE_CACHE_MAXSIZE": "10000",
         "AGGREGATE_CACHE_FASTFORWARD": "n",
+        "DEEPCOPY_FROM_AGGREGATE_CACHE": "y",
     }
     if url == "memory://" or url.startswith("memory://"):
         # Shared cache, so that every connection of the pool sees one database.
@@ -111,7 +115,8 @@ def parse_store_url(url: str) -> StoreSettings:
             )
         env = {
             **common,
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            # The library's factory, with a pool that rides out an outage.
+            "PERSISTENCE_MODULE": "sessions.store.postgres:SessionsPostgresFactory",
             "APPLICATION_RECORDER_TOPIC": "sessions.store.recorders:PostgresSessionsRecorder",
             "POSTGRES_DBNAME": dbname,
             "POSTGRES_HOST": unquote(parts.hostname or "") or "/var/run/postgresql",
@@ -121,12 +126,69 @@ def parse_store_url(url: str) -> StoreSettings:
             "POSTGRES_CONNECT_TIMEOUT": "5",
             "POSTGRES_POOL_SIZE": query.get("pool_size", ["8"])[0],
             "POSTGRES_MAX_OVERFLOW": query.get("max_overflow", ["16"])[0],
+            # The library's insert through a database function skips the
+            # recorder step that writes the read model's rows with the events.
+            "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         }
         return StoreSettings("postgresql", env, _redacted(url))
     raise StoreURLError(
         f"unsupported store URL {_redacted(url)!r}: expected sqlite:///path/file.db, "
         "postgresql://user@host:port/dbname or memory://"
     )
+
+
+# Why a setting may not come from the environment, where "the store URL
+# decides it" is not reason enough.
+_PINNED_BECAUSE = {
+    "POSTGRES_ENABLE_DB_FUNCTIONS": "inserting events through a database function skips "
+    "writing the read model's rows with them",
+    "APPLICATION_RECORDER_TOPIC": "another recorder would not write the read model's rows "
+    "with the events",
+    "PERSISTENCE_MODULE": "another persistence module would not write the read model's rows "
+    "with the events (nor ride out an outage of the store)",
+}
+
+
+def pin_settings(
+    library_env: MutableMapping[str, str],
+    settings: StoreSettings,
+    app_name: str,
+    environ: Mapping[str, str],
+) -> list[str]:
+    """Make every setting of ``settings.env`` the one the library reads.
+
+    The library merges the process environment (``environ``) into its
+    settings and looks each one up under the application's name first
+    (SESSIONS_POSTGRES_HOST before POSTGRES_HOST), so a variable could
+    otherwise change what the store URL decided: where the store is, or the
+    write path (POSTGRES_ENABLE_DB_FUNCTIONS=y inserts events without the
+    read model's rows). Returns one line per variable overridden (values of
+    passwords hidden)."""
+    prefixed = f"{app_name.upper()}_"
+    ignored = []
+    for key, value in settings.env.items():
+        for variable in (prefixed + key, key):
+            given = environ.get(variable)
+            if given is None or _same_setting(given, value):
+                continue
+            shown = "***" if "PASSWORD" in key else given
+            because = _PINNED_BECAUSE.get(key, "the store URL decides it")
+            ignored.append(f"{variable}={shown} from the environment is overridden with "
+                           f"{key}={'***' if 'PASSWORD' in key else value}: {because}")
+        library_env.pop(prefixed + key, None)
+        library_env[key] = value
+    return ignored
+
+
+def _same_setting(given: str, value: str) -> bool:
+    if given == value:
+        return True
+    from eventsourcing.utils import strtobool
+
+    try:
+        return strtobool(given) == strtobool(value)
+    except ValueError:
+        return False
 
 
 def _redacted(url: str) -> str:
