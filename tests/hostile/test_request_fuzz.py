@@ -1,0 +1,164 @@
+"""Hostile requests to every method, on both backends (issue "Hostile input").
+
+For each method, one server; hypothesis then draws requests (valid-ish fields
+mixed with NUL and other controls, unicode, lengths around the documented
+limits, enums and int64s in and out of range, real ids of a live session)
+and raw bytes (garbage, truncated or bit-flipped requests, fields with the
+wrong wire type), sends each over the real channel and checks the answer
+against the contract (see hostile_support): never INTERNAL or UNKNOWN;
+INVALID_ARGUMENT, naming the field, whenever a rule is broken; undecodable
+bytes refused as ``request`` with the connection still usable; a refused
+write leaves the target session, its history and the log head as they were.
+Afterwards the projector must reach the log head.
+
+Examples are fixed (derandomize) and few, so that a run takes seconds.
+"""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+
+from sessions.api.protos import audit_pb2, service_pb2
+from sessions.projection.runner import wait_until
+from tests.hostile.hostile_support import (
+    CLOSE,
+    GARBAGE,
+    GET,
+    HISTORY,
+    LIST,
+    METHODS,
+    NUL,
+    OPEN,
+    REPORT,
+    SESSION_AT,
+    Draft,
+    Method,
+    Prober,
+    Raw,
+    Real,
+    requests,
+    wait_for_projector,
+)
+
+EXAMPLES_PER_METHOD = 60
+PROJECTOR_TIMEOUT = 10.0
+TIMESTAMP_MAX_SECONDS = 253_402_300_799
+
+GOOD_ENTRY = [(1, [(1, 1, 0)])]
+
+
+def id_fields(method: Method) -> dict[str, object]:
+    """A request of ``method`` that breaks no rule (ids are real)."""
+    if method is OPEN:
+        return {"subject_container_id": Real("container"), "agent_id": Real("agent"), "session_type": 1}
+    if method is REPORT:
+        return {"session_id": Real("session"), "progress_entries": GOOD_ENTRY}
+    if method is LIST:
+        return {"subject_container_id": Real("container"), "page_size": 0, "page_token": "", "filter": ""}
+    if method is SESSION_AT:
+        return {"session_id": Real("session"), "point": ("version", 1)}
+    if method is CLOSE:
+        return {"session_id": Real("session"), "failed": False, "fail_reason": ""}
+    name = "operation_id" if method.service.endswith("OperationService") else "session_id"
+    return {name: Real("operation" if name == "operation_id" else "session")}
+
+
+def with_fields(method: Method, **changes: object) -> Draft:
+    return Draft({**id_fields(method), **changes})
+
+
+def explicit_examples(method: Method) -> list[Draft | Raw]:
+    """The issue's own cases, always run: a NUL (and another control
+    character) in the id fields, undecodable bytes, and per method the other
+    string fields and out-of-range values it names."""
+    cases: list[Draft | Raw] = [Raw("bytes", GARBAGE[0]), Raw("bytes", GARBAGE[1])]
+    for name, value in id_fields(method).items():
+        if isinstance(value, Real):
+            cases.append(with_fields(method, **{name: Real(value.kind, after=NUL)}))
+            cases.append(with_fields(method, **{name: Real(value.kind, before="\x1b")}))
+    if method is CLOSE:
+        cases.append(with_fields(method, failed=True, fail_reason="LDAP\x00down"))
+    if method is LIST:
+        cases.append(with_fields(method, filter='agent_id = "a\x00"'))
+        cases.append(with_fields(method, page_token=Real("page_token", after=NUL)))
+    if method is SESSION_AT:
+        for point in ((TIMESTAMP_MAX_SECONDS + 1, 0), (1, -1), (1, 10**9)):
+            cases.append(with_fields(method, point=("as_of", point)))
+    return cases
+
+
+def run_hostile(prober: Prober, method: Method, max_examples: int) -> None:
+    def answers_follow_the_contract(drawn: Draft | Raw) -> None:
+        prober.check(method, drawn)
+
+    for case in explicit_examples(method):
+        answers_follow_the_contract = example(drawn=case)(answers_follow_the_contract)
+    settings(
+        max_examples=max_examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        print_blob=False,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )(given(drawn=requests(method))(answers_follow_the_contract))()
+
+
+@pytest.mark.parametrize("method", METHODS, ids=str)
+def test_hostile_requests_get_contract_answers(method: Method, store_url, start_server) -> None:  # type: ignore[no-untyped-def]
+    running = start_server(store_url)
+    prober = Prober(running)
+    run_hostile(prober, method, EXAMPLES_PER_METHOD)
+    wait_for_projector(running, PROJECTOR_TIMEOUT, wait_until)
+    assert running.server.read_model.view.parked_count() == 0, "hostile input parked events"
+
+
+# --- NUL: the same answer on both backends ---------------------------------------------
+
+
+def nul_requests(real: dict[str, str]) -> list[tuple[Method, bytes, str]]:
+    """(method, request bytes, the field holding the NUL)."""
+    session = real["session"]
+    return [
+        (OPEN, service_pb2.OpenSessionRequest(
+            subject_container_id="c\x00", agent_id="agent-1", session_type=1).SerializeToString(),
+         "subject_container_id"),
+        (OPEN, service_pb2.OpenSessionRequest(
+            subject_container_id="c", agent_id="agent-1\x00", session_type=1).SerializeToString(),
+         "agent_id"),
+        (CLOSE, service_pb2.CloseSessionRequest(
+            session_id=session, failed=True, fail_reason="\x00").SerializeToString(), "fail_reason"),
+        (REPORT, service_pb2.ReportSessionProgressRequest(session_id=session + "\x00").SerializeToString(),
+         "session_id"),
+        (GET, service_pb2.GetSessionRequest(session_id="\x00" + session).SerializeToString(),
+         "session_id"),
+        (LIST, service_pb2.ListSessionsRequest(
+            subject_container_id="container-1", filter='agent_id = "\x00"').SerializeToString(),
+         "filter"),
+        (LIST, service_pb2.ListSessionsRequest(
+            subject_container_id="container-1", page_token="\x00").SerializeToString(), "page_token"),
+        (LIST, service_pb2.ListSessionsRequest(subject_container_id="container-1\x00").SerializeToString(),
+         "subject_container_id"),
+        (HISTORY, audit_pb2.StreamHistoryRequest(session_id=session + "\x00").SerializeToString(),
+         "session_id"),
+    ]
+
+
+@pytest.mark.postgres
+def test_nul_is_refused_identically_on_both_backends(start_server, tmp_path, postgres_url) -> None:  # type: ignore[no-untyped-def]
+    answers = {}
+    for backend, url in (("sqlite", f"sqlite://{tmp_path}/s.db"), ("postgresql", postgres_url)):
+        prober = Prober(start_server(url))
+        head = prober.head()
+        seen = []
+        for method, data, field in nul_requests(prober.real):
+            answer = prober.send(method, data)
+            seen.append((str(method), field, answer.code, answer.violations))
+        assert prober.head() == head, f"{backend}: a request with a NUL stored something"
+        answers[backend] = seen
+        for method, field, code, violations in seen:
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and field in (violations or ()), (
+                f"{backend}: {method} with a NUL in {field} answered {code.name} {violations}"
+            )
+    assert answers["sqlite"] == answers["postgresql"]
