@@ -132,6 +132,10 @@ class Real:
     before: str = ""
     after: str = ""
 
+    def __repr__(self) -> str:
+        around = "".join(f", {k}={v!r}" for k, v in (("before", self.before), ("after", self.after)) if v)
+        return f"Real({self.kind!r}{around})"
+
 
 Text = str | Real
 
