@@ -666,6 +666,29 @@ class Prober:
         head = self.head()
         answer = self.send(method, data, metadata)
         what = describe(method, data, decoded, key, answer)
+        try:
+            self._check(method, decoded, want, head, answer, what)
+        finally:
+            if method.writes:
+                self._resync()
+
+    def _check(
+        self,
+        method: Method,
+        decoded: Message | None,
+        want: Expected,
+        head: int,
+        answer: Answer,
+        what: str,
+    ) -> None:
+        # What was stored first: a write refused in any way (UNKNOWN too)
+        # must have stored nothing, and a read never stores.
+        if not method.writes:
+            assert self.head() == head, f"a read moved the log head: {what}"
+        elif answer.code != Code.OK:
+            after = self.take_snapshot()
+            assert after.head == head, f"a refused write moved the log head: {what}"
+            assert after == self.snapshot, f"a refused write changed the target session: {what}"
 
         assert answer.code in ALLOWED, f"answered {answer.code.name}: {what}"
         if want.refused:
@@ -682,24 +705,27 @@ class Prober:
                     f"{sorted(want.refused | want.suspect)}: {what}"
                 )
 
-        if not method.writes:
-            assert self.head() == head, f"a read moved the log head: {what}"
-        elif answer.code != Code.OK:
-            after = self.take_snapshot()
-            assert after.head == head, f"a refused write moved the log head: {what}"
-            assert after == self.snapshot, f"a refused write changed the target session: {what}"
-        else:
-            self.snapshot = self.take_snapshot()
-            shown = service_pb2.GetSessionResponse.FromString(self.snapshot.session).session
-            if shown.status not in (session_pb2.OPENED, session_pb2.PENDING):
-                self.new_target()  # so that later writes reach a live session again
         if decoded is None or not method.writes:
             # The connection (and the server) still answer a good request.
             ok = self.send(GET, service_pb2.GetSessionRequest(
                 session_id=self.real["session"]).SerializeToString())
             assert ok.code == Code.OK and ok.body == self.snapshot.session, (
-                f"the next good request got {ok.code.name}: {what}"
+                f"the next good request got {ok.code.name} {ok.details!r}: {what}"
             )
+
+    def _resync(self) -> None:
+        """After a write: the target as it is now is what the next write is
+        compared with (also after a failed check, so that one bug is not
+        reported again as another); a target that was closed is replaced."""
+        got = self.send(GET, service_pb2.GetSessionRequest(
+            session_id=self.real["session"]).SerializeToString())
+        if got.code != Code.OK:
+            return  # the failure at hand says why
+        shown = service_pb2.GetSessionResponse.FromString(got.body).session
+        if shown.status in (session_pb2.OPENED, session_pb2.PENDING):
+            self.snapshot = self.take_snapshot()
+        else:
+            self.new_target()  # so that later writes reach a live session again
 
 
 def describe(
