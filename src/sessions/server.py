@@ -6,9 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
 from concurrent import futures
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -17,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from sessions import credentials as credentials_file
 from sessions.api.access import AccessInterceptor
 from sessions.api.audit import AuditService
+from sessions.api.edge import add_service
 from sessions.api.protos import (
     AUDIT_SERVICE,
     OPERATION_SERVICE,
@@ -43,42 +42,6 @@ from sessions.transport import (
 )
 
 log = logging.getLogger("sessions.server")
-
-
-class _CapturedHandlers:
-    """Stands in for a server to collect the generated helper's handlers."""
-
-    def add_generic_rpc_handlers(self, handlers: object) -> None:
-        pass
-
-    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:  # type: ignore[type-arg]
-        self.service, self.handlers = service, dict(handlers)
-
-
-def _add_serving_bytes(
-    add_generated: Callable[[Any, Any], None], servicer: Any, server: grpc.Server, methods: tuple[str, ...]
-) -> None:
-    """The generated registration, except that ``methods`` answer with bytes
-    their servicer already has serialized (stored answers, stored sessions):
-    no parse, no re-encode."""
-    captured = _CapturedHandlers()
-    add_generated(servicer, captured)
-    handlers = captured.handlers
-    for name in methods:
-        generated = handlers[name]
-        handlers[name] = grpc.unary_unary_rpc_method_handler(
-            generated.unary_unary,
-            request_deserializer=generated.request_deserializer,
-            response_serializer=_as_is,
-        )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(captured.service, handlers),)
-    )
-    server.add_registered_method_handlers(captured.service, handlers)
-
-
-def _as_is(serialized: bytes) -> bytes:
-    return serialized
 
 
 class SessionsServer:
@@ -178,19 +141,22 @@ class SessionsServer:
             interceptors=[self.access] if self.access is not None else None,
             maximum_concurrent_rpcs=self.max_concurrent_rpcs,
         )
-        _add_serving_bytes(
+        # Every request is decoded and checked at the edge (api.edge).
+        add_service(
             service_pb2_grpc.add_SynchronizationSessionServiceServicer_to_server,
             SessionService(self.app, read_model),
             self.server,
             SessionService.SERIALIZED_RESPONSES,
         )
-        _add_serving_bytes(
+        add_service(
             operation_service_pb2_grpc.add_OperationServiceServicer_to_server,
             OperationService(self.app),
             self.server,
             OperationService.SERIALIZED_RESPONSES,
         )
-        audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(self.app), self.server)
+        add_service(
+            audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditService(self.app), self.server
+        )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)

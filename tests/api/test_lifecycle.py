@@ -132,9 +132,17 @@ def test_final_states_refuse_changes(start_server, store_url) -> None:  # type: 
 
     # The same close again answers with the session as it is.
     repeat = stub.CloseSession(
-        service_pb2.CloseSessionRequest(session_id=session_id, failed=True, fail_reason="again")
+        service_pb2.CloseSessionRequest(session_id=session_id, failed=True, fail_reason="LDAP down")
     )
     assert unpack(repeat, session_pb2.SynchronizationSession) == failed
+    # With another reason it is refused: an OK would say the reason was taken.
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.CloseSession(
+            service_pb2.CloseSessionRequest(session_id=session_id, failed=True, fail_reason="again")
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "LDAP down" in refused.value.details()
+    assert get(stub, session_id) == failed
 
     calls = [
         lambda: stub.CloseSession(service_pb2.CloseSessionRequest(session_id=session_id)),

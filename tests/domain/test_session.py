@@ -270,11 +270,25 @@ def test_complete_sets_closed_at_and_no_fail_reason():
     assert (e.principal, e.idempotency_key, e.timestamp) == ("agent:c", "close-1", at(20))
 
 
-def test_a_reason_given_with_a_successful_close_is_not_recorded():
-    # fail_reason is set only by SessionFailed (or an expiry).
+def test_a_reason_given_with_a_successful_close_is_refused():
+    # fail_reason is set only by SessionFailed (or an expiry): one given with
+    # a successful close would be dropped, so the close is refused instead.
     s = open_session()
-    assert close(s, at(20), failed=False, fail_reason="should be ignored")
-    assert s.status is SessionStatus.COMPLETED
+    with pytest.raises(InvalidArgument) as refused:
+        close(s, at(20), failed=False, fail_reason="should be ignored")
+    assert refused.value.field == "fail_reason"
+    assert s.status is SessionStatus.OPENED
+    assert close(s, at(20), failed=False, fail_reason="")
+    assert s.fail_reason == ""
+
+
+def test_a_failed_close_needs_no_reason_and_a_repeat_cannot_change_it():
+    s = open_session()
+    assert close(s, at(20), failed=True, fail_reason="")
+    assert (s.status, s.fail_reason) == (SessionStatus.FAILED, "")
+    assert close(s, at(21), failed=True, fail_reason="") is False
+    with pytest.raises(StateConflict):
+        close(s, at(22), failed=True, fail_reason="later")
     assert s.fail_reason == ""
 
 
@@ -316,7 +330,7 @@ def test_repeating_a_close_with_the_same_outcome_records_nothing(failed_flag):
     s.collect_events()
     before = state(s)
     again = close(
-        s, at(30), failed=failed_flag, fail_reason="other" if failed_flag else "",
+        s, at(30), failed=failed_flag, fail_reason="boom" if failed_flag else "",
         idempotency_key="retry",
     )
     assert again is False
@@ -394,7 +408,7 @@ def test_actions_at_or_after_expires_at_are_conflicts(make, action, late):
         elif action == "progress":
             report(s, now)
         else:
-            close(s, now, failed=action == "fail", fail_reason="late")
+            close(s, now, failed=action == "fail", fail_reason="late" if action == "fail" else "")
     assert s.collect_events() == []
     assert state(s) == before
 

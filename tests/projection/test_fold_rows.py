@@ -84,7 +84,8 @@ def sessions() -> list[Session]:
             else:
                 session.report_progress(random_report(rng), now=now, policy=POLICY, principal=PRINCIPAL)
         if number % 3 == 0:
-            session.close(failed=number % 2 == 0, fail_reason=AWKWARD, now=now, principal=PRINCIPAL)
+            failed = number % 2 == 0
+            session.close(failed=failed, fail_reason=AWKWARD if failed else "", now=now, principal=PRINCIPAL)
         made.append(session)
     stalled = opened(13)
     assert stalled.stall(now=T0 + POLICY.heartbeat_grace, policy=POLICY, principal=PRINCIPAL)

@@ -434,7 +434,7 @@ def test_a_call_after_expires_at_records_the_expiry_and_is_refused(app, clock, r
         elif command == "heartbeat":
             app.heartbeat(sid, AGENT, render)
         else:
-            close(app, render, sid, failed=command == "fail", reason="late")
+            close(app, render, sid, failed=command == "fail", reason="late" if command == "fail" else "")
     assert event_names(app, sid) == ["SessionOpened", "HeartbeatReceived", "SessionExpired"]
     expiry = events(app, sid)[-1]
     assert expiry.closed_at == expires_at

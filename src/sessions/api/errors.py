@@ -61,6 +61,11 @@ def translated_errors(context: grpc.ServicerContext, method: str) -> Iterator[No
     except (InterfaceError, OperationalError) as e:
         log.error("%s: store unavailable: %s", method, e)
         _abort(context, method, _status(code_pb2.UNAVAILABLE, "the event store is unavailable"))
+    except Exception:
+        # A fault of ours, never of the request (the edge refuses what the
+        # store cannot hold): INTERNAL, with the traceback in the log only.
+        log.exception("%s: failed", method)
+        _abort(context, method, _status(code_pb2.INTERNAL, "internal error; see the server log"))
 
 
 def _abort(context: grpc.ServicerContext, method: str, status: status_pb2.Status) -> None:

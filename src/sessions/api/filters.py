@@ -260,7 +260,8 @@ def _enum_value(field: str, token: Token) -> int:
 
 
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,  # digits are 0-9 only
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

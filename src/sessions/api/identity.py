@@ -7,7 +7,7 @@ import hashlib
 import grpc
 
 from sessions.api.access import current_grant
-from sessions.api.validation import max_length
+from sessions.api.validation import max_length, no_control_characters
 from sessions.store.application import Caller
 
 ANONYMOUS = "anonymous"
@@ -25,18 +25,18 @@ def caller_of(context: grpc.ServicerContext) -> Caller:
     """With credentials configured, the principal is the credential's name
     (see sessions.api.access). Without, it is a stable digest of the bearer
     token (never the token itself), or "anonymous" when the call carries none."""
+    key = idempotency_key(context)
     grant = current_grant()
     if grant is not None:
-        key = max_length(
-            "idempotency-key", metadata_value(context, "idempotency-key"), MAX_IDEMPOTENCY_KEY
-        )
         return Caller(principal=grant.principal, idempotency_key=key, acting_for=grant.acting_for)
     authorization = metadata_value(context, "authorization")
     token = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
     principal = (
         "token:" + hashlib.sha256(token.encode()).hexdigest()[:16] if token else ANONYMOUS
     )
-    key = max_length(
-        "idempotency-key", metadata_value(context, "idempotency-key"), MAX_IDEMPOTENCY_KEY
-    )
     return Caller(principal=principal, idempotency_key=key)
+
+
+def idempotency_key(context: grpc.ServicerContext) -> str:
+    key = metadata_value(context, "idempotency-key")
+    return no_control_characters("idempotency-key", max_length("idempotency-key", key, MAX_IDEMPOTENCY_KEY))

@@ -1,7 +1,10 @@
-"""The wire contract's constraints (spec/API.md), checked before anything
-reaches the domain. Each refusal names the field."""
+"""The wire contract's constraints, checked before anything reaches the
+domain. Each refusal names the field."""
 
 from __future__ import annotations
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
 
 from sessions.domain.errors import InvalidArgument
 
@@ -30,3 +33,104 @@ def required_enum(name: str, converted: object, number: int) -> None:
     if converted is None:
         what = "is required" if number == 0 else f"has unknown value {number}"
         raise InvalidArgument(name, what)
+
+
+# --- the rule every request meets at the edge (sessions.api.edge) --------------
+
+# Fields that hold ids or keys: no control character at all (they end up in
+# logs, URLs and store keys). Any other string: no NUL, which PostgreSQL
+# cannot store; so one request is valid or not on every backend alike.
+ID_FIELDS = frozenset({"session_id", "subject_container_id", "agent_id", "operation_id"})
+TIMESTAMP = "google.protobuf.Timestamp"
+# The range of google.protobuf.Timestamp: 0001-01-01T00:00:00Z to
+# 9999-12-31T23:59:59.999999999Z.
+MIN_SECONDS = -62_135_596_800
+MAX_SECONDS = 253_402_300_799
+
+
+def check_message(message: Message, path: str = "") -> None:
+    """Refuse (INVALID_ARGUMENT, naming the field) a string with a character
+    the store cannot hold, an id with a control character, or a timestamp
+    out of its type's range, anywhere in ``message``. Only the fields that
+    can hold a string or a timestamp are looked at."""
+    descriptor = message.DESCRIPTOR
+    if descriptor.full_name == TIMESTAMP:
+        _check_timestamp(path, message)
+        return
+    for field in _checked_fields(descriptor):
+        name = f"{path}.{field.name}" if path else field.name
+        value = getattr(message, field.name)
+        if field.type == FieldDescriptor.TYPE_STRING:
+            if field.is_repeated:
+                for i, text in enumerate(value):
+                    _check_string(f"{name}[{i}]", field.name, text)
+            elif value:
+                _check_string(name, field.name, value)
+        elif field.is_repeated:
+            for i, item in enumerate(value):
+                check_message(item, f"{name}[{i}]")
+        elif message.HasField(field.name):
+            check_message(value, name)
+
+
+_CHECKED: dict[str, tuple[FieldDescriptor, ...]] = {}
+
+
+def _checked_fields(descriptor: Descriptor) -> tuple[FieldDescriptor, ...]:
+    """The fields of a message type that can hold a string or a timestamp,
+    directly or in a message within (worked out once per type)."""
+    fields = _CHECKED.get(descriptor.full_name)
+    if fields is None:
+        fields = _CHECKED[descriptor.full_name] = tuple(
+            f
+            for f in descriptor.fields
+            if f.type == FieldDescriptor.TYPE_STRING
+            or (f.message_type is not None and _holds_checked(f.message_type, frozenset()))
+        )
+    return fields
+
+
+def _holds_checked(descriptor: Descriptor, seen: frozenset[str]) -> bool:
+    if descriptor.full_name == TIMESTAMP:
+        return True
+    seen = seen | {descriptor.full_name}
+    return any(
+        f.type == FieldDescriptor.TYPE_STRING
+        or (
+            f.message_type is not None
+            and f.message_type.full_name not in seen
+            and _holds_checked(f.message_type, seen)
+        )
+        for f in descriptor.fields
+    )
+
+
+def _check_string(path: str, name: str, text: str) -> None:
+    if name in ID_FIELDS or name == "idempotency_key":
+        bad = next((c for c in text if _is_control(c)), None)
+        if bad is not None:
+            raise InvalidArgument(
+                path, f"must not contain control characters (found U+{ord(bad):04X})"
+            )
+    elif "\0" in text:
+        raise InvalidArgument(path, "must not contain the NUL character (U+0000)")
+
+
+def _is_control(c: str) -> bool:
+    return c < " " or "\x7f" <= c <= "\x9f"
+
+
+def _check_timestamp(path: str, message: Message) -> None:
+    seconds, nanos = message.seconds, message.nanos  # type: ignore[attr-defined]
+    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
+        raise InvalidArgument(
+            path, "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z"
+        )
+    if not 0 <= nanos <= 999_999_999:
+        raise InvalidArgument(path, f"nanos must be between 0 and 999999999, got {nanos}")
+
+
+def no_control_characters(name: str, value: str) -> str:
+    """The id rule, for ids that come from call metadata (idempotency-key)."""
+    _check_string(name, "idempotency_key", value)
+    return value

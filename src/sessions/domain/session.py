@@ -110,13 +110,25 @@ class Session(Aggregate):
         idempotency_key: str = "",
     ) -> bool:
         """Close the session; return False when it was already closed the same
-        way (an idempotent repeat that records nothing)."""
+        way, with the same reason (an idempotent repeat that records nothing).
+
+        A reason goes only with a failed close (a completed one has none to
+        keep: refused rather than dropped); a failed close may give none. A
+        repeated failed close with another reason is refused: the answer
+        would otherwise say OK while the first reason stays."""
         if len(fail_reason) > MAX_FAIL_REASON:
             raise InvalidArgument(
                 "fail_reason", f"must be at most {MAX_FAIL_REASON} characters"
             )
+        if fail_reason and not failed:
+            raise InvalidArgument("fail_reason", "must be empty unless failed is true")
         wanted = SessionStatus.FAILED if failed else SessionStatus.COMPLETED
         if self.status == wanted:
+            if fail_reason != self.fail_reason:
+                raise StateConflict(
+                    f"session {self.id} already FAILED with reason {self.fail_reason!r}; "
+                    "a close cannot change it"
+                )
             return False
         self._require_active(now, "close")
         if failed:

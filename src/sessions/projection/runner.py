@@ -24,11 +24,17 @@ import threading
 import time
 from collections.abc import Callable
 
-from eventsourcing.persistence import Notification, Tracking
+from eventsourcing.persistence import (
+    InterfaceError,
+    Notification,
+    OperationalError,
+    PersistenceError,
+    Tracking,
+)
 
 from sessions.domain.session import Session
 from sessions.projection.fold import SESSION_TOPICS, SKIPPED_TOPICS, SessionFold, session_ids_in
-from sessions.projection.snapshots import ParkedEvent, SessionSnapshots
+from sessions.projection.snapshots import ParkedEvent, SessionSnapshots, SnapshotRow
 from sessions.store.application import SessionsApplication
 from sessions.store.records import select_notifications_except
 
@@ -195,18 +201,36 @@ class Projector:
                         if str(n.originator_id) == sid and n.id not in failed
                     ]
                     del sessions[sid]
-            parked = [
-                ParkedEvent(n.id, str(n.originator_id), n.originator_version, n.topic, bytes(n.state), error)
-                for n, error in failures
-            ]
+            parked = [_parked(n, error) for n, error in failures]
+            last = reached
+            tracking = Tracking(self.view.tracking_name, last)
+            try:
+                self.view.save(rows, tracking, parked)
+            except (OperationalError, InterfaceError):
+                raise  # the store is down or busy: the batch is tried again
+            except (PersistenceError, ValueError, OverflowError) as e:
+                # A row the store refuses (a poison event): the batch again,
+                # each row on its own, and the events of a refused row parked
+                # instead of retried forever.
+                log.warning("projector: batch after %d refused (%s); writing its rows one by one", self._position, e)
+
+                already = {event.position for event in parked}
+
+                def refused(row: SnapshotRow, error: str) -> list[ParkedEvent]:
+                    sessions.pop(row.session_id, None)
+                    return [
+                        _parked(n, error)
+                        for n in notifications
+                        if str(n.originator_id) == row.session_id and n.id not in already
+                    ]
+
+                parked = list(self.view.save(rows, tracking, parked, refused=refused))
             self._parked_streams.update(event.stream for event in parked)
             for event in parked:
                 log.error(
                     "projector: parked event %d (%s v%d, %s): %s",
                     event.position, event.stream, event.version, event.topic, event.error,
                 )
-            last = reached
-            self.view.save(rows, Tracking(self.view.tracking_name, last), parked)
         except BaseException:
             # Folded objects may hold changes that were not committed.
             self._cache.clear()
@@ -364,6 +388,11 @@ class Projector:
             except Exception as e:  # polling still runs; try to listen again
                 log.warning("projector: LISTEN failed (%s); polling meanwhile", e)
                 self._stop.wait(1.0)
+
+
+def _parked(n: Notification, error: str) -> ParkedEvent:
+    error = error.replace("\0", "\\0")  # (the error is stored as text)
+    return ParkedEvent(n.id, str(n.originator_id), n.originator_version, n.topic, bytes(n.state), error)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.002) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +97,10 @@ class ParkedEvent:
         )
 
 
+# (a row the store refused, its error) -> the events to park instead
+Refused = Callable[[SnapshotRow, str], list[ParkedEvent]]
+
+
 class SessionSnapshots(ABC):
     """The read model in one table (``table``), whatever the backend.
 
@@ -155,14 +159,40 @@ class SessionSnapshots(ABC):
         )
 
     def save(
-        self, rows: Sequence[SnapshotRow], tracking: Tracking, parked: Sequence[ParkedEvent] = ()
-    ) -> None:
+        self,
+        rows: Sequence[SnapshotRow],
+        tracking: Tracking,
+        parked: Sequence[ParkedEvent] = (),
+        refused: Refused | None = None,
+    ) -> Sequence[ParkedEvent]:
+        """Write a batch: its rows, its parked events and its position, in one
+        transaction; return the events parked. With ``refused``, each row is
+        written on its own (in a savepoint): a row the store refuses is left
+        out, and the events that ``refused(row, error)`` returns are parked
+        instead."""
         with self._write() as cursor:
-            if rows:
+            if rows and refused is not None:
+                parked = [*parked, *self._upsert_each(cursor, rows, refused)]
+            elif rows:
                 self._upsert_rows(cursor, rows)
             if parked:
                 self._park(cursor, parked)
             self._insert_tracking(cursor, tracking)  # type: ignore[attr-defined]
+        return parked
+
+    def _upsert_each(
+        self, cursor: Any, rows: Sequence[SnapshotRow], refused: Refused
+    ) -> list[ParkedEvent]:
+        parked: list[ParkedEvent] = []
+        for row in rows:
+            cursor.execute("SAVEPOINT one_row")
+            try:
+                self._upsert_rows(cursor, [row])
+            except Exception as e:  # noqa: BLE001 - this row is parked instead
+                cursor.execute("ROLLBACK TO SAVEPOINT one_row")
+                parked += refused(row, f"the store refused the row: {type(e).__name__}: {e}")
+            cursor.execute("RELEASE SAVEPOINT one_row")
+        return parked
 
     def upsert_in(self, cursor: Any, rows: Sequence[SnapshotRow]) -> None:
         """Write rows in a transaction someone else runs (a command's)."""

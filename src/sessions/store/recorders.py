@@ -191,14 +191,20 @@ class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
         super().__init__(*args, **kwargs)
         self._init_group_commit()
 
-    def _fetch_ids_after_insert_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        # The events are in (and the table lock is held); the ids are read
-        # before the cursor runs anything else.
-        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        _write_also(curs, kwargs)
-        return ids
+    def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        # The library's hook that runs first in the events' transaction, and
+        # the only one whose exceptions roll it back: the library catches what
+        # is raised after the events' INSERT (to keep psycopg's pipeline
+        # quiet) and raises it again only once the transaction has exited,
+        # which commits unless the server already failed the transaction.
+        # An error raised in the client (say, a value psycopg cannot send)
+        # there would commit the events without their rows.
+        # The table lock comes first, as in the library's own insert, so that
+        # writers take their locks in one order (table, then rows).
+        super()._insert_events(curs, stored_events, **kwargs)
+        if kwargs.get("also"):
+            self._lock_table(curs)
+            _write_also(curs, kwargs)
 
 
 class SQLiteSessionsRecorder(GroupCommit, SQLiteApplicationRecorder):
