@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import grpc
+import pytest
+
 from sessions.api.protos import operation_service_pb2, service_pb2, session_pb2
 from tests.api.test_lifecycle import entry, get, open_session, unpack
 
@@ -50,6 +53,30 @@ def test_keyed_retries_apply_once_even_across_a_restart(start_server, store_url)
     for op in (open_op, first, closed):
         got = restarted.operations.Get(operation_service_pb2.GetOperationRequest(operation_id=op.id))
         assert got == op
+
+
+def test_a_key_used_for_another_request_is_refused_and_applies_nothing(start_server, store_url) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(store_url)
+    stub = server.sessions
+    _, a = open_session(stub, "c-a")
+    _, b = open_session(stub, "c-b")
+    a_id, b_id = a.opened_session.session_id, b.opened_session.session_id
+    key = [("idempotency-key", "hb-1")]
+    first = stub.Heartbeat(service_pb2.HeartbeatRequest(session_id=a_id), metadata=key)
+    head = server.server.app.recorder.max_notification_id()
+    reused = [
+        lambda: stub.Heartbeat(service_pb2.HeartbeatRequest(session_id=b_id), metadata=key),
+        lambda: stub.ReportSessionProgress(report_request(a_id), metadata=key),
+        lambda: stub.CloseSession(service_pb2.CloseSessionRequest(session_id=a_id), metadata=key),
+    ]
+    for call in reused:
+        with pytest.raises(grpc.RpcError) as refused:
+            call()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "idempotency-key" in refused.value.details() and a_id in refused.value.details()
+    assert server.server.app.recorder.max_notification_id() == head
+    # The same request again is still the first answer.
+    assert stub.Heartbeat(service_pb2.HeartbeatRequest(session_id=a_id), metadata=key) == first
 
 
 def test_sixteen_concurrent_opens_give_exactly_one_success(start_server, store_url) -> None:  # type: ignore[no-untyped-def]

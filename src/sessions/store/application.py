@@ -32,7 +32,7 @@ from eventsourcing.utils import Environment, EnvType
 from sessions.domain.access import require_acting_for
 from sessions.domain.base import Aggregate
 from sessions.domain.enums import OpenResult, SessionType
-from sessions.domain.errors import DomainError, NotFound
+from sessions.domain.errors import DomainError, InvalidArgument, NotFound
 from sessions.domain.ids import SESSION_PREFIX, new_id
 from sessions.domain.policy import Policy
 from sessions.domain.progress import ProgressEntry
@@ -40,7 +40,7 @@ from sessions.domain.schedule import SyncSchedule, schedule_id
 from sessions.domain.session import Session
 from sessions.store.aggregate_cache import CachedAggregates
 from sessions.store.clock import Clock, system_clock
-from sessions.store.health import StoreHealth
+from sessions.store.health import OUTAGE_ERRORS, StoreHealth
 from sessions.store.operations import OperationRecord, operation_id_for
 from sessions.store.recorders import InTransaction
 from sessions.store.transcodings import register_domain_transcodings
@@ -362,7 +362,9 @@ class SessionsApplication(CachedAggregates):
                 fresh = True
                 continue
             except DomainError:
-                if caller.idempotency_key and (replay := self._replay(operation_id)) is not None:
+                if caller.idempotency_key and (
+                    replay := self._replay(operation_id, method, session_id)
+                ) is not None:
                     return replay  # refused now, but done before: the first answer
                 if not fresh:  # refused on cached state: confirm on fresh state
                     fresh = True
@@ -381,14 +383,29 @@ class SessionsApplication(CachedAggregates):
             try:
                 recordings, written = self._save(*changed, record)
             except IntegrityError:
-                if caller.idempotency_key and (replay := self._replay(operation_id)) is not None:
-                    return replay
+                # Either another writer got there first (nothing of this call
+                # was stored), or this very save committed and its
+                # acknowledgement was lost, so that the library wrote it again
+                # and collided with itself; or a keyed call was done before.
+                # The call's operation record, a stream of its own, says which.
+                if (stored := self._replay(operation_id, method, session_id)) is not None:
+                    return stored
                 log.debug("%s: concurrent write, attempt %d of %d", method, attempt, MAX_ATTEMPTS)
                 if fresh:
                     # Jittered backoff, so that racing processes stop colliding.
                     time.sleep(random.uniform(0, 0.002 * attempt))
                 fresh = True  # (the first collision may only mean a stale cache)
                 continue
+            except OUTAGE_ERRORS:
+                # The store went away during the save: it may have committed.
+                # Look before answering; if the store cannot say, UNAVAILABLE.
+                try:
+                    stored = self._replay(operation_id, method, session_id)
+                except Exception:  # noqa: BLE001 - the outcome stays unknown
+                    stored = None
+                if stored is not None:
+                    return stored
+                raise
             # The library caches every saved aggregate; an answer is read again
             # only by a keyed retry, so it gives its place to the sessions.
             self.uncache(record.id)
@@ -397,10 +414,21 @@ class SessionsApplication(CachedAggregates):
             f"{method}: gave up after {MAX_ATTEMPTS} conflicting concurrent writes; retry"
         )
 
-    def _replay(self, operation_id: str) -> Outcome | None:
-        previous = self._get_or_none(OperationRecord, operation_id)
+    def _replay(self, operation_id: str, method: str, session_id: str) -> Outcome | None:
+        """The stored answer of this call's operation, read from the store,
+        if it was recorded (by a call with the same key, or by this call
+        whose acknowledgement was lost). A key used for another request is
+        refused rather than answered with that request's result."""
+        with self.fresh_reads():
+            previous = self._get_or_none(OperationRecord, operation_id)
         if previous is None:
             return None
+        if previous.method != method or (session_id and previous.session_id != session_id):
+            raise InvalidArgument(
+                "idempotency-key",
+                f"was used for {previous.method} on {previous.session_id or 'a new session'}; "
+                "use another key for another request",
+            )
         return Outcome(operation_id, previous.payload, 0, replayed=True)
 
     def _save(self, *aggregates: Aggregate) -> tuple[list[Any], InTransaction | None]:
