@@ -39,7 +39,7 @@ from sessions.domain.progress import ProgressEntry
 from sessions.domain.schedule import SyncSchedule, schedule_id
 from sessions.domain.session import Session
 from sessions.store.aggregate_cache import CachedAggregates
-from sessions.store.clock import Clock, system_clock
+from sessions.store.clock import Clock, SharedClock, system_clock
 from sessions.store.health import OUTAGE_ERRORS, StoreHealth
 from sessions.store.operations import OperationRecord, operation_id_for
 from sessions.store.recorders import InTransaction
@@ -137,6 +137,14 @@ class SessionsApplication(CachedAggregates):
         # Said once when the store goes away and once when it is back; the
         # background workers log what an outage makes fail quietly.
         self.store_health: StoreHealth = getattr(self.factory, "health", None) or StoreHealth()
+        if settings.backend == "postgresql" and clock is system_clock:
+            # Every process on the store decides on the database's time.
+            self.clock = SharedClock(self._database_now)
+
+    def _database_now(self) -> datetime:
+        with self.factory.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+            row = conn.execute("SELECT clock_timestamp() AS now").fetchone()
+        return row["now"]  # type: ignore[no-any-return]
 
     @contextmanager
     def schema_lock(self) -> Iterator[None]:
