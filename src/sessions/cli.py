@@ -1,4 +1,4 @@
-"""`sessions ...`: the operator interface (see spec/DESIGN.md).
+"""`sessions ...`: the operator interface (documented in the README, Operating).
 
 Exit codes: 0 success, 1 failure found, 2 bad usage.
 """

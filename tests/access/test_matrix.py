@@ -1,5 +1,5 @@
 """Every role against every method, allowed and refused, on both backends
-(spec/DOMAIN.md "Who may do what"; README "Security")."""
+(README "Security")."""
 
 from __future__ import annotations
 

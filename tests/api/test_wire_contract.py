@@ -1,6 +1,6 @@
 """The generated descriptors honour the public wire contract.
 
-The contract (shared/spec/API.md, "Wire contract: SynchronizationSessionService")
+The contract (the public SynchronizationSessionService definitions)
 is encoded below as data rather than parsed, so that this test runs in any
 checkout. Wire-compatible means the same proto package, service and method
 names (they form the HTTP/2 paths), the same message field numbers and types,

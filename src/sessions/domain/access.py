@@ -1,5 +1,5 @@
-"""Whom a caller may act for: the agent rule of spec/DOMAIN.md ("Who may do
-what"). Which roles may call which methods is the API's business
+"""Whom a caller may act for: the agent rule (README, "Security":
+who may do what). Which roles may call which methods is the API's business
 (sessions.api.access); which agent's sessions a credential may touch is the
 domain's, decided here and nowhere else.
 

@@ -464,13 +464,20 @@ def live_rows(app: Any) -> SessionSnapshots:
 
 def _create(recorder: Any, attempts: int = 20) -> None:
     """Create the tables. SQLite refuses a schema change at once (no busy
-    wait) while another connection writes; such a refusal is retried."""
-    from eventsourcing.persistence import OperationalError
+    wait) while another connection writes; such a refusal is retried. Two
+    processes creating the same tables at once on SQLite (there is no
+    schema lock there) collide on the library's migration record: the
+    other one made them, which is checked."""
+    from eventsourcing.persistence import IntegrityError, OperationalError
 
     for attempt in range(attempts):
         try:
             recorder.create_table()
             return
+        except IntegrityError:
+            if isinstance(recorder, SQLiteSessionSnapshots) and recorder.exists():
+                return
+            raise
         except OperationalError as e:
             if "locked" not in str(e) or attempt == attempts - 1:
                 raise

@@ -96,3 +96,23 @@ def _is_outage(error: BaseException | None) -> bool:
     except ImportError:  # pragma: no cover - psycopg is a dependency
         return False
     return isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether ``error`` says the connection to the store failed (so that
+    whether a transaction committed is unknown), rather than that the store
+    refused a statement (a deadlock, a lock timeout, a missing table: the
+    transaction was rolled back). SQLite's errors are always the latter."""
+    if isinstance(error, (StoreUnavailable, InterfaceError)):
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    cause = error.__cause__
+    if not isinstance(cause, psycopg.Error):
+        return False
+    state = cause.sqlstate
+    return state is None or state.startswith("08")  # no answer, or a connection exception

@@ -30,7 +30,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-from sessions.store.health import OUTAGE_ERRORS
+from sessions.store.health import connection_lost
 
 
 class InTransaction(Protocol):
@@ -121,15 +121,15 @@ class GroupCommit:
         also = _combined(sorted((w for save in group for w in save.kwargs.get("also", ())), key=_order))
         try:
             ids = self._insert_one(events, {"also": also})
-        except OUTAGE_ERRORS as e:
-            # The store went away: whether the group committed is unknown.
-            # Each caller is told, and finds out by looking (see
-            # SessionsApplication._execute_locked), rather than wait here
-            # while each save of the group is tried again alone.
-            for save in group:
-                save.error, save.done = e, True
-            return
-        except Exception:  # noqa: BLE001 - each save again on its own
+        except Exception as e:  # noqa: BLE001 - each save again on its own
+            if connection_lost(e):
+                # Whether the group committed is unknown. Each caller is
+                # told, and finds out by looking (see
+                # SessionsApplication._execute_locked), rather than wait
+                # here while each save of the group is tried again alone.
+                for save in group:
+                    save.error, save.done = e, True
+                return
             # Nothing of the group committed; written alone, only the save
             # at fault (an optimistic-concurrency loser, say) fails.
             for save in group:
