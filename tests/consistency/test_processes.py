@@ -22,6 +22,7 @@ import pytest
 from sessions.api.protos import service_pb2, service_pb2_grpc, session_pb2
 from tests.projection.projection_support import Workload, make_app
 from tests.projections_ops.ops_support import described, sessions_command
+from tests.requests import created_users, report_request
 from tests.server_process import ServerProcess
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -44,21 +45,8 @@ def open_session(server: ServerProcess, container: str) -> str:
     return response.opened_session.session_id
 
 
-def report(session_id: str) -> service_pb2.ReportSessionProgressRequest:
-    return service_pb2.ReportSessionProgressRequest(
-        session_id=session_id,
-        progress_entries=[
-            session_pb2.ProgressEntry(
-                object_type=session_pb2.USER,
-                change_info=[session_pb2.ChangeInfo(change_type=session_pb2.CREATE, successful=1)],
-            )
-        ],
-    )
-
-
 def created(server: ServerProcess, session_id: str) -> int:
-    shown = api(server).GetSession(service_pb2.GetSessionRequest(session_id=session_id), timeout=10).session
-    return sum(c.successful for e in shown.progress_entries for c in e.change_info)
+    return created_users(api(server).GetSession(service_pb2.GetSessionRequest(session_id=session_id), timeout=10).session)
 
 
 class ProjectProcess:
@@ -112,7 +100,7 @@ class CrossChecks:
         n = len(self.servers)
         writer, reader = self.servers[k % n], self.servers[(k + 1) % n]
         sid = self.session_ids[k % len(self.session_ids)]
-        api(writer).ReportSessionProgress(report(sid), timeout=10)
+        api(writer).ReportSessionProgress(report_request(sid), timeout=10)
         self.acknowledged[sid] += 1
         seen = created(reader, sid)
         if seen != self.acknowledged[sid]:
@@ -198,7 +186,7 @@ def test_a_process_that_was_paused_longer_than_any_window_reads_and_is_read_fres
         os.kill(b.proc.pid, signal.SIGSTOP)
         try:
             for _ in range(2):
-                api(p).ReportSessionProgress(report(sid), timeout=10)
+                api(p).ReportSessionProgress(report_request(sid), timeout=10)
             paused_until = time.monotonic() + 16
             while time.monotonic() < paused_until:  # (the pause is the scenario, not a wait for a result)
                 assert created(p, sid) == 2
@@ -232,8 +220,8 @@ def test_with_no_projector_anywhere_no_answer_waits(postgres_url: str, tmp_path:
         first.response.Unpack(opened)
         sid = opened.opened_session.session_id
         key = [("idempotency-key", "r-1")]
-        reported = stub.ReportSessionProgress(report(sid), metadata=key, timeout=10)
-        assert stub.ReportSessionProgress(report(sid), metadata=key, timeout=10) == reported
+        reported = stub.ReportSessionProgress(report_request(sid), metadata=key, timeout=10)
+        assert stub.ReportSessionProgress(report_request(sid), metadata=key, timeout=10) == reported
         close = service_pb2.CloseSessionRequest(session_id=sid)
         stub.CloseSession(close, timeout=10)
         stub.CloseSession(close, timeout=10)  # the same close again

@@ -15,9 +15,10 @@ import grpc
 import pytest
 from eventsourcing.persistence import OperationalError
 
-from sessions.api.protos import operation_service_pb2, service_pb2, session_pb2
+from sessions.api.protos import operation_service_pb2, service_pb2
 from sessions.projection.runner import wait_until
 from sessions.store.health import StoreUnavailable
+from tests.requests import created_users, report_request
 
 pytestmark = pytest.mark.postgres
 
@@ -71,21 +72,8 @@ def _opened(server: Any, container: str) -> str:
     return metadata.session_id
 
 
-def _report(session_id: str) -> service_pb2.ReportSessionProgressRequest:
-    return service_pb2.ReportSessionProgressRequest(
-        session_id=session_id,
-        progress_entries=[
-            session_pb2.ProgressEntry(
-                object_type=session_pb2.USER,
-                change_info=[session_pb2.ChangeInfo(change_type=session_pb2.CREATE, successful=1)],
-            )
-        ],
-    )
-
-
 def _created(server: Any, session_id: str) -> int:
-    shown = server.sessions.GetSession(service_pb2.GetSessionRequest(session_id=session_id), timeout=10)
-    return sum(c.successful for e in shown.session.progress_entries for c in e.change_info)
+    return created_users(server.sessions.GetSession(service_pb2.GetSessionRequest(session_id=session_id), timeout=10).session)
 
 
 def _versions(server: Any, session_id: str) -> int:
@@ -103,7 +91,7 @@ def test_a_committed_call_whose_answer_was_lost_answers_ok_and_applies_once(
     lost = LostAcknowledgements(server.server.app, monkeypatch, error)
 
     metadata = [("idempotency-key", key)] if key else []
-    answer = server.sessions.ReportSessionProgress(_report(session_id), metadata=metadata, timeout=10)
+    answer = server.sessions.ReportSessionProgress(report_request(session_id), metadata=metadata, timeout=10)
 
     assert lost.lost == 1  # the acknowledgement was lost ...
     assert answer.done  # ... and the call still answered with its operation
@@ -127,7 +115,7 @@ def test_every_caller_of_a_group_whose_commit_answer_was_lost_is_told_the_truth(
 
     def report(session_id: str) -> None:
         try:
-            answers[session_id] = server.sessions.ReportSessionProgress(_report(session_id), timeout=20)
+            answers[session_id] = server.sessions.ReportSessionProgress(report_request(session_id), timeout=20)
         except grpc.RpcError as e:
             answers[session_id] = e
 

@@ -1,7 +1,7 @@
 """Whether the store can be reached, said once when that changes.
 
 While the store is away, every call and every background worker (projector,
-deadline worker, registry watch) fails, again and again. The store's health
+deadline worker) fails, again and again. The store's health
 says it once (one line when it goes away, one when it is back) and the
 workers log what an outage makes fail at debug level only: no traceback
 every few seconds from each of them. Calls answer UNAVAILABLE at once
