@@ -94,16 +94,19 @@ def _decoder(method: str, request_type: type[Message]) -> Callable[[bytes, grpc.
     from_string = request_type.FromString
 
     def decode(raw: bytes, context: grpc.ServicerContext) -> Any:
-        with translated_errors(context, name):
-            try:
-                request = from_string(raw)
-            except (DecodeError, RuntimeError, ValueError) as e:
-                # (RuntimeError: recursion too deep; ValueError: bad UTF-8)
-                raise InvalidArgument(
-                    "request", f"cannot be decoded as {request_type.DESCRIPTOR.full_name}: {e}"
-                ) from None
+        try:
+            request = from_string(raw)
             validation.check_message(request)
             return request
+        except (DecodeError, RuntimeError, ValueError) as e:
+            # (RuntimeError: recursion too deep; ValueError: bad UTF-8)
+            refusal: Exception = InvalidArgument(
+                "request", f"cannot be decoded as {request_type.DESCRIPTOR.full_name}: {e}"
+            )
+        except InvalidArgument as e:
+            refusal = e
+        with translated_errors(context, name):
+            raise refusal
 
     return decode
 
