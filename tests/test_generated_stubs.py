@@ -139,3 +139,13 @@ def test_generated_imports_go_through_sessions_generated(installed: dict[str, by
 def test_fresh_generation_has_no_bare_yandex_imports(fresh: dict[str, bytes]) -> None:
     bare = sorted(name for name, text in fresh.items() if _BARE_IMPORT.search(text))
     assert not bare, f"hatch_build.generate() left bare `yandex` imports in {bare}"
+
+
+def test_the_command_says_its_version() -> None:
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    shown = subprocess.run([sys.executable, "-m", "sessions", "--version"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == f"sessions {version('sessions')}"

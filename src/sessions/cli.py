@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
-from sessions import audit_cli, projections_cli, security_cli
+from sessions import audit_cli, projections_cli, security_cli, version
 from sessions.cli_common import UsageError, add_store, env
 from sessions.domain.policy import Policy
 from sessions.store.urls import StoreURLError, default_store_url
@@ -169,6 +169,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sessions", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--log-level", default=_env("log_level", "INFO"), help="default INFO")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

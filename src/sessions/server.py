@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+import sessions
 from sessions import credentials as credentials_file
 from sessions.api.access import AccessInterceptor
 from sessions.api.audit import AuditService
@@ -42,6 +43,11 @@ from sessions.transport import (
 )
 
 log = logging.getLogger("sessions.server")
+
+# The gRPC health service name that answers whether the process is alive
+# (for a liveness probe); the overall status ("") answers whether it is
+# ready to serve.
+LIVENESS = "liveness"
 
 
 class SessionsServer:
@@ -82,6 +88,7 @@ class SessionsServer:
         self.max_workers = max_workers
         self.port = 0
         self._stopped = threading.Event()
+        self._caught_up = False  # the projector folded the log as it was at start
         self.auth_file = os.fspath(auth_file) if auth_file else None
         self.insecure_no_auth = insecure_no_auth
         self.tls = ServerTLS.from_options(tls_cert, tls_key, tls_client_ca)
@@ -119,6 +126,7 @@ class SessionsServer:
     def start(self) -> int:
         """Start serving; return the bound port. Health says SERVING once the
         projector has folded the log as it was at start."""
+        log.info("sessions %s", sessions.version())
         log.info("store: %s", self.settings.description)
         log.info("policy: %s", self.policy.describe())
         self.app = SessionsApplication(self.settings, policy=self.policy, clock=self.clock)
@@ -160,6 +168,11 @@ class SessionsServer:
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        # Liveness: SERVING while the process runs, whatever the store does.
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        # Readiness follows the store: NOT_SERVING while it cannot be reached.
+        self.app.store_health.on_down(self._update_health)
+        self.app.store_health.on_back(self._update_health)
         reflection.enable_server_reflection(
             (
                 SESSION_SERVICE,
@@ -186,7 +199,8 @@ class SessionsServer:
         if self.projector is None:
             log.info("projector: not in this process (--no-projector)")
             read_model.start()
-            self._set_health(health_pb2.HealthCheckResponse.SERVING)
+            self._caught_up = True
+            self._update_health()
         else:
             head = self.app.recorder.max_notification_id() or 0
             log.info("projector: read model at %d, log head at %d", self.projector.position, head)
@@ -250,8 +264,17 @@ class SessionsServer:
         while not self._stopped.is_set():
             if self.projector.wait_for(head, timeout=1.0):
                 log.info("projector: caught up at %d; SERVING", self.projector.position)
-                self._set_health(health_pb2.HealthCheckResponse.SERVING)
+                self._caught_up = True
+                self._update_health()
                 return
+
+    def _update_health(self) -> None:
+        """Readiness: SERVING once the projector caught up with the log as it
+        was at start, while the store can be reached and until stopping."""
+        ready = self._caught_up and not self.app.store_health.down and not self._stopped.is_set()
+        self._set_health(
+            health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
 
     def _set_health(self, status: int) -> None:
         for service in ("", SESSION_SERVICE, OPERATION_SERVICE, AUDIT_SERVICE):
@@ -265,6 +288,7 @@ class SessionsServer:
         self._stopped.set()
         log.info("shutting down: finishing in-flight calls (up to %gs)", grace)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.stop(grace).wait()
         if self.deadlines is not None:
             self.deadlines.stop()

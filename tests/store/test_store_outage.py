@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sessions.api.protos import service_pb2, service_pb2_grpc
 from sessions.projection.runner import wait_until
@@ -45,6 +46,15 @@ def _open(stub, container: str) -> str:  # type: ignore[no-untyped-def]
     ).response.Unpack(opened)
     assert opened.result == service_pb2.SUCCESS
     return opened.opened_session.session_id
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _health(server: ServerProcess, service: str) -> int:
+    check = health_pb2_grpc.HealthStub(server.channel).Check
+    return check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
 
 
 def _call_until_stopped(stub, session_id: str, stop: threading.Event, answers: list[Answer]) -> None:  # type: ignore[no-untyped-def]
@@ -90,7 +100,10 @@ def test_an_outage_answers_unavailable_and_ends_when_the_store_is_back(postgres_
         time.sleep(1.0)
 
         went_down = proxy.down()
-        time.sleep(OUTAGE)
+        # Readiness follows the store; liveness stays SERVING.
+        assert wait_until(lambda: _health(server, "") == NOT_SERVING, 5, interval=0.05)
+        assert _health(server, "liveness") == SERVING
+        time.sleep(max(0.0, OUTAGE - (time.monotonic() - went_down)))
         came_back = proxy.up()
         deadline = came_back + 15
         while time.monotonic() < deadline and not any(
@@ -119,6 +132,7 @@ def test_an_outage_answers_unavailable_and_ends_when_the_store_is_back(postgres_
         assert recovery < 3.0, f"first write answered {recovery:.2f}s after the store came back"
         after = [a for a in answers if a.started >= first_ok]
         assert after and all(a.code == grpc.StatusCode.OK for a in after), after
+        assert _health(server, "") == SERVING
     finally:
         stop.set()
         code = server.stop()
