@@ -149,3 +149,17 @@ def test_the_command_says_its_version() -> None:
     shown = subprocess.run([sys.executable, "-m", "sessions", "--version"], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip() == f"sessions {version('sessions')}"
+
+
+def test_a_bad_log_level_is_one_line_and_exit_2() -> None:
+    import subprocess
+    import sys
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "sessions", "--log-level", "foo", "serve", "--store", "memory://"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert shown.returncode == 2
+    assert shown.stderr.strip().splitlines() == [
+        "sessions: --log-level: unknown level 'foo'; one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
+    ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sessions.cli_common import UsageError, add_store, open_app, parse_time
+from sessions.cli_common import UsageError, add_store, open_app, parse_time, print_table
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -41,8 +41,6 @@ def cmd_history(args: argparse.Namespace) -> int:
     import json
 
     from google.protobuf.json_format import MessageToDict
-    from rich.console import Console
-    from rich.table import Table
 
     from sessions.api.convert import session_message
     from sessions.domain.errors import NotFound
@@ -80,21 +78,23 @@ def cmd_history(args: argparse.Namespace) -> int:
                     "state": MessageToDict(e.state, preserving_proto_field_name=True),
                 }))
             return 0
-        table = Table(title=f"session {args.session_id}")
-        for column in ("ver", "pos", "recorded at", "event", "principal", "idempotency key", "changes", "status after"):
-            table.add_column(column)
-        for e in entries:
-            table.add_row(
-                str(e.version),
-                str(e.position),
-                e.recorded_at.isoformat(timespec="milliseconds"),
-                e.event_type,
-                e.principal,
-                e.idempotency_key,
-                _describe_changes(e.changes),
-                _status_name(e.state.status),
-            )
-        Console().print(table)
+        print_table(
+            f"session {args.session_id}",
+            ("ver", "pos", "recorded at", "event", "principal", "idempotency key", "changes", "status after"),
+            (
+                (
+                    str(e.version),
+                    str(e.position),
+                    e.recorded_at.isoformat(timespec="milliseconds"),
+                    e.event_type,
+                    e.principal,
+                    e.idempotency_key,
+                    _describe_changes(e.changes),
+                    _status_name(e.state.status),
+                )
+                for e in entries
+            ),
+        )
         return 0
     except NotFound as e:
         print(f"sessions: {e}", file=sys.stderr)

@@ -219,18 +219,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        logging.basicConfig(
-            level=args.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        level = args.log_level.upper()
+        if level not in LOG_LEVELS:
+            raise UsageError(f"--log-level: unknown level {args.log_level!r}; one of {', '.join(LOG_LEVELS)}")
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         run: Callable[[argparse.Namespace], int] = args.run
         return run(args)
     except (UsageError, StoreURLError) as e:
         print(f"sessions: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what was interrupted can be run again
+        print("sessions: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # e.g. `sessions history ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

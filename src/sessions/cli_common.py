@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
@@ -73,3 +74,24 @@ def progress_bar(description: str, total: int, unit: str = "events") -> Iterator
     with Progress(*columns, transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda completed: progress.update(task, completed=completed)
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """A table on standard output, never cut: on a terminal, cells wrap to
+    its width; anywhere else (a file, a pipe), one tab-separated line per
+    row under a header, every cell whole."""
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    print(f"# {title}")
+    print("\t".join(columns))
+    for row in rows:
+        print("\t".join(" ".join(cell.split()) if cell else "" for cell in row))

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sessions.cli_common import UsageError, add_store, open_app, progress_bar
+from sessions.cli_common import UsageError, add_store, open_app, print_table, progress_bar
 
 NAMES = ("session_snapshots",)
 
@@ -62,9 +62,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from sessions.projection.status import read_model_status
 
     app = open_app(args)
@@ -75,22 +72,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(status.as_json())
         return 0
-    table = Table(title=f"read model {status.name} (this build folds version {status.code_version})")
-    for column in ("build", "table", "version", "position", "head", "lag (events)", "lag (s)", "parked"):
-        table.add_column(column)
     builds = [("live", status.live)] + ([("rebuilding", status.building)] if status.building else [])
-    for label, build in builds:
-        table.add_row(
-            label, build.table, str(build.version), str(build.position), str(status.head),
-            str(build.lag_events),
-            "?" if build.lag_seconds is None else f"{build.lag_seconds:.1f}",
-            str(build.parked),
-        )
-    console = Console()
-    console.print(table)
-    console.print(f"state: {status.state}")
+    print_table(
+        f"read model {status.name} (this build folds version {status.code_version})",
+        ("build", "table", "version", "position", "head", "lag (events)", "lag (s)", "parked"),
+        (
+            (
+                label, build.table, str(build.version), str(build.position), str(status.head),
+                str(build.lag_events),
+                "?" if build.lag_seconds is None else f"{build.lag_seconds:.1f}",
+                str(build.parked),
+            )
+            for label, build in builds
+        ),
+    )
+    print(f"state: {status.state}")
     if status.advice:
-        console.print(f"advice: {status.advice}")
+        print(f"advice: {status.advice}")
     return 0
 
 

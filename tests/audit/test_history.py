@@ -291,6 +291,14 @@ def test_history_cli(driven, store_url) -> None:  # type: ignore[no-untyped-def]
     for event_type in set(EVENT_TYPES):
         assert event_type in table.stdout
     assert "COMPLETED" in table.stdout and "PENDING" in table.stdout
+    # Not a terminal: one tab-separated line per event, every cell whole.
+    title, header, *table_rows = table.stdout.splitlines()
+    assert title == f"# session {sid}" and header.split("\t")[0] == "ver"
+    cells = [line.split("\t") for line in table_rows]
+    assert all(len(row) == 8 for row in cells), cells
+    assert [row[3] for row in cells] == [s.event_type for s in d.steps]
+    assert [row[4] for row in cells] == [s.principal for s in d.steps]
+    assert [row[5] for row in cells] == [s.idempotency_key for s in d.steps]
 
     for result in failures:
         assert result.returncode == 1, (result.args, result.stdout, result.stderr)
