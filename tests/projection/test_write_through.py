@@ -12,7 +12,7 @@ from eventsourcing.persistence import StoredEvent, Tracking
 from projection_support import Workload, make_app
 
 from sessions.api.operations import renderer
-from sessions.api.protos import service_pb2, session_pb2
+from sessions.api.protos import service_pb2
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType
 from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.projection.fold import SessionFold
@@ -23,28 +23,13 @@ from sessions.projection.snapshots import NAME, open_snapshots, snapshots_on
 from sessions.projection.write_through import SessionRows, Tables
 from sessions.store.application import Caller, SessionsApplication
 from sessions.store.urls import parse_store_url
+from tests.requests import created_users, report_request
 
 
 def open_request(container: str) -> service_pb2.OpenSessionRequest:
     return service_pb2.OpenSessionRequest(
         subject_container_id=container, agent_id="agent-1", session_type=SessionType.AD_SYNC.value
     )
-
-
-def report_request(session_id: str, created: int) -> service_pb2.ReportSessionProgressRequest:
-    return service_pb2.ReportSessionProgressRequest(
-        session_id=session_id,
-        progress_entries=[
-            session_pb2.ProgressEntry(
-                object_type=session_pb2.USER,
-                change_info=[session_pb2.ChangeInfo(change_type=session_pb2.CREATE, successful=created)],
-            )
-        ],
-    )
-
-
-def created_users(session) -> int:  # type: ignore[no-untyped-def]
-    return sum(c.successful for e in session.progress_entries for c in e.change_info)
 
 
 def opened_id(server, container: str) -> str:  # type: ignore[no-untyped-def]

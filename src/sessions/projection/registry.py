@@ -156,26 +156,31 @@ class Registry:
     def start_build(self, name: str, table: str, version: int) -> None:
         """Register ``table`` (which exists) as the build in progress: every
         write that commits from now on writes its rows into it too."""
-        with self.datastore.transaction(commit=True) as cursor:
-            self._lock(cursor, name)
-            self._run(
-                cursor,
-                "UPDATE read_models SET building_table = ?, building_version = ?, "
-                "builds = builds + 1 WHERE name = ?",
-                (table, version, name),
-            )
+        self._change(
+            name,
+            "UPDATE read_models SET building_table = ?, building_version = ?, builds = builds + 1 "
+            "WHERE name = ?",
+            (table, version, name),
+        )
 
     def take_over(self, name: str, table: str, version: int) -> None:
         """Make ``table`` the live one, for writes and reads in one transaction."""
+        self._change(
+            name,
+            "UPDATE read_models SET live_table = ?, live_version = ?, building_table = NULL, "
+            "building_version = NULL WHERE name = ?",
+            (table, version, name),
+            view_on=table,
+        )
+
+    def _change(self, name: str, update: str, params: tuple[Any, ...], view_on: str | None = None) -> None:
+        """Update the registration (and the read view, if ``view_on``) in one
+        transaction that waits for the writes that read it."""
         with self.datastore.transaction(commit=True) as cursor:
             self._lock(cursor, name)
-            self._run(
-                cursor,
-                "UPDATE read_models SET live_table = ?, live_version = ?, building_table = NULL, "
-                "building_version = NULL WHERE name = ?",
-                (table, version, name),
-            )
-            self._define(cursor, name, table)
+            self._run(cursor, update, params)
+            if view_on is not None:
+                self._define(cursor, name, view_on)
 
     def _lock(self, cursor: Any, name: str) -> Registration:
         """Read the registration for an update of it (on SQLite, the write
