@@ -106,7 +106,16 @@ def test_every_caller_of_a_group_whose_commit_answer_was_lost_is_told_the_truth(
     postgres_url: str, start_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = start_server(postgres_url, run_deadlines=False)
-    ids = [_opened(server, f"c-{k}") for k in range(6)]
+    # Sessions whose commands do not share a stream lock (striped), so that
+    # all six reach the commit queue at once.
+    app = server.server.app
+    ids: list[str] = []
+    k = 0
+    while len(ids) < 6:
+        sid = _opened(server, f"c-{k}")
+        k += 1
+        if all(app._stream_lock(sid) is not app._stream_lock(other) for other in ids):
+            ids.append(sid)
     before = {sid: _versions(server, sid) for sid in ids}
     recorder = server.server.app.recorder
     lost = LostAcknowledgements(server.server.app, monkeypatch, OperationalError)
