@@ -97,20 +97,19 @@ def test_an_outage_answers_unavailable_and_ends_when_the_store_is_back(postgres_
             stub.Heartbeat(service_pb2.HeartbeatRequest(session_id=session_id), timeout=CLIENT_DEADLINE)
         caller = threading.Thread(target=_call_until_stopped, args=(stub, session_id, stop, answers))
         caller.start()
-        time.sleep(1.0)
+        assert wait_until(lambda: len(answers) >= 5, 10, interval=0.01)  # calls flowing
 
         went_down = proxy.down()
         # Readiness follows the store; liveness stays SERVING.
         assert wait_until(lambda: _health(server, "") == NOT_SERVING, 5, interval=0.05)
         assert _health(server, "liveness") == SERVING
-        time.sleep(max(0.0, OUTAGE - (time.monotonic() - went_down)))
+        time.sleep(max(0.0, OUTAGE - (time.monotonic() - went_down)))  # (the outage itself)
         came_back = proxy.up()
-        deadline = came_back + 15
-        while time.monotonic() < deadline and not any(
-            a.started >= came_back and a.code == grpc.StatusCode.OK for a in answers
-        ):
-            time.sleep(0.05)
-        time.sleep(1.0)
+
+        def ok_since_back() -> int:
+            return sum(a.started >= came_back and a.code == grpc.StatusCode.OK for a in list(answers))
+
+        assert wait_until(lambda: ok_since_back() >= 5, 15, interval=0.01)  # answered again, and on
         stop.set()
         caller.join(CLIENT_DEADLINE + 5)
 

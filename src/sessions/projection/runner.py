@@ -92,7 +92,7 @@ class Projector:
         self._cache: dict[str, Session] = {}  # insertion order = recency
         # Streams with parked events: their rows may change outside this
         # projector (retry-parked), so they are always read back.
-        self._parked_streams: set[str] = set()
+        self._parked_streams: set[str] = _streams_parked_in(view)
         self._position = view.position()
         self._progress = threading.Condition()
         self._wake = threading.Event()
@@ -354,7 +354,7 @@ class Projector:
     def _switch(self, view: SessionSnapshots) -> None:
         Projector(self.app, view, batch_size=max(self.batch_size, 2000), registry=self.registry).catch_up()
         self._cache.clear()
-        self._parked_streams.clear()
+        self._parked_streams = _streams_parked_in(view)
         with self._written_lock:  # rows noted from now on are the new table's
             self._written.clear()
             previous, self.view = self.view.table, view
@@ -415,6 +415,10 @@ class Projector:
                 if not failing and not self.app.store_health.down:
                     log.warning("projector: LISTEN failed (%s); polling meanwhile", e)
                 failing = True
+
+
+def _streams_parked_in(view: SessionSnapshots) -> set[str]:
+    return {event.stream for event in view.parked()}
 
 
 def _parked(n: Notification, error: str) -> ParkedEvent:

@@ -99,8 +99,6 @@ class Outcome:
     # Notification id of the last event written; 0 for a replayed answer.
     position: int
     replayed: bool
-    # What was written with the events (the read model's rows), if anything.
-    written: InTransaction | None = None
 
 
 class SameTransaction(Protocol):
@@ -304,7 +302,7 @@ class SessionsApplication(CachedAggregates):
                 )
                 if not self._end_if_expired(session, schedule, now):
                     return 0
-                return _last_position(self._save(session, schedule)[0])
+                return _last_position(self._save(session, schedule))
             except IntegrityError:
                 return 0
 
@@ -315,7 +313,7 @@ class SessionsApplication(CachedAggregates):
                 session = self._get(Session, session_id)
                 if not session.stall(now=self.clock(), policy=self.policy, principal=SYSTEM_PRINCIPAL):
                     return 0
-                return _last_position(self._save(session)[0])
+                return _last_position(self._save(session))
             except IntegrityError:
                 return 0
 
@@ -389,7 +387,7 @@ class SessionsApplication(CachedAggregates):
                 timestamp=now,
             )
             try:
-                recordings, written = self._save(*changed, record)
+                recordings = self._save(*changed, record)
             except IntegrityError:
                 # Either another writer got there first (nothing of this call
                 # was stored), or this very save committed and its
@@ -417,7 +415,7 @@ class SessionsApplication(CachedAggregates):
             # The library caches every saved aggregate; an answer is read again
             # only by a keyed retry, so it gives its place to the sessions.
             self.uncache(record.id)
-            return Outcome(operation_id, payload, _last_position(recordings), False, written)
+            return Outcome(operation_id, payload, _last_position(recordings), False)
         raise ConcurrencyConflict(
             f"{method}: gave up after {MAX_ATTEMPTS} conflicting concurrent writes; retry"
         )
@@ -439,14 +437,14 @@ class SessionsApplication(CachedAggregates):
             )
         return Outcome(operation_id, previous.payload, 0, replayed=True)
 
-    def _save(self, *aggregates: Aggregate) -> tuple[list[Any], InTransaction | None]:
+    def _save(self, *aggregates: Aggregate) -> list[Any]:
         """Save, with whatever the read side writes in the same transaction."""
         hook = self.write_through
         written = hook.prepare(aggregates) if hook is not None else None
         recordings = self.save_aggregates(aggregates, also=[written] if written is not None else [])
         if hook is not None and written is not None:
             hook.committed(written, _last_position(recordings))
-        return recordings, written
+        return recordings
 
     def _get_active(self, session_id: str, now: datetime, caller: Caller, action: str) -> Session:
         """Load a session the caller may act on; if it is past its expiry,

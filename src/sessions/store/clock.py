@@ -47,7 +47,14 @@ class SharedClock:
     reading is this host's clock plus that offset. An offset over
     ``warn_above`` seconds is logged when it is found and when it changes
     much, since it means the host's clock needs attention. If the database
-    cannot be asked, the last offset stays (at first: none)."""
+    cannot be asked, the last offset stays (at first: none).
+
+    What keeps it right: the offset is a fact about two clocks, not about
+    timing. A reading is off the database's clock by at most half the
+    measuring round trip plus the drift between two measurements (parts per
+    million over 30 s), whatever the host's clock says; the interval only
+    bounds that drift. tests/consistency/test_shared_clock.py runs a server
+    20 s behind (libfaketime) beside one on time."""
 
     def __init__(
         self,

@@ -100,7 +100,14 @@ class StorePool(ConnectionPool[Any]):
 
     def getconn(self, timeout: float | None = None) -> Any:
         """A connection, waiting up to ``timeout`` for one, but not while the
-        store is down: then only one that is ready, else StoreUnavailable."""
+        store is down: then only one that is ready, else StoreUnavailable.
+
+        What keeps the answer true: StoreUnavailable is raised before a
+        connection is handed out, so nothing of the call reached the store
+        and UNAVAILABLE says so. The wait slices, the reconnect delay cap and
+        the probe interval only decide how soon the service answers again;
+        tests/store/test_store_outage.py takes the store away for 10 s
+        through a proxy."""
         if timeout is None:
             timeout = self.timeout
         deadline = time.monotonic() + timeout
