@@ -84,9 +84,25 @@ def test_calls_over_the_bound_are_resource_exhausted_and_deadlines_are_honoured(
 
         with ThreadPoolExecutor(1) as pool:
             with held("c-slow"):
-                slow = pool.submit(lambda: stub.OpenSession(_open_request("c-slow"), timeout=10))
+                def call_slowly():  # type: ignore[no-untyped-def]
+                    return pool.submit(lambda: stub.OpenSession(_open_request("c-slow"), timeout=10))
+
+                slow = call_slowly()
+
+                def slow_holds_the_slot() -> bool:
+                    nonlocal slow
+                    if slow.done():
+                        # A probe below took the only slot before the slow call
+                        # arrived, so the slow call was the one refused: again.
+                        error = slow.exception()
+                        assert isinstance(error, grpc.RpcError)
+                        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                        slow = call_slowly()
+                        return False
+                    return get_code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
                 # While the slow call holds the only slot, other calls are refused.
-                assert wait_until(lambda: get_code() == grpc.StatusCode.RESOURCE_EXHAUSTED, 5, 0.02)
+                assert wait_until(slow_holds_the_slot, 10, 0.02)
             assert slow.result().done  # answered once the lock is free
         # Once the slot is free, calls are served again.
         with pytest.raises(grpc.RpcError) as missing:
