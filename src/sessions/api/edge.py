@@ -25,12 +25,13 @@ they are sent as they are, with no parse and no encode.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from time import perf_counter
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from sessions.api import validation
+from sessions.api import access_log, validation
 from sessions.api.errors import translated_errors
 from sessions.domain.errors import InvalidArgument
 
@@ -74,16 +75,24 @@ def _guarded(method: str, generated: grpc.RpcMethodHandler, as_is: bool) -> grpc
         behavior = generated.unary_unary
 
         def unary(raw: bytes, context: grpc.ServicerContext) -> Any:
-            request = decode(raw, context)
-            return behavior(request, context)
+            started, request = perf_counter(), None
+            try:
+                request = decode(raw, context)
+                return behavior(request, context)
+            finally:
+                access_log.called(method, context, request, started)
 
         return grpc.unary_unary_rpc_method_handler(unary, response_serializer=serializer)
     if generated.unary_stream is not None:
         streaming = generated.unary_stream
 
         def stream(raw: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
-            request = decode(raw, context)
-            return streaming(request, context)  # type: ignore[no-any-return]
+            started, request = perf_counter(), None
+            try:
+                request = decode(raw, context)
+                yield from streaming(request, context)
+            finally:  # the call ends with its stream
+                access_log.called(method, context, request, started)
 
         return grpc.unary_stream_rpc_method_handler(stream, response_serializer=serializer)
     raise TypeError(f"{method}: only unary requests are served")

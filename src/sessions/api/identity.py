@@ -29,12 +29,17 @@ def caller_of(context: grpc.ServicerContext) -> Caller:
     grant = current_grant()
     if grant is not None:
         return Caller(principal=grant.principal, idempotency_key=key, acting_for=grant.acting_for)
+    return Caller(principal=principal_of(context), idempotency_key=key)
+
+
+def principal_of(context: grpc.ServicerContext) -> str:
+    """The caller's principal, as events record it."""
+    grant = current_grant()
+    if grant is not None:
+        return grant.principal
     authorization = metadata_value(context, "authorization")
     token = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
-    principal = (
-        "token:" + hashlib.sha256(token.encode()).hexdigest()[:16] if token else ANONYMOUS
-    )
-    return Caller(principal=principal, idempotency_key=key)
+    return "token:" + hashlib.sha256(token.encode()).hexdigest()[:16] if token else ANONYMOUS
 
 
 def idempotency_key(context: grpc.ServicerContext) -> str:

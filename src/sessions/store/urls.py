@@ -102,10 +102,10 @@ def parse_store_url(url: str) -> StoreSettings:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as e:
-            raise StoreURLError(f"store URL {_redacted(url)!r} is malformed: {e}") from None
+            raise StoreURLError(f"store URL {redact_url(url)!r} is malformed: {e}") from None
         dbname = unquote(parts.path.lstrip("/"))
         if not dbname:
-            raise StoreURLError(f"store URL {_redacted(url)!r} names no database")
+            raise StoreURLError(f"store URL {redact_url(url)!r} names no database")
         query = parse_qs(parts.query)
         unknown = sorted(set(query) - {"pool_size", "max_overflow"})
         if unknown:
@@ -130,9 +130,9 @@ def parse_store_url(url: str) -> StoreSettings:
             # recorder step that writes the read model's rows with the events.
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         }
-        return StoreSettings("postgresql", env, _redacted(url))
+        return StoreSettings("postgresql", env, redact_url(url))
     raise StoreURLError(
-        f"unsupported store URL {_redacted(url)!r}: expected sqlite:///path/file.db, "
+        f"unsupported store URL {redact_url(url)!r}: expected sqlite:///path/file.db, "
         "postgresql://user@host:port/dbname or memory://"
     )
 
@@ -191,7 +191,7 @@ def _same_setting(given: str, value: str) -> bool:
         return False
 
 
-def _redacted(url: str) -> str:
+def redact_url(url: str) -> str:
     """The URL with any password replaced by ***, safe to log."""
     scheme, sep, rest = url.partition("://")
     netloc, slash, tail = rest.partition("/")

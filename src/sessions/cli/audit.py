@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sessions.cli_common import UsageError, add_store, open_app, parse_time, print_table
+from sessions.cli.common import UsageError, add_store, open_app, parse_time, print_table
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -1,71 +1,60 @@
-"""`sessions ...`: the operator interface (documented in the README, Operating).
-
-Exit codes: 0 success, 1 failure found, 2 bad usage.
-"""
+"""`sessions serve`, `sessions project` and `sessions health`: running the
+service and asking it how it is (see README, Operating)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from typing import Any
 
-from sessions import audit_cli, projections_cli, security_cli, version
-from sessions.cli_common import UsageError, add_store, env
+from sessions import logs
+from sessions.cli import security
+from sessions.cli.common import (
+    UsageError,
+    add_store,
+    option,
+    positive_seconds,
+    seconds,
+    whole,
+)
 from sessions.domain.policy import Policy
-from sessions.store.urls import StoreURLError, default_store_url
+from sessions.store.urls import default_store_url, redact_url
 from sessions.transport import add_client_options
 
 log = logging.getLogger("sessions")
 
-POLICY_FLAGS = {
-    "session_ttl": "seconds a session lives after its last heartbeat or progress (default 600)",
-    "heartbeat_grace": "seconds without heartbeat or progress before a session is PENDING (default 120)",
-    "sync_interval": "least seconds between the end of a session and the next open (default 60)",
-    "full_sync_period": "seconds after which the next session is a FULL_SYNC again (default 86400)",
+POLICY_FLAGS = {  # name: (help, the default Policy's value shown in --help)
+    "session_ttl": ("seconds a session lives after its last heartbeat or progress", "600"),
+    "heartbeat_grace": ("seconds without heartbeat or progress before a session is PENDING", "120"),
+    "sync_interval": ("least seconds between the end of a session and the next open", "60"),
+    "full_sync_period": ("seconds after which the next session is a FULL_SYNC again", "86400"),
 }
 
-
-_env = env
-_add_store = add_store
+DEFAULT_WORKERS = 32
 
 
 def _add_policy(parser: argparse.ArgumentParser) -> None:
-    for name, text in POLICY_FLAGS.items():
-        parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            type=float,
-            default=_float_env(name),
-            metavar="SECONDS",
-            help=f"{text}; env SESSIONS_{name.upper()}",
-        )
-
-
-def _float_env(name: str) -> float | None:
-    value = _env(name)
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise UsageError(f"SESSIONS_{name.upper()}={value!r} is not a number of seconds") from None
+    for name, (text, shown) in POLICY_FLAGS.items():
+        option(parser, f"--{name.replace('_', '-')}", type=seconds, metavar="SECONDS", help=text,
+               shown_default=shown)
 
 
 def _add_deadlines(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    option(
+        parser,
         "--no-deadlines",
-        action="store_true",
         help="do not record stalls and expiries here (safe to run in several processes)",
     )
-    parser.add_argument(
+    option(
+        parser,
         "--deadline-interval",
-        type=float,
+        type=positive_seconds,
         default=1.0,
         metavar="SECONDS",
-        help="how often the deadline worker sweeps (default 1)",
+        help="how often the deadline worker sweeps",
     )
 
 
@@ -74,6 +63,14 @@ def _policy(args: argparse.Namespace) -> Policy:
         return Policy.from_seconds(**{name: getattr(args, name) for name in POLICY_FLAGS})
     except ValueError as e:
         raise UsageError(f"invalid policy: {e}") from None
+
+
+def _log_settings(args: argparse.Namespace) -> None:
+    """Every setting this process runs with, whether from a flag, a variable
+    or a default (the store with its password hidden)."""
+    settings = {key: value for key, value in vars(args).items() if key not in ("run", "command")}
+    settings["store"] = redact_url(args.store or default_store_url())
+    logs.log_settings(log, settings)
 
 
 def _wait_for_signal() -> None:
@@ -85,10 +82,11 @@ def _wait_for_signal() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from sessions.security_cli import reload_on_sighup, server_kwargs, usage_errors
     from sessions.server import SessionsServer
 
-    with usage_errors():
+    _log_settings(args)
+
+    with security.usage_errors():
         server = SessionsServer(
             args.store or default_store_url(),
             args.listen,
@@ -97,9 +95,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             run_deadlines=not args.no_deadlines,
             deadline_interval=args.deadline_interval,
             rebuild_on_start=args.rebuild_on_start,
-            **server_kwargs(args),
+            max_workers=args.workers,
+            **security.server_kwargs(args),
         )
-    reload_on_sighup(server)
+    security.reload_on_sighup(server)
     server.start()
     _wait_for_signal()
     server.stop(grace=args.grace)
@@ -107,10 +106,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_project(args: argparse.Namespace) -> int:
-    from sessions.cli_common import open_app, progress_bar
+    from sessions.cli.common import open_app, progress_bar
     from sessions.deadlines import DeadlineWorker
     from sessions.projection.read_model import ReadModel
 
+    _log_settings(args)
     app = open_app(args, policy=_policy(args))
     log.info("store: %s", app.settings.description)
     read_model = ReadModel(app)
@@ -147,10 +147,9 @@ def cmd_health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from sessions.security_cli import usage_errors
     from sessions.transport import call_metadata, client_channel
 
-    with usage_errors():
+    with security.usage_errors():
         channel = client_channel(args, args.target)
     with channel:
         try:
@@ -167,76 +166,53 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sessions", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    parser.add_argument("--log-level", default=_env("log_level", "INFO"), help="default INFO")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_commands(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the gRPC API (with projector by default)")
-    serve.add_argument(
+    option(
+        serve,
         "--listen",
-        default=_env("listen", "127.0.0.1:50051"),
+        type=str,
+        default="127.0.0.1:50051",
         metavar="HOST:PORT",
-        help="address to listen on (env SESSIONS_LISTEN; default 127.0.0.1:50051)",
+        help="address to listen on",
     )
-    _add_store(serve)
+    add_store(serve)
     _add_policy(serve)
-    serve.add_argument(
+    option(
+        serve,
         "--no-projector",
-        action="store_true",
         help="do not fold events here: another process runs `sessions project`",
     )
     _add_deadlines(serve)
-    serve.add_argument(
+    option(
+        serve,
         "--rebuild-on-start",
-        action="store_true",
         help="if the stored read model is an older version, rebuild it while it serves",
     )
-    serve.add_argument("--grace", type=float, default=10.0, help="shutdown grace in seconds")
-    security_cli.add_serve_options(serve)
+    option(serve, "--grace", type=seconds, default=10.0, metavar="SECONDS",
+           help="on SIGTERM or SIGINT, how long in-flight calls may take to finish")
+    option(serve, "--workers", type=whole(1), default=DEFAULT_WORKERS, metavar="N",
+           help="threads serving calls")
+    security.add_serve_options(serve)
     serve.set_defaults(run=cmd_serve)
 
     project = commands.add_parser("project", help="run the projector alone")
-    _add_store(project)
+    add_store(project)
     _add_policy(project)
     _add_deadlines(project)
     project.add_argument("--once", action="store_true", help="catch up, then exit")
-    project.add_argument("--batch-size", type=int, default=500, help="events per transaction")
+    option(project, "--batch-size", type=whole(1), default=500, metavar="N",
+           variable="SESSIONS_PROJECTOR_BATCH_SIZE", help="events per transaction")
     project.set_defaults(run=cmd_project)
 
-    audit_cli.add_commands(commands)
 
+def add_health_command(commands: Any) -> None:
     check = commands.add_parser("health", help="exit 0 when the server reports SERVING")
-    check.add_argument("--target", default=_env("target", "127.0.0.1:50051"), metavar="HOST:PORT")
-    check.add_argument("--service", default="", help="service name (default: the server)")
-    check.add_argument("--timeout", type=float, default=3.0)
+    option(check, "--target", type=str, default="127.0.0.1:50051", metavar="HOST:PORT",
+           help="the server to ask")
+    check.add_argument("--service", default="", help="service name (default: the server; "
+                       "'liveness': whether the process runs)")
+    option(check, "--timeout", type=positive_seconds, default=3.0, metavar="SECONDS",
+           variable="SESSIONS_HEALTH_TIMEOUT", help="how long to wait for the answer")
     add_client_options(check)
     check.set_defaults(run=cmd_health)
-
-    projections_cli.add_commands(commands)
-    security_cli.add_auth_commands(commands)
-    return parser
-
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        level = args.log_level.upper()
-        if level not in LOG_LEVELS:
-            raise UsageError(f"--log-level: unknown level {args.log_level!r}; one of {', '.join(LOG_LEVELS)}")
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        run: Callable[[argparse.Namespace], int] = args.run
-        return run(args)
-    except (UsageError, StoreURLError) as e:
-        print(f"sessions: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C: what was interrupted can be run again
-        print("sessions: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # e.g. `sessions history ... | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0

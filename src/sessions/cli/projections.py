@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sessions.cli_common import UsageError, add_store, open_app, print_table, progress_bar
+from sessions.cli.common import UsageError, add_store, open_app, print_table, progress_bar
 
 NAMES = ("session_snapshots",)
 

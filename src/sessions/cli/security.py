@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -15,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sessions import credentials
+from sessions.cli.common import UsageError, option, whole
 from sessions.transport import (
     DEFAULT_MAX_CONCURRENT_RPCS,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -25,42 +25,17 @@ from sessions.transport import (
 log = logging.getLogger("sessions")
 
 
-def _env(name: str) -> str | None:
-    return os.environ.get(f"SESSIONS_{name}") or None
-
-
-def _usage_error(message: str) -> Exception:
-    from sessions.cli import UsageError  # at call time: cli is loaded by then
-
-    return UsageError(message)
-
-
 @contextmanager
 def usage_errors() -> Iterator[None]:
     """Unsafe or unreadable security settings are bad usage (exit 2)."""
     try:
         yield
     except (credentials.CredentialsError, SecurityConfigError) as e:
-        raise _usage_error(str(e)) from None
-
-
-def _int_env(name: str, default: int) -> int:
-    value = _env(name)
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise _usage_error(f"SESSIONS_{name}={value!r} is not a whole number") from None
+        raise UsageError(str(e)) from None
 
 
 def _auth_file_option(parser: argparse.ArgumentParser, text: str) -> None:
-    parser.add_argument(
-        "--auth-file",
-        default=_env("AUTH_FILE"),
-        metavar="FILE",
-        help=f"{text} (env SESSIONS_AUTH_FILE)",
-    )
+    option(parser, "--auth-file", type=str, metavar="FILE", help=text)
 
 
 # --- sessions serve -------------------------------------------------------------------
@@ -69,45 +44,40 @@ def _auth_file_option(parser: argparse.ArgumentParser, text: str) -> None:
 def add_serve_options(serve: argparse.ArgumentParser) -> None:
     group = serve.add_argument_group("security and limits")
     _auth_file_option(group, "credentials file: every call needs a bearer token from it")  # type: ignore[arg-type]
-    group.add_argument(
+    option(
+        group,
         "--insecure-no-auth",
-        action="store_true",
         help="allow an OPEN server (no credentials) on a non-loopback address",
     )
-    group.add_argument("--tls-cert", default=_env("TLS_CERT"), metavar="PEM",
-                       help="serve TLS with this certificate chain (env SESSIONS_TLS_CERT)")
-    group.add_argument("--tls-key", default=_env("TLS_KEY"), metavar="PEM",
-                       help="the certificate's private key (env SESSIONS_TLS_KEY)")
-    group.add_argument("--tls-client-ca", default=_env("TLS_CLIENT_CA"), metavar="PEM",
-                       help="mutual TLS: require client certificates signed by this CA "
-                       "(env SESSIONS_TLS_CLIENT_CA)")
-    group.add_argument(
-        "--max-message-bytes", type=int,
-        default=_int_env("MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES), metavar="N",
-        help="largest request or response (env SESSIONS_MAX_MESSAGE_BYTES; default 4 MiB); "
-        "larger ones are refused with RESOURCE_EXHAUSTED",
+    option(group, "--tls-cert", type=str, metavar="PEM",
+           help="serve TLS with this certificate chain")
+    option(group, "--tls-key", type=str, metavar="PEM", help="the certificate's private key")
+    option(group, "--tls-client-ca", type=str, metavar="PEM",
+           help="mutual TLS: require client certificates signed by this CA")
+    option(
+        group, "--max-message-bytes", type=whole(1), default=DEFAULT_MAX_MESSAGE_BYTES,
+        shown_default="4 MiB", metavar="N",
+        help="largest request or response; larger ones are refused with RESOURCE_EXHAUSTED",
     )
-    group.add_argument(
-        "--max-concurrent-rpcs", type=int,
-        default=_int_env("MAX_CONCURRENT_RPCS", DEFAULT_MAX_CONCURRENT_RPCS), metavar="N",
-        help="calls in progress at once, all connections together; more are refused with "
-        "RESOURCE_EXHAUSTED (env SESSIONS_MAX_CONCURRENT_RPCS; default 1024; 0: unbounded)",
-    )
-    group.add_argument(
-        "--max-streams-per-connection", type=int,
-        default=_int_env("MAX_STREAMS_PER_CONNECTION", DEFAULT_MAX_STREAMS_PER_CONNECTION),
+    option(
+        group, "--max-concurrent-rpcs", type=whole(0), default=DEFAULT_MAX_CONCURRENT_RPCS,
         metavar="N",
-        help="calls in progress at once on one connection (HTTP/2 max concurrent streams; "
-        "env SESSIONS_MAX_STREAMS_PER_CONNECTION; default 100)",
+        help="calls in progress at once, all connections together; more are refused with "
+        "RESOURCE_EXHAUSTED (0: unbounded)",
+    )
+    option(
+        group, "--max-streams-per-connection", type=whole(1),
+        default=DEFAULT_MAX_STREAMS_PER_CONNECTION, metavar="N",
+        help="calls in progress at once on one connection (HTTP/2 max concurrent streams)",
     )
 
 
 def server_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     for flag in ("max_message_bytes", "max_streams_per_connection"):
         if getattr(args, flag) < 1:
-            raise _usage_error(f"--{flag.replace('_', '-')} must be at least 1")
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
     if args.max_concurrent_rpcs < 0:
-        raise _usage_error("--max-concurrent-rpcs must be 0 (unbounded) or more")
+        raise UsageError("--max-concurrent-rpcs must be 0 (unbounded) or more")
     return {
         "auth_file": args.auth_file,
         "insecure_no_auth": args.insecure_no_auth,
@@ -163,7 +133,7 @@ def add_auth_commands(commands: Any) -> None:
 
 def _auth_file(args: argparse.Namespace) -> str:
     if not args.auth_file:
-        raise _usage_error("give --auth-file FILE or set SESSIONS_AUTH_FILE")
+        raise UsageError("give --auth-file FILE or set SESSIONS_AUTH_FILE")
     return str(args.auth_file)
 
 

@@ -1,0 +1,88 @@
+"""Every flag has its SESSIONS_* variable; bad values, from either, are one
+line and exit 2. Through the real command, in processes of their own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.server_process import ServerProcess
+
+
+def sessions(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sessions", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("SESSIONS_GRACE", "soon", "not a number of seconds"),
+        ("SESSIONS_WORKERS", "0", "must be 1 or more"),
+        ("SESSIONS_DEADLINE_INTERVAL", "-1", "not a number of seconds"),
+        ("SESSIONS_NO_PROJECTOR", "maybe", "not a yes or no"),
+        ("SESSIONS_MAX_CONCURRENT_RPCS", "many", "not a whole number"),
+        ("SESSIONS_SESSION_TTL", "ten minutes", "not a number of seconds"),
+    ],
+)
+def test_a_bad_variable_is_one_line_naming_it_and_exit_2(variable: str, value: str, says: str) -> None:
+    run = sessions("serve", "--store", "memory://", env={variable: value})
+    assert run.returncode == 2, run.stderr
+    (line,) = run.stderr.splitlines()
+    assert line.startswith(f"sessions: {variable}={value!r}: {says}"), line
+
+
+def test_a_bad_variable_of_another_command_does_not_matter() -> None:
+    """Only the flags of the command that runs are read."""
+    run = sessions("auth", "list", env={"SESSIONS_GRACE": "soon", "SESSIONS_AUTH_FILE": ""})
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == ["sessions: give --auth-file FILE or set SESSIONS_AUTH_FILE"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("serve", "--workers", "none"), "argument --workers: 'none': not a whole number"),
+        (("serve", "--grace", "-2"), "argument --grace: '-2': not a number of seconds (0 or more)"),
+        (("project", "--batch-size", "0"), "argument --batch-size: '0': must be 1 or more"),
+        (("health", "--timeout", "x"), "argument --timeout: 'x': not a number of seconds"),
+    ],
+)
+def test_a_bad_flag_value_is_one_line_and_exit_2(args: tuple[str, ...], says: str) -> None:
+    run = sessions(*args, "--store", "memory://") if args[0] != "health" else sessions(*args)
+    assert run.returncode == 2, run.stderr
+    (line,) = run.stderr.splitlines()
+    assert line.startswith(f"sessions {args[0]}: {says}"), line
+
+
+@pytest.mark.slow
+def test_a_server_configured_by_variables_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SESSIONS_LISTEN, SESSIONS_WORKERS, SESSIONS_NO_DEADLINES take effect,
+    and a flag given beside its variable wins; `sessions health` finds the
+    server through SESSIONS_TARGET."""
+    server = ServerProcess(
+        "memory://",
+        tmp_path / "server.log",
+        "--grace", "2",
+        env={"SESSIONS_WORKERS": "3", "SESSIONS_NO_DEADLINES": "yes", "SESSIONS_GRACE": "7"},
+    )
+    try:
+        server.wait_serving()
+        asked = sessions("health", env={"SESSIONS_TARGET": server.target})
+        assert asked.returncode == 0, asked.stderr
+        assert asked.stdout.strip() == f"{server.target}: SERVING"
+    finally:
+        assert server.stop() == 0
+    log = server.log_path.read_text()
+    assert "workers=3" in log
+    assert "no_deadlines=True" in log
+    assert "grace=2.0" in log and "grace=7" not in log
+    assert "deadlines: sweeping" not in log
