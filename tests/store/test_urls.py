@@ -185,7 +185,50 @@ def test_malformed_postgresql_urls_are_refused_as_store_url_errors(url):
         parse_store_url(url)
 
 
-def test_a_password_given_as_a_query_parameter_is_refused_without_showing_it():
-    with pytest.raises(StoreURLError) as refused:
-        parse_store_url("postgresql://u@h/db?password=hunter2")
-    assert "hunter2" not in str(refused.value)
+def test_a_password_given_as_a_query_parameter_is_used_and_never_shown():
+    settings = parse_store_url("postgresql://u@h/db?password=hunter2&sslpassword=keypass")
+    assert settings.env["POSTGRES_PASSWORD"] == "hunter2"
+    assert settings.libpq == {"sslpassword": "keypass"}
+    assert "hunter2" not in settings.description and "keypass" not in settings.description
+    assert settings.description == "postgresql://u@h/db?password=***&sslpassword=***"
+
+
+def test_libpq_parameters_pass_through_unchanged():
+    settings = parse_store_url(
+        "postgresql://u@db.example.com/db?sslmode=verify-full&sslrootcert=/etc/ca%20s.pem"
+        "&connect_timeout=3&application_name=sessions-a&target_session_attrs=read-write"
+        "&options=-c%20statement_timeout%3D5s&keepalives=1&keepalives_idle=30&pool_size=2"
+    )
+    assert settings.libpq == {
+        "sslmode": "verify-full",
+        "sslrootcert": "/etc/ca s.pem",
+        "connect_timeout": "3",
+        "application_name": "sessions-a",
+        "target_session_attrs": "read-write",
+        "options": "-c statement_timeout=5s",
+        "keepalives": "1",
+        "keepalives_idle": "30",
+    }
+    assert settings.env["POSTGRES_POOL_SIZE"] == "2"  # the pool's own: not libpq's
+
+
+def test_the_query_may_name_the_host_as_libpq_allows():
+    settings = parse_store_url("postgresql:///sessions?host=/run/pg&port=6543&user=svc")
+    assert settings.env["POSTGRES_HOST"] == "/run/pg"
+    assert settings.env["POSTGRES_PORT"] == "6543"
+    assert settings.env["POSTGRES_USER"] == "svc"
+    assert settings.libpq == {}
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("sslmod=require", "sslmod not supported: neither a libpq connection parameter"),
+        ("pool_size=many", "pool_size='many' is not a whole number"),
+        ("pool_size=0", "pool_size='0' is not a whole number of at least 1"),
+        ("max_overflow=-1", "max_overflow='-1' is not a whole number"),
+    ],
+)
+def test_unknown_parameters_and_bad_pool_sizes_are_refused(query, says):
+    with pytest.raises(StoreURLError, match=says):
+        parse_store_url(f"postgresql://u@h/db?{query}")

@@ -4,7 +4,8 @@ One module per command group: ``serve`` (serve, project, health), ``audit``
 (history, audit), ``projections`` (projections, events), ``security`` (auth,
 and the security options of serve); ``common`` holds what they share.
 
-Exit codes: 0 success, 1 failure found, 2 bad usage, 130 interrupted.
+Exit codes: 0 success, 1 failure found, 2 bad usage, 3 the store cannot be
+reached, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from sessions import logs, version
 from sessions.cli import audit, projections, security, serve
-from sessions.cli.common import FromEnv, Parser, UsageError, one_of, option
+from sessions.cli.common import FromEnv, Parser, StoreUnreachable, UsageError, one_of, option
 from sessions.store.urls import StoreURLError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -63,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, StoreURLError) as e:
         print(f"sessions: {e}", file=sys.stderr)
         return 2
+    except StoreUnreachable as e:
+        print(f"sessions: store unreachable: {e}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:  # Ctrl-C: what was interrupted can be run again
         print("sessions: interrupted", file=sys.stderr)
         return 130

@@ -19,6 +19,26 @@ class UsageError(Exception):
     """Bad usage: the command exits with code 2."""
 
 
+class StoreUnreachable(Exception):
+    """The store cannot be reached or refuses the connection (a server that is
+    down, a certificate that does not verify): the command exits with code 3."""
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Turn a failure to reach the store into StoreUnreachable, in one line."""
+    import sqlite3
+
+    import psycopg
+
+    from sessions.store.health import OUTAGE_ERRORS
+
+    try:
+        yield
+    except (*OUTAGE_ERRORS, psycopg.OperationalError, sqlite3.OperationalError) as e:
+        raise StoreUnreachable(" ".join(str(e).split()) or type(e).__name__) from None
+
+
 class Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (exit 2)."""
 
@@ -176,7 +196,9 @@ def open_app(args: argparse.Namespace, **kwargs: Any) -> Any:
     from sessions.store.application import SessionsApplication
     from sessions.store.urls import parse_store_url
 
-    return SessionsApplication(parse_store_url(args.store or default_store_url()), **kwargs)
+    settings = parse_store_url(args.store or default_store_url())
+    with store_errors():
+        return SessionsApplication(settings, **kwargs)
 
 
 def parse_time(text: str, flag: str = "--as-of") -> datetime:

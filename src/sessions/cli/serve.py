@@ -18,6 +18,7 @@ from sessions.cli.common import (
     option,
     positive_seconds,
     seconds,
+    store_errors,
     whole,
 )
 from sessions.domain.policy import Policy
@@ -99,7 +100,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             **security.server_kwargs(args),
         )
     security.reload_on_sighup(server)
-    server.start()
+    with store_errors():
+        server.start()
     _wait_for_signal()
     server.stop(grace=args.grace)
     return 0

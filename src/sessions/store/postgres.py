@@ -37,10 +37,12 @@ from typing import Any
 
 from eventsourcing.postgres import ConnectionPool, PostgresDatastore, PostgresFactory
 from eventsourcing.utils import Environment, EnvType
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import PoolTimeout
 from psycopg_pool.base import AttemptWithBackoff
 
 from sessions.store.health import StoreHealth, StoreUnavailable
+from sessions.store.urls import LIBPQ_SETTING
 
 RECONNECT_DELAY_MAX = 0.5  # s between connection attempts while the store is away
 PROBE_TIMEOUT = 1  # s for the attempt made when a connection breaks (libpq's minimum)
@@ -69,13 +71,17 @@ class StorePool(ConnectionPool[Any]):
         health.on_down(self._drain_if_open)
 
     @classmethod
-    def instead_of(cls, datastore: PostgresDatastore, health: StoreHealth) -> StorePool:
+    def instead_of(
+        cls, datastore: PostgresDatastore, health: StoreHealth, libpq: dict[str, str]
+    ) -> StorePool:
         """The pool the library built for ``datastore`` (not opened yet), as a
-        StorePool: same settings, plus a connect timeout for the connections
+        StorePool: same settings, plus the store URL's libpq parameters
+        (``libpq``: sslmode, ...), and a connect timeout for the connections
         the pool makes in the background (libpq's default is none)."""
         built = datastore.pool
         assert built.closed, "replace the pool before it is opened"
         kwargs = dict(built.kwargs) if isinstance(built.kwargs, dict) else {}
+        kwargs.update(libpq)
         kwargs.setdefault("connect_timeout", max(1, round(built.timeout)))
         return cls(
             health=health,
@@ -191,4 +197,7 @@ class SessionsPostgresFactory(PostgresFactory):
     def __init__(self, env: Environment | EnvType | None):
         super().__init__(env)
         self.health = StoreHealth()
-        self.datastore.pool = StorePool.instead_of(self.datastore, self.health)
+        libpq = conninfo_to_dict(self.env.get(LIBPQ_SETTING) or "")
+        self.datastore.pool = StorePool.instead_of(
+            self.datastore, self.health, {key: str(value) for key, value in libpq.items()}
+        )

@@ -2,7 +2,9 @@
 
   sqlite:///path/file.db              an SQLite file (created with its folder;
                                       sqlite:///./rel.db is relative)
-  postgresql://user:pw@host:port/db   PostgreSQL (libpq URL; ?pool_size=N)
+  postgresql://user:pw@host:port/db   PostgreSQL (libpq URL: every libpq connection
+                                      parameter passes through, e.g. ?sslmode=verify-full;
+                                      ?pool_size=N&max_overflow=N are the pool's)
   memory://                           a throwaway in-memory SQLite database
 """
 
@@ -14,7 +16,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 
 def default_store_url() -> str:
@@ -31,6 +33,9 @@ class StoreSettings:
     backend: str  # "sqlite" or "postgresql"
     env: dict[str, str] = field(repr=False)
     description: str  # safe to log: no password
+    # libpq connection parameters from the URL's query (sslmode, ...), given
+    # to every connection as they are.
+    libpq: dict[str, str] = field(default_factory=dict, repr=False)
 
     def connect_postgres(self, **options: Any) -> Any:
         """A connection of its own (outside the pool) to the PostgreSQL store,
@@ -38,15 +43,52 @@ class StoreSettings:
         import psycopg
 
         env = self.env
-        return psycopg.connect(
-            dbname=env["POSTGRES_DBNAME"],
-            host=env["POSTGRES_HOST"],
-            port=env["POSTGRES_PORT"],
-            user=env["POSTGRES_USER"],
-            password=env["POSTGRES_PASSWORD"] or None,
-            connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
+        parameters: dict[str, Any] = {
+            "dbname": env["POSTGRES_DBNAME"],
+            "host": env["POSTGRES_HOST"],
+            "port": env["POSTGRES_PORT"],
+            "user": env["POSTGRES_USER"],
+            "password": env["POSTGRES_PASSWORD"] or None,
+            "connect_timeout": int(env["POSTGRES_CONNECT_TIMEOUT"]),
             **options,
+            **self.libpq,  # the URL's own choice wins (connect_timeout, application_name)
+        }
+        return psycopg.connect(**parameters)
+
+
+# The connection pool's own parameters; every other one must be libpq's.
+POOL_PARAMETERS = {"pool_size": "POSTGRES_POOL_SIZE", "max_overflow": "POSTGRES_MAX_OVERFLOW"}
+# libpq parameters that the URL's other parts give too: the query's wins, as in libpq.
+_URL_PARTS = ("host", "port", "user", "password", "dbname")
+# Query parameters whose values are never shown.
+SECRET_PARAMETERS = ("password", "sslpassword")
+# The library's setting that carries the libpq parameters to the factory's pool
+# (see store.postgres), as a libpq conninfo string.
+LIBPQ_SETTING = "POSTGRES_LIBPQ_PARAMETERS"
+
+
+def libpq_keywords() -> frozenset[str]:
+    """Every connection parameter the installed libpq knows."""
+    from psycopg import pq
+
+    return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
+
+
+def _postgres_query(query: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(pool parameters, libpq parameters) of a URL's query."""
+    given = dict(parse_qsl(query, keep_blank_values=True))  # a repeated one: the last, as libpq
+    unknown = sorted(set(given) - set(POOL_PARAMETERS) - libpq_keywords())
+    if unknown:
+        raise StoreURLError(
+            f"store URL parameter(s) {', '.join(unknown)} not supported: neither a libpq "
+            f"connection parameter nor the pool's ({', '.join(POOL_PARAMETERS)})"
         )
+    pool = {name: given.pop(name) for name in POOL_PARAMETERS if name in given}
+    for name, value in pool.items():
+        if not value.isdigit() or (name == "pool_size" and int(value) < 1):
+            raise StoreURLError(f"store URL parameter {name}={value!r} is not a whole number"
+                                + (" of at least 1" if name == "pool_size" else ""))
+    return pool, given
 
 
 _sqlite = {
@@ -103,34 +145,32 @@ def parse_store_url(url: str) -> StoreSettings:
             port = parts.port
         except ValueError as e:
             raise StoreURLError(f"store URL {redact_url(url)!r} is malformed: {e}") from None
-        dbname = unquote(parts.path.lstrip("/"))
+        pool, libpq = _postgres_query(parts.query)
+        given = {name: libpq.pop(name) for name in _URL_PARTS if name in libpq}
+        dbname = given.get("dbname") or unquote(parts.path.lstrip("/"))
         if not dbname:
             raise StoreURLError(f"store URL {redact_url(url)!r} names no database")
-        query = parse_qs(parts.query)
-        unknown = sorted(set(query) - {"pool_size", "max_overflow"})
-        if unknown:
-            raise StoreURLError(
-                f"store URL parameter(s) {', '.join(unknown)} not supported "
-                "(only pool_size and max_overflow; put the password before the @)"
-            )
         env = {
             **common,
             # The library's factory, with a pool that rides out an outage.
             "PERSISTENCE_MODULE": "sessions.store.postgres:SessionsPostgresFactory",
             "APPLICATION_RECORDER_TOPIC": "sessions.store.recorders:PostgresSessionsRecorder",
             "POSTGRES_DBNAME": dbname,
-            "POSTGRES_HOST": unquote(parts.hostname or "") or "/var/run/postgresql",
-            "POSTGRES_PORT": str(port or 5432),
-            "POSTGRES_USER": unquote(parts.username or "") or getpass.getuser(),
-            "POSTGRES_PASSWORD": unquote(parts.password or ""),
+            "POSTGRES_HOST": given.get("host")
+            or unquote(parts.hostname or "")
+            or "/var/run/postgresql",
+            "POSTGRES_PORT": given.get("port") or str(port or 5432),
+            "POSTGRES_USER": given.get("user") or unquote(parts.username or "") or getpass.getuser(),
+            "POSTGRES_PASSWORD": given.get("password", unquote(parts.password or "")),
             "POSTGRES_CONNECT_TIMEOUT": "5",
-            "POSTGRES_POOL_SIZE": query.get("pool_size", ["8"])[0],
-            "POSTGRES_MAX_OVERFLOW": query.get("max_overflow", ["16"])[0],
+            "POSTGRES_POOL_SIZE": pool.get("pool_size", "8"),
+            "POSTGRES_MAX_OVERFLOW": pool.get("max_overflow", "16"),
+            LIBPQ_SETTING: _conninfo(libpq),
             # The library's insert through a database function skips the
             # recorder step that writes the read model's rows with the events.
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         }
-        return StoreSettings("postgresql", env, redact_url(url))
+        return StoreSettings("postgresql", env, redact_url(url), libpq)
     raise StoreURLError(
         f"unsupported store URL {redact_url(url)!r}: expected sqlite:///path/file.db, "
         "postgresql://user@host:port/dbname or memory://"
@@ -171,10 +211,11 @@ def pin_settings(
             given = environ.get(variable)
             if given is None or _same_setting(given, value):
                 continue
-            shown = "***" if "PASSWORD" in key else given
+            hidden = "PASSWORD" in key  # (the libpq parameters may hold sslpassword)
+            shown = "***" if hidden else given
             because = _PINNED_BECAUSE.get(key, "the store URL decides it")
             ignored.append(f"{variable}={shown} from the environment is overridden with "
-                           f"{key}={'***' if 'PASSWORD' in key else value}: {because}")
+                           f"{key}={'***' if hidden else value}: {because}")
         library_env.pop(prefixed + key, None)
         library_env[key] = value
     return ignored
@@ -191,8 +232,15 @@ def _same_setting(given: str, value: str) -> bool:
         return False
 
 
+def _conninfo(parameters: Mapping[str, str]) -> str:
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo("", **parameters) if parameters else ""
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ***, safe to log."""
+    """The URL with any password (before the @, or a query's password or
+    sslpassword) replaced by ***, safe to log."""
     scheme, sep, rest = url.partition("://")
     netloc, slash, tail = rest.partition("/")
     if "@" in netloc:
@@ -200,4 +248,10 @@ def redact_url(url: str) -> str:
         if ":" in userinfo:
             userinfo = userinfo.split(":", 1)[0] + ":***"
         netloc = f"{userinfo}@{hostport}"
-    return f"{scheme}{sep}{netloc}{slash}{tail}"
+    path, question, query = tail.partition("?")
+    if query:
+        query = "&".join(
+            f"{quote(name)}=***" if name in SECRET_PARAMETERS else f"{quote(name)}={quote(value)}"
+            for name, value in parse_qsl(query, keep_blank_values=True)
+        )
+    return f"{scheme}{sep}{netloc}{slash}{path}{question}{query}"
