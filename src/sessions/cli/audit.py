@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sessions.cli.common import UsageError, add_store, open_app, parse_time, print_table
+from sessions.cli.common import (
+    UsageError,
+    add_store,
+    open_app,
+    parse_time,
+    print_table,
+    progress_bar,
+)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -122,8 +129,6 @@ def _status_name(number: int) -> str:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
-
     from sessions.store.chain_check import check_all, check_session
 
     if bool(args.session_id) == bool(args.all):
@@ -142,15 +147,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             breaks = [broken] if broken else []
         else:
             head = app.recorder.max_notification_id() or 0
-            with Progress(transient=True) as progress:
-                task = progress.add_task("verifying chains", total=head)
-                breaks = list(
-                    check_all(
-                        app,
-                        on_progress=lambda p: progress.update(task, completed=p),
-                        anchor=anchor,
-                    )
-                )
+            with progress_bar("verifying chains", head) as update:
+                breaks = list(check_all(app, on_progress=update, anchor=anchor))
         for b in breaks:
             print(f"BROKEN {b.stream}: first bad version {b.version}: {b.problem}")
         if not breaks:
@@ -179,16 +177,13 @@ def cmd_audit_anchor(args: argparse.Namespace) -> int:
     import json
     from datetime import datetime, timezone
 
-    from rich.progress import Progress
-
     from sessions.store.chain_check import heads
 
     app = open_app(args)
     try:
         head = app.recorder.max_notification_id() or 0
-        with Progress(transient=True) as progress:
-            task = progress.add_task("reading stream heads", total=head)
-            found = heads(app, on_progress=lambda p: progress.update(task, completed=p))
+        with progress_bar("reading stream heads", head) as update:
+            found = heads(app, on_progress=update)
     finally:
         app.close()
     document = {

@@ -209,9 +209,24 @@ def parse_time(text: str, flag: str = "--as-of") -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+def have_rich() -> bool:
+    """Whether the `cli` extra (rich) is installed: progress bars, and tables
+    that wrap on a terminal. Without it the output is plain."""
+    from importlib.util import find_spec
+
+    try:
+        return find_spec("rich") is not None
+    except ValueError:  # (a module set to None in sys.modules)
+        return False
+
+
 @contextmanager
 def progress_bar(description: str, total: int, unit: str = "events") -> Iterator[Any]:
-    """A progress bar with rate and time left; yields update(completed)."""
+    """A progress bar with rate and time left; yields update(completed).
+    Without rich, no bar (the command's result says what was done)."""
+    if not have_rich():
+        yield lambda completed: None
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -239,10 +254,10 @@ def progress_bar(description: str, total: int, unit: str = "events") -> Iterator
 
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """A table on standard output, never cut: on a terminal, cells wrap to
-    its width; anywhere else (a file, a pipe), one tab-separated line per
-    row under a header, every cell whole."""
-    if sys.stdout.isatty():
+    """A table on standard output, never cut: on a terminal (with rich),
+    cells wrap to its width; anywhere else (a file, a pipe), one
+    tab-separated line per row under a header, every cell whole."""
+    if sys.stdout.isatty() and have_rich():
         from rich.console import Console
         from rich.table import Table
 
