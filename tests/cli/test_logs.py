@@ -55,20 +55,21 @@ def workload(server: ServerProcess, token: str) -> str:
     )
     opened = service_pb2.OpenSessionResponse()
     assert operation.response.Unpack(opened)
-    stub.GetSession(service_pb2.GetSessionRequest(session_id=opened.opened_session.session_id), metadata=bearer, timeout=10)
-    for session_id, code in (("nosuchsession", grpc.StatusCode.NOT_FOUND),
-                             ("bad\x01id", grpc.StatusCode.INVALID_ARGUMENT)):
+    session_id = opened.opened_session.session_id
+    stub.GetSession(service_pb2.GetSessionRequest(session_id=session_id), metadata=bearer, timeout=10)
+    for unknown, code in (("nosuchsession", grpc.StatusCode.NOT_FOUND),
+                          ("bad\x01id", grpc.StatusCode.INVALID_ARGUMENT)):
         with pytest.raises(grpc.RpcError) as refused:
-            stub.GetSession(service_pb2.GetSessionRequest(session_id=session_id), metadata=bearer, timeout=10)
+            stub.GetSession(service_pb2.GetSessionRequest(session_id=unknown), metadata=bearer, timeout=10)
         assert refused.value.code() == code
     with pytest.raises(grpc.RpcError) as refused:
         stub.GetSession(
-            service_pb2.GetSessionRequest(session_id=opened.opened_session.session_id),
+            service_pb2.GetSessionRequest(session_id=session_id),
             metadata=[("authorization", "Bearer sst_0123456789abcdef_" + "B" * 43)],
             timeout=10,
         )
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    return str(opened.opened_session.session_id)
+    return str(session_id)
 
 
 def test_json_lines_with_an_access_line_per_call_and_no_token(tmp_path: Path) -> None:
