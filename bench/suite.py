@@ -33,6 +33,9 @@ folder, or a database ``sessions_bench_<random>`` created on the server of
            thread switches per call (from /proc) in the details.
   rebuild  projection rebuild events/s against the library's decoded read
            rate (select_notifications + mapping), bench/rebuild.py's functions.
+  access   GetSession QPS with the access log on (the default: one line per
+           call, text, to the server's log file) against the same server
+           with ``--access-log off``; two servers measured in turns.
 
 Rounds: figure and baseline are measured in turns (--rounds times each);
 the best of the rounds is kept (highest rate, lowest p50), so that load from
@@ -91,7 +94,7 @@ from sessions.projection.write_through import WriteThrough  # noqa: E402
 from sessions.store.application import Caller, SessionsApplication  # noqa: E402
 from sessions.store.urls import parse_store_url  # noqa: E402
 
-PARTS = ("qps", "history", "scale", "rss", "ryw", "agents", "rebuild")
+PARTS = ("qps", "history", "scale", "rss", "ryw", "agents", "rebuild", "access")
 PRINCIPAL = "bench"
 CALLER = Caller(PRINCIPAL)
 POLICY = Policy()
@@ -563,6 +566,39 @@ def part_qps(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     ))
 
 
+def part_access(backend: str, url: str, sizes: Sizes, folder: str) -> None:
+    app = open_app(url)
+    try:
+        ids = populated_sessions(app, sizes.qps_sessions, "access")
+    finally:
+        app.close()
+    requests = get_requests(ids)
+    # One projector (the first server's, caught up before the second starts).
+    on = ServerProcess.sessions(url, folder, "--no-deadlines")
+    off = ServerProcess.sessions(url, folder, "--no-deadlines", "--no-projector")
+    on.argv[3:3] = ["--access-log", "on"]  # a global option: before `serve`
+    off.argv[3:3] = ["--access-log", "off"]
+    with on, off:
+
+        def drive(target: str) -> Callable[[], load.LoadResult]:
+            return lambda: load.run(
+                target, GET, requests, duration=sizes.qps_seconds,
+                concurrency=sizes.qps_concurrency, processes=sizes.qps_processes,
+            )
+
+        runs = in_turns(sizes.qps_rounds, {"off": drive(off.target), "on": drive(on.target)})
+        check_errors("access", runs["on"] + runs["off"])
+        log_lines = on.log_path.read_text(errors="replace").splitlines()
+        logged_lines = sum(1 for line in log_lines if " sessions.access: " in line)
+    figure, baseline = best_qps(runs["on"]), best_qps(runs["off"])
+    detail(f"[{backend}] access: log on  {figure.describe()} ({logged_lines} access lines)")
+    detail(f"[{backend}] access: log off {baseline.describe()}")
+    FIGURES.append(Figure(
+        "access", "GetSession QPS, access log on", backend, figure.qps, "calls/s", baseline.qps,
+        "the same with --access-log off", ">= 0.9x", ratio_target=lambda r: r >= 0.9,
+    ))
+
+
 def part_history(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     app = open_app(url)
     try:
@@ -982,7 +1018,7 @@ def main() -> int:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sessions_suite_") as folder:
         for backend in backends:
-            for part in ("qps", "history", "ryw", "agents", "rebuild"):
+            for part in ("qps", "history", "ryw", "agents", "rebuild", "access"):
                 if part not in parts:
                     continue
                 print(f"\n[{backend}] {part} ...", flush=True)

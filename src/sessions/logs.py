@@ -6,6 +6,13 @@ object per line: ``time``, ``level``, ``logger``, ``message``, then any
 fields the line carries, and ``exception`` with a traceback when there is
 one).
 
+Records are written by a thread of their own (``_Writer``): a serving
+thread only queues its record (an access line: its fields), and the writer
+writes what has gathered with one write and one flush. Access lines wait up
+to 50 ms for company; any other line is written at once, with the access
+lines queued before it. So the access log costs a call about a queue's put,
+not a record, a format and a write to standard error each.
+
 The access log (logger ``sessions.access``) has one line per call that
 reaches a service's method: its method, status code, duration, principal,
 session id (when the request has one) and whether it carried an idempotency
@@ -15,9 +22,12 @@ is ``on`` (every call), ``errors`` (calls that did not end OK) or ``off``.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import queue
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -28,6 +38,7 @@ ACCESS_MODES = ("on", "errors", "off")
 
 access_log = logging.getLogger("sessions.access")
 _access_mode = "on"
+_writer: _Writer | None = None  # set by configure
 
 # What every LogRecord has: anything else on a record is a field of the line.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -57,20 +68,103 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+# s: how long queued access lines wait for more before they are written (any
+# other line is written at once, with the access lines queued before it).
+ACCESS_GATHER = 0.05
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class _Writer(logging.Handler):
+    """A handler that hands records to a writer thread, which formats what
+    has gathered and writes it to ``stream`` at once."""
+
+    _STOP = logging.makeLogRecord({})
+
+    def __init__(self, stream: Any, formatter: logging.Formatter):
+        super().__init__()
+        self.stream = stream
+        self.setFormatter(formatter)
+        # Records, or (time, fields) of access lines (see log_call).
+        self._records: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._urgent = threading.Event()  # a line that is not an access line is queued
+        self._thread = threading.Thread(target=self._write, name="log-writer", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.args:  # merged now: an argument may change after the call
+            record.msg, record.args = record.getMessage(), None
+        self._records.put(record)
+        self._urgent.set()
+
+    def put_access(self, created: float, fields: tuple[Any, ...]) -> None:
+        """An access line's fields, made into a record on the writer's thread."""
+        self._records.put((created, fields))
+
+    def handle(self, record: logging.LogRecord) -> bool:  # (no lock: the queue is one)
+        if self.filter(record):
+            self.emit(record)
+        return True
+
+    def _write(self) -> None:
+        records = self._records
+        while True:
+            first = records.get()
+            if isinstance(first, tuple):  # access lines wait a little for company
+                self._urgent.wait(ACCESS_GATHER)
+            self._urgent.clear()
+            batch = [first]  # and all that gathered meanwhile: one write
+            while True:
+                try:
+                    batch.append(records.get_nowait())
+                except queue.Empty:
+                    break
+            lines = []
+            for record in batch:
+                if record is self._STOP:
+                    continue
+                if isinstance(record, tuple):
+                    record = _access_record(*record)
+                try:
+                    lines.append(self.format(record) + "\n")
+                except Exception:  # noqa: BLE001 - as logging does: report, go on
+                    self.handleError(record)
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass  # standard error is gone: nothing to tell it
+            if any(record is self._STOP for record in batch):
+                return
+
+    def close(self) -> None:
+        """Write what is queued, then stop (at exit, or when reconfigured)."""
+        if self._thread.is_alive():
+            self._records.put(self._STOP)
+            self._urgent.set()
+            self._thread.join(5)
+        super().close()
+
+
 def configure(level: str = "INFO", format: str = "text", access: str = "on") -> None:
-    """Log to standard error at ``level`` in ``format``; the access log in ``access`` mode."""
-    global _access_mode
+    """Log to standard error at ``level`` in ``format``; the access log in
+    ``access`` mode. Logging that is set up already (a program embedding the
+    service, a test runner) is left as it is, as logging.basicConfig does."""
+    global _writer
     if format not in FORMATS:
         raise ValueError(f"log format {format!r}: one of {', '.join(FORMATS)}")
-    if access not in ACCESS_MODES:
-        raise ValueError(f"access log {access!r}: one of {', '.join(ACCESS_MODES)}")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if format == "json" else logging.Formatter(TEXT_FORMAT))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    _access_mode = access
+    set_access_mode(access)
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    formatter = JsonFormatter() if format == "json" else logging.Formatter(TEXT_FORMAT)
+    _writer = _Writer(sys.stderr, formatter)
+    root.addHandler(_writer)
+    root.setLevel(level)
+    # No format here shows threads or processes: skip looking them up for
+    # every record (the access log writes one per call).
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
 
 def access_mode() -> str:
@@ -100,25 +194,48 @@ def log_call(
     session_id: str,
     idempotency_key: bool,
 ) -> None:
-    """One access line (``started``: time.perf_counter() when the call began)."""
+    """One access line (``started``: time.perf_counter() when the call began).
+
+    When the logs are ours (``configure``) and nothing else listens to the
+    access logger, the serving thread only queues the fields: the writer's
+    thread makes the record and its line. Otherwise the record goes through
+    the logger as any other."""
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
-    access_log.info(
-        "%s %s %.1fms principal=%s%s%s",
-        method,
-        code,
-        duration_ms,
-        principal,
-        f" session_id={session_id}" if session_id else "",
-        " idempotency_key=yes" if idempotency_key else "",
-        extra={
-            "method": method,
-            "code": code,
-            "duration_ms": duration_ms,
-            "principal": principal,
-            "session_id": session_id or None,
-            "idempotency_key": idempotency_key,
-        },
+    fields = (method, code, duration_ms, principal, session_id, idempotency_key)
+    writer = _writer
+    if (
+        writer is not None
+        and not access_log.handlers
+        and access_log.propagate
+        and logging.root.handlers == [writer]
+    ):
+        writer.put_access(time.time(), fields)
+    else:
+        access_log.handle(_access_record(time.time(), fields))
+
+
+def _access_record(created: float, fields: tuple[Any, ...]) -> logging.LogRecord:
+    method, code, duration_ms, principal, session_id, idempotency_key = fields
+    record = logging.LogRecord(
+        access_log.name,
+        logging.INFO,
+        __file__,
+        0,
+        f"{method} {code} {duration_ms:.1f}ms principal={principal}"
+        + (f" session_id={session_id}" if session_id else "")
+        + (" idempotency_key=yes" if idempotency_key else ""),
+        None,
+        None,
     )
+    record.created = created
+    record.msecs = (created - int(created)) * 1000
+    record.method = method
+    record.code = code
+    record.duration_ms = duration_ms
+    record.principal = principal
+    record.session_id = session_id or None
+    record.idempotency_key = idempotency_key
+    return record
 
 
 # Settings whose values are never logged as they are.

@@ -1,0 +1,59 @@
+"""The log's pieces in process: an access record through the logger (when
+the logs are not the CLI's own), and the JSON formatter's line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+
+from sessions import logs
+
+
+def test_an_access_record_through_the_logger_carries_its_fields(caplog: pytest.LogCaptureFixture) -> None:
+    assert logs._writer is None  # (not configured in this process: the logger's path)
+    with caplog.at_level(logging.INFO, logger="sessions.access"):
+        logs.log_call("pkg.Service/GetSession", "NOT_FOUND", time.perf_counter(), "agent:a", "ses1", True)
+    (record,) = [r for r in caplog.records if r.name == "sessions.access"]
+    assert record.getMessage().startswith("pkg.Service/GetSession NOT_FOUND ")
+    assert record.getMessage().endswith("ms principal=agent:a session_id=ses1 idempotency_key=yes")
+    fields = (record.method, record.code, record.principal)  # type: ignore[attr-defined]
+    assert fields == ("pkg.Service/GetSession", "NOT_FOUND", "agent:a")
+    assert record.session_id == "ses1" and record.idempotency_key is True  # type: ignore[attr-defined]
+    assert record.duration_ms >= 0  # type: ignore[attr-defined]
+
+
+def test_a_json_line_has_time_level_logger_message_fields_and_the_exception() -> None:
+    try:
+        raise ValueError("bad thing")
+    except ValueError:
+        record = logging.getLogger("sessions.test").makeRecord(
+            "sessions.test", logging.ERROR, __file__, 1, "failed: %s", ("x",), None,
+            extra={"session_id": "ses2"},
+        )
+        import sys
+
+        record.exc_info = sys.exc_info()
+    line = json.loads(logs.JsonFormatter().format(record))
+    assert line["level"] == "ERROR" and line["logger"] == "sessions.test"
+    assert line["message"] == "failed: x" and line["session_id"] == "ses2"
+    assert line["time"].endswith("+00:00")
+    assert "ValueError: bad thing" in line["exception"]
+    assert "\n" not in logs.JsonFormatter().format(record)  # one line, whatever the traceback
+
+
+@pytest.mark.parametrize(("mode", "code", "logged"), [
+    ("on", "OK", True), ("errors", "OK", False), ("errors", "INTERNAL", True), ("off", "NOT_FOUND", False),
+])
+def test_access_modes(mode: str, code: str, logged: bool, caplog: pytest.LogCaptureFixture) -> None:
+    before = logs.access_mode()
+    logs.set_access_mode(mode)
+    try:
+        with caplog.at_level(logging.INFO, logger="sessions.access"):
+            assert logs.wants_access(code) is logged
+        with caplog.at_level(logging.WARNING, logger="sessions.access"):
+            assert logs.wants_access(code) is False  # a level above INFO silences it
+    finally:
+        logs.set_access_mode(before)
