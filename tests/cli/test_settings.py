@@ -31,6 +31,8 @@ def sessions(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
         ("SESSIONS_NO_PROJECTOR", "maybe", "not a yes or no"),
         ("SESSIONS_MAX_CONCURRENT_RPCS", "many", "not a whole number"),
         ("SESSIONS_SESSION_TTL", "ten minutes", "not a number of seconds"),
+        ("SESSIONS_LOG_FORMAT", "xml", "one of text, json"),
+        ("SESSIONS_ACCESS_LOG", "sometimes", "one of on, errors, off"),
     ],
 )
 def test_a_bad_variable_is_one_line_naming_it_and_exit_2(variable: str, value: str, says: str) -> None:
@@ -54,6 +56,7 @@ def test_a_bad_variable_of_another_command_does_not_matter() -> None:
         (("serve", "--grace", "-2"), "argument --grace: '-2': not a number of seconds (0 or more)"),
         (("project", "--batch-size", "0"), "argument --batch-size: '0': must be 1 or more"),
         (("health", "--timeout", "x"), "argument --timeout: 'x': not a number of seconds"),
+        (("serve", "--log-format", "xml"), "argument --log-format: 'xml': one of text, json"),
     ],
 )
 def test_a_bad_flag_value_is_one_line_and_exit_2(args: tuple[str, ...], says: str) -> None:
@@ -71,8 +74,9 @@ def test_a_server_configured_by_variables_alone(tmp_path) -> None:  # type: igno
     server = ServerProcess(
         "memory://",
         tmp_path / "server.log",
-        "--grace", "2",
-        env={"SESSIONS_WORKERS": "3", "SESSIONS_NO_DEADLINES": "yes", "SESSIONS_GRACE": "7"},
+        "--grace", "2", "--log-format", "text",  # (the logging options go after the command too)
+        env={"SESSIONS_WORKERS": "3", "SESSIONS_NO_DEADLINES": "yes", "SESSIONS_GRACE": "7",
+             "SESSIONS_LOG_FORMAT": "json"},
     )
     try:
         server.wait_serving()
@@ -85,4 +89,5 @@ def test_a_server_configured_by_variables_alone(tmp_path) -> None:  # type: igno
     assert "workers=3" in log
     assert "no_deadlines=True" in log
     assert "grace=2.0" in log and "grace=7" not in log
+    assert "log_format=text" in log and not log.startswith("{")
     assert "deadlines: sweeping" not in log

@@ -14,10 +14,11 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from sessions import logs, version
 from sessions.cli import audit, projections, security, serve
-from sessions.cli.common import FromEnv, Parser, StoreUnreachable, UsageError, one_of, option
+from sessions.cli.common import FromEnv, Parser, StoreUnreachable, UsageError, checked, one_of, option
 from sessions.store.urls import StoreURLError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -26,20 +27,37 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="sessions", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    option(parser, "--log-level", type=_as_given, default="INFO", metavar="LEVEL",
-           help=f"one of {', '.join(LOG_LEVELS)}")
-    option(parser, "--log-format", type=one_of(*logs.FORMATS), default="text",
-           help="text lines, or JSON lines (time, level, logger, message and fields)")
-    option(parser, "--access-log", type=one_of(*logs.ACCESS_MODES), default="on",
-           help="one line per call (logger sessions.access, at INFO): on, only calls that "
-           "did not end OK (errors), or off")
+    _add_log_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve.add_commands(commands)
     audit.add_commands(commands)
     serve.add_health_command(commands)
     projections.add_commands(commands)
     security.add_auth_commands(commands)
+    for name in ("serve", "project"):  # also after the command: `sessions serve --log-format json`
+        _add_log_options(commands.choices[name], after_command=True)
     return parser
+
+
+def _add_log_options(parser: argparse.ArgumentParser, after_command: bool = False) -> None:
+    """The logging options, on the main parser; with ``after_command``, on a
+    command's parser too, where they only count when given (and are left out
+    of its --help)."""
+    shown: dict[str, Any] = {"default": argparse.SUPPRESS, "help": argparse.SUPPRESS} if after_command else {}
+
+    def add(flag: str, **kwargs: Any) -> None:
+        if after_command:
+            parser.add_argument(flag, type=checked(kwargs["type"]), metavar=kwargs.get("metavar"), **shown)
+        else:
+            option(parser, flag, **kwargs)
+
+    add("--log-level", type=_as_given, default="INFO", metavar="LEVEL",
+        help=f"one of {', '.join(LOG_LEVELS)}")
+    add("--log-format", type=one_of(*logs.FORMATS), default="text",
+        help="text lines, or JSON lines (time, level, logger, message and fields)")
+    add("--access-log", type=one_of(*logs.ACCESS_MODES), default="on",
+        help="one line per call (logger sessions.access, at INFO): on, only calls that "
+        "did not end OK (errors), or off")
 
 
 def _as_given(text: str) -> str:

@@ -71,7 +71,7 @@ class FromEnv(str):
 Converter = Callable[[str], Any]
 
 
-def _checked(convert: Converter) -> Converter:
+def checked(convert: Converter) -> Converter:
     def parse(text: str) -> Any:
         try:
             return convert(text)
@@ -165,10 +165,10 @@ def option(
     raw = os.environ.get(variable)
     note = f"env {variable}"
     if type is None:
-        kwargs.update(action=_Switch, type=_checked(switch_value))
+        kwargs.update(action=_Switch, type=checked(switch_value))
         default = False
     else:
-        kwargs["type"] = _checked(type)
+        kwargs["type"] = checked(type)
         if shown_default or default is not None:
             note += f"; default {shown_default or default}"
     return parser.add_argument(  # type: ignore[no-any-return]
