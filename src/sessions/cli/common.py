@@ -187,8 +187,9 @@ def add_store(parser: argparse.ArgumentParser, flag: str = "--store") -> None:
         type=str,
         variable="SESSIONS_STORE",
         metavar="URL",
+        shown_default=".sessions/sessions.db in the working directory",
         help="store URL: sqlite:///path/file.db, postgresql://user@host:port/db?sslmode=... "
-        "or memory:// (default: .sessions/sessions.db in the working directory)",
+        "or memory://",
     )
 
 
