@@ -98,6 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             run_deadlines=not args.no_deadlines,
             deadline_interval=args.deadline_interval,
             rebuild_on_start=args.rebuild_on_start,
+            http_listen=args.http_listen,
             **server_kwargs(args),
         )
     reload_on_sighup(server)
@@ -181,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("listen", "127.0.0.1:50051"),
         metavar="HOST:PORT",
         help="address to listen on (env SESSIONS_LISTEN; default 127.0.0.1:50051)",
+    )
+    serve.add_argument(
+        "--http-listen",
+        default=_env("http_listen"),
+        metavar="HOST:PORT",
+        help="also serve the REST face (HTTP/JSON) there (env SESSIONS_HTTP_LISTEN; default off)",
     )
     _add_store(serve)
     _add_policy(serve)

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 from concurrent import futures
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -42,6 +43,9 @@ from sessions.transport import (
     server_options,
 )
 
+if TYPE_CHECKING:
+    from sessions.rest.serving import HttpServer
+
 log = logging.getLogger("sessions.server")
 
 # The gRPC health service name that answers whether the process is alive
@@ -71,6 +75,7 @@ class SessionsServer:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_concurrent_rpcs: int | None = DEFAULT_MAX_CONCURRENT_RPCS,
         max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION,
+        http_listen: str | None = None,
     ):
         """Security (issue 7): with ``auth_file`` every call is authenticated
         and authorized (sessions.api.access); without, the server is open and
@@ -79,6 +84,9 @@ class SessionsServer:
         is opened when the configuration is unsafe or unreadable."""
         self.settings = parse_store_url(store_url)
         self.listen = listen
+        self.http_listen = http_listen or None  # the REST face (sessions.rest); off by default
+        self.http_port = 0
+        self.http: HttpServer | None = None
         self.policy = policy or Policy()
         self.run_projector = run_projector
         self.run_deadlines = run_deadlines
@@ -105,6 +113,10 @@ class SessionsServer:
                 "accepted. Give --auth-file (SESSIONS_AUTH_FILE) with tokens made by "
                 "`sessions auth add-token`, listen on 127.0.0.1, or pass --insecure-no-auth "
                 "if an open server on this address is really intended."
+            )
+        if self.http_listen and self.access is None and not is_loopback(self.http_listen) and not insecure_no_auth:
+            raise SecurityConfigError(
+                f"refusing to serve REST on {self.http_listen} without credentials (see --listen)"
             )
 
     def reload_credentials(self) -> bool:
@@ -194,6 +206,11 @@ class SessionsServer:
         host = self.listen.rsplit(":", 1)[0]
         transport = self.tls.describe() if self.tls is not None else "plaintext"
         log.info("listening on %s:%d (gRPC, %s)", host, self.port, transport)
+        if self.http_listen:
+            from sessions.rest import http_server
+
+            self.http = http_server(self, self.http_listen)
+            self.http_port = self.http.start()
         self._log_security()
 
         log.info("read model: serving %s", read_model.table)
@@ -290,6 +307,8 @@ class SessionsServer:
         log.info("shutting down: finishing in-flight calls (up to %gs)", grace)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.http is not None:
+            self.http.stop()
         self.server.stop(grace).wait()
         if self.deadlines is not None:
             self.deadlines.stop()
