@@ -28,6 +28,7 @@ from sessions.rest.gateway import (
     error_document,
     invalid,
 )
+from sessions.rest.serving import CLOSE_CONNECTION
 
 log = logging.getLogger("sessions.rest")
 
@@ -124,6 +125,14 @@ class RestApp:
             return HTTP_STATUS.get(e.status.code, 500), error_document(e.status)
 
     def _read_body(self, environ: dict[str, Any]) -> tuple[bytes, tuple[int, dict[str, Any]] | None]:
+        body, refusal = self._read_limited(environ)
+        if refusal is not None:  # the rest of the body stays unread: never take it for a request
+            close = environ.get(CLOSE_CONNECTION)
+            if close is not None:
+                close()
+        return body, refusal
+
+    def _read_limited(self, environ: dict[str, Any]) -> tuple[bytes, tuple[int, dict[str, Any]] | None]:
         limit = self.max_body_bytes
         length_header = environ.get("CONTENT_LENGTH") or ""
         stream = environ["wsgi.input"]

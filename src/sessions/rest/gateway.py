@@ -238,7 +238,8 @@ def _with_refusals(edge: grpc.RpcMethodHandler, name: str) -> grpc.RpcMethodHand
 
 # --- the JSON body -------------------------------------------------------------
 
-_PARSE_PATH = re.compile(r' at "([^"]*)"')
+_PARSE_PATH = re.compile(r' at "?([A-Za-z_][\w.\[\]]*?)"?\.*$')
+_PARSE_CHAIN = re.compile(r"Failed to parse (\w+) field")
 _NO_FIELD = re.compile(r'has no field named "([^"]*)"')
 
 
@@ -272,12 +273,14 @@ def _parse_body(body: bytes, message: Message) -> None:
 
 def _field_of(error: json_format.ParseError, message_name: str) -> str:
     """The field a ParseError names, as a path below the request ("body" if none)."""
-    text = str(error)
-    unknown = _NO_FIELD.search(text)
+    text = str(error).splitlines()[0]
     where = _PARSE_PATH.search(text)
-    path = where.group(1) if where else ""
-    head, _, rest = path.partition(".")
-    path = rest if head == message_name else path
+    if where:
+        head, _, path = where.group(1).partition(".")
+        path = path if head == message_name else where.group(1)
+    else:
+        path = ".".join(_PARSE_CHAIN.findall(text))
+    unknown = _NO_FIELD.search(text)
     if unknown:
         return f"{path}.{unknown.group(1)}" if path else unknown.group(1)
     return path or "body"

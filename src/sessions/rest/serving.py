@@ -23,6 +23,19 @@ from sessions.transport import ServerTLS, listen_host
 
 log = logging.getLogger("sessions.rest")
 
+# The environ key of a callable that makes the server close the connection
+# after this answer: for a request whose body was refused unread (over the
+# limit), whose unread bytes must never be taken for the next request.
+CLOSE_CONNECTION = "sessions.close_connection"
+
+
+class _Gateway(wsgi.Gateway_10):
+    def get_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environ()
+        request = self.req
+        environ[CLOSE_CONNECTION] = lambda: setattr(request, "close_connection", True)
+        return environ
+
 
 class HttpServer:
     def __init__(self, listen: str, app: Any, *, threads: int = 16, tls: ServerTLS | None = None):
@@ -31,6 +44,7 @@ class HttpServer:
         self.listen = listen
         self.tls = tls
         self._server = wsgi.Server((host, port), app, numthreads=threads, server_name="sessions", timeout=30)
+        self._server.gateway = _Gateway
         if tls is not None:
             adapter = BuiltinSSLAdapter(tls.cert, tls.key)
             if tls.client_ca:
