@@ -30,8 +30,8 @@ CLOSE_CONNECTION = "sessions.close_connection"
 
 
 class _Gateway(wsgi.Gateway_10):
-    def get_environ(self) -> dict[str, Any]:
-        environ: dict[str, Any] = super().get_environ()
+    def get_environ(self) -> Any:  # (cheroot's stubs say None)
+        environ: dict[str, Any] = super().get_environ()  # type: ignore[func-returns-value]
         request = self.req
         environ[CLOSE_CONNECTION] = lambda: setattr(request, "close_connection", True)
         return environ
