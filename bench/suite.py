@@ -33,6 +33,10 @@ folder, or a database ``sessions_bench_<random>`` created on the server of
            thread switches per call (from /proc) in the details.
   rebuild  projection rebuild events/s against the library's decoded read
            rate (select_notifications + mapping), bench/rebuild.py's functions.
+  rest     GetSession over REST (``serve --http-listen``, bench/rest_load.py:
+           raw HTTP/1.1 on keep-alive connections) against GetSession over
+           gRPC (bench/load.py) on the same server process, in turns: QPS
+           with 16 calls in flight, and p50 with one.
 
 Rounds: figure and baseline are measured in turns (--rounds times each);
 the best of the rounds is kept (highest rate, lowest p50), so that load from
@@ -77,6 +81,7 @@ import list_pages  # noqa: E402
 import load  # noqa: E402
 import projector_and_writes as writes_bench  # noqa: E402
 import rebuild as rebuild_bench  # noqa: E402
+import rest_load  # noqa: E402
 from bare_server import FAIL_REASON  # noqa: E402
 
 from sessions.api.operations import renderer  # noqa: E402
@@ -91,7 +96,7 @@ from sessions.projection.write_through import WriteThrough  # noqa: E402
 from sessions.store.application import Caller, SessionsApplication  # noqa: E402
 from sessions.store.urls import parse_store_url  # noqa: E402
 
-PARTS = ("qps", "history", "scale", "rss", "ryw", "agents", "rebuild")
+PARTS = ("qps", "history", "scale", "rss", "ryw", "agents", "rebuild", "rest")
 PRINCIPAL = "bench"
 CALLER = Caller(PRINCIPAL)
 POLICY = Policy()
@@ -563,6 +568,52 @@ def part_qps(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     ))
 
 
+def part_rest(backend: str, url: str, sizes: Sizes, folder: str) -> None:
+    """GetSession over REST against over gRPC: one server process, both faces."""
+    app = open_app(url)
+    try:
+        ids = populated_sessions(app, sizes.qps_sessions, "rest")
+    finally:
+        app.close()
+    http_port = free_port()
+    paths = [f"/organization-manager/v1/idp/synchronization-sessions/{sid}" for sid in ids]
+    requests = get_requests(ids)
+    with ServerProcess.sessions(url, folder, "--http-listen", f"127.0.0.1:{http_port}", profile=f"rest-{backend}") as server:
+        concurrency = sizes.qps_concurrency
+
+        def over_rest(n: int, seconds: float) -> Callable[[], load.LoadResult]:
+            return lambda: rest_load.run("127.0.0.1", http_port, paths, duration=seconds, concurrency=n)
+
+        def over_grpc(n: int, seconds: float) -> Callable[[], load.LoadResult]:
+            return lambda: load.run(server.target, GET, requests, duration=seconds, concurrency=n, processes=1)
+
+        qps = in_turns(sizes.qps_rounds, {
+            "grpc": over_grpc(concurrency, sizes.qps_seconds), "rest": over_rest(concurrency, sizes.qps_seconds),
+        })
+        latency = in_turns(sizes.rounds, {
+            "grpc": over_grpc(1, sizes.latency_seconds), "rest": over_rest(1, sizes.latency_seconds),
+        })
+    check_errors("rest", qps["rest"] + qps["grpc"] + latency["rest"] + latency["grpc"])
+    rest, grpc_ = best_qps(qps["rest"]), best_qps(qps["grpc"])
+    rest_p50, grpc_p50 = best_p50(latency["rest"]), best_p50(latency["grpc"])
+    detail(f"[{backend}] rest: REST {rest.describe()}")
+    detail(f"[{backend}] rest: gRPC {grpc_.describe()}")
+    detail(f"[{backend}] rest: one in flight: REST {rest_p50.describe()}")
+    detail(f"[{backend}] rest: one in flight: gRPC {grpc_p50.describe()}")
+    detail(
+        f"[{backend}] rest: all rounds REST {[round(r.qps) for r in qps['rest']]}, "
+        f"gRPC {[round(r.qps) for r in qps['grpc']]}"
+    )
+    FIGURES.append(Figure(
+        "rest", f"GetSession QPS over REST ({concurrency} in flight)", backend, rest.qps, "calls/s", grpc_.qps,
+        "GetSession over gRPC, same server",
+    ))
+    FIGURES.append(Figure(
+        "rest", "GetSession p50 over REST (1 in flight)", backend, rest_p50.p50, "ms", grpc_p50.p50,
+        "GetSession over gRPC, same server",
+    ))
+
+
 def part_history(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     app = open_app(url)
     try:
@@ -982,7 +1033,7 @@ def main() -> int:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sessions_suite_") as folder:
         for backend in backends:
-            for part in ("qps", "history", "ryw", "agents", "rebuild"):
+            for part in ("qps", "history", "ryw", "agents", "rebuild", "rest"):
                 if part not in parts:
                     continue
                 print(f"\n[{backend}] {part} ...", flush=True)

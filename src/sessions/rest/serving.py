@@ -29,6 +29,9 @@ log = logging.getLogger("sessions.rest")
 CLOSE_CONNECTION = "sessions.close_connection"
 
 
+KEEP_ALIVE_CONNECTIONS = 1024
+
+
 class _Gateway(wsgi.Gateway_10):
     def get_environ(self) -> Any:  # (cheroot's stubs say None)
         environ: dict[str, Any] = super().get_environ()  # type: ignore[func-returns-value]
@@ -45,6 +48,10 @@ class HttpServer:
         self.tls = tls
         self._server = wsgi.Server((host, port), app, numthreads=threads, server_name="sessions", timeout=30)
         self._server.gateway = _Gateway
+        # Idle keep-alive connections wait in a selector, not on a thread;
+        # cheroot keeps at most 10 by default and closes the others after
+        # each answer, so that clients with more connections reconnect per call.
+        self._server.keep_alive_conn_limit = KEEP_ALIVE_CONNECTIONS
         if tls is not None:
             adapter = BuiltinSSLAdapter(tls.cert, tls.key)
             if tls.client_ca:
