@@ -240,6 +240,7 @@ def _with_refusals(edge: grpc.RpcMethodHandler, name: str) -> grpc.RpcMethodHand
 
 _PARSE_PATH = re.compile(r' at "?([A-Za-z_][\w.\[\]]*?)"?\.*$')
 _PARSE_CHAIN = re.compile(r"Failed to parse (\w+) field")
+_PARSE_CHAIN_PREFIX = re.compile(r"Failed to parse \w+ field: ")
 _NO_FIELD = re.compile(r'has no field named "([^"]*)"')
 
 
@@ -287,7 +288,9 @@ def _field_of(error: json_format.ParseError, message_name: str) -> str:
 
 
 def _first_line(error: Exception) -> str:
-    return str(error).splitlines()[0][:500]
+    """The parser's reason, without the field path it is refused on."""
+    text = _PARSE_CHAIN_PREFIX.sub("", str(error).splitlines()[0])
+    return _PARSE_PATH.sub("", text).rstrip(".")[:500] or "cannot be parsed"
 
 
 # --- query parameters and path variables -----------------------------------------
