@@ -33,6 +33,10 @@ folder, or a database ``sessions_bench_<random>`` created on the server of
            thread switches per call (from /proc) in the details.
   rebuild  projection rebuild events/s against the library's decoded read
            rate (select_notifications + mapping), bench/rebuild.py's functions.
+  metrics  GetSession QPS of the service with Prometheus metrics on
+           (``--metrics-listen``, scraped once a second as Prometheus would,
+           if more often) against the same service with metrics off; the
+           qps part's load generator drives both, in turns.
 
 Rounds: figure and baseline are measured in turns (--rounds times each);
 the best of the rounds is kept (highest rate, lowest p50), so that load from
@@ -91,7 +95,7 @@ from sessions.projection.write_through import WriteThrough  # noqa: E402
 from sessions.store.application import Caller, SessionsApplication  # noqa: E402
 from sessions.store.urls import parse_store_url  # noqa: E402
 
-PARTS = ("qps", "history", "scale", "rss", "ryw", "agents", "rebuild")
+PARTS = ("qps", "history", "scale", "rss", "ryw", "agents", "rebuild", "metrics")
 PRINCIPAL = "bench"
 CALLER = Caller(PRINCIPAL)
 POLICY = Policy()
@@ -563,6 +567,85 @@ def part_qps(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     ))
 
 
+def part_metrics(backend: str, url: str, sizes: Sizes, folder: str) -> None:
+    """GetSession QPS with metrics on against off: two servers on one store,
+    the same load, in turns. The server with metrics is scraped every second
+    meanwhile (the scrape's queries are part of what metrics cost)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    app = open_app(url)
+    try:
+        ids = populated_sessions(app, sizes.qps_sessions, "metrics")
+    finally:
+        app.close()
+    requests = get_requests(ids)
+    metrics_port = free_port()
+    scrape_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    on = ServerProcess.sessions(
+        url, folder, "--metrics-listen", f"127.0.0.1:{metrics_port}", profile=f"metrics-{backend}-on"
+    )
+    off = ServerProcess.sessions(url, folder, profile=f"metrics-{backend}-off")
+    scrapes: list[float] = []
+    stop = threading.Event()
+
+    def scrape() -> str:
+        with urllib.request.urlopen(scrape_url, timeout=10) as answer:
+            return str(answer.read().decode())
+
+    def scraper() -> None:
+        while not stop.wait(1.0):
+            began = time.perf_counter()
+            scrape()
+            scrapes.append(time.perf_counter() - began)
+
+    with on, off:
+        handled_before = _handled_gets(text_string_to_metric_families(scrape()))
+        thread = threading.Thread(target=scraper, daemon=True)
+        thread.start()
+        try:
+            runs = in_turns(sizes.qps_rounds, {
+                "off": lambda: load.run(off.target, GET, requests, duration=sizes.qps_seconds,
+                                        concurrency=sizes.qps_concurrency, processes=sizes.qps_processes),
+                "on": lambda: load.run(on.target, GET, requests, duration=sizes.qps_seconds,
+                                       concurrency=sizes.qps_concurrency, processes=sizes.qps_processes),
+            })
+        finally:
+            stop.set()
+            thread.join()
+        handled = _handled_gets(text_string_to_metric_families(scrape())) - handled_before
+    check_errors("metrics", runs["on"] + runs["off"])
+    with_metrics, without = best_qps(runs["on"]), best_qps(runs["off"])
+    answered = sum(r.calls for r in runs["on"])
+    detail(f"[{backend}] metrics: on  {with_metrics.describe()}")
+    detail(f"[{backend}] metrics: off {without.describe()}")
+    detail(
+        f"[{backend}] metrics: all rounds on {[round(r.qps) for r in runs['on']]}, "
+        f"off {[round(r.qps) for r in runs['off']]}; ratio in each round "
+        f"{', '.join(f'{a.qps / b.qps:.3f}' for a, b in zip(runs['on'], runs['off'], strict=True))}"
+    )
+    detail(
+        f"[{backend}] metrics: {len(scrapes)} scrapes, median {median(scrapes) * 1e3:.1f} ms; "
+        f"GetSession OK counted {handled:.0f}, answered OK at least {answered} (with warm-up calls)"
+        if scrapes else f"[{backend}] metrics: no scrape during the runs"
+    )
+    FIGURES.append(Figure(
+        "metrics", "GetSession QPS, metrics on", backend, with_metrics.qps, "calls/s", without.qps,
+        "the same service, metrics off", ">= 0.95x", ratio_target=lambda r: r >= 0.95,
+    ))
+
+
+def _handled_gets(families: Any) -> float:
+    return sum(
+        sample.value
+        for family in families
+        if family.name == "grpc_server_handled"
+        for sample in family.samples
+        if sample.labels.get("grpc_method") == "GetSession" and sample.labels.get("grpc_code") == "OK"
+    )
+
+
 def part_history(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     app = open_app(url)
     try:
@@ -982,7 +1065,7 @@ def main() -> int:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sessions_suite_") as folder:
         for backend in backends:
-            for part in ("qps", "history", "ryw", "agents", "rebuild"):
+            for part in ("qps", "history", "ryw", "agents", "rebuild", "metrics"):
                 if part not in parts:
                     continue
                 print(f"\n[{backend}] {part} ...", flush=True)

@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from sessions import audit_cli, projections_cli, security_cli, version
 from sessions.cli_common import UsageError, add_store, env
@@ -91,6 +92,18 @@ def _metrics_usage() -> Iterator[None]:
         raise UsageError(str(e)) from None
 
 
+def _serve_metrics(listen: str | None) -> Any:
+    """Metrics served on ``listen`` (None: off)."""
+    if not listen:
+        return None
+    from sessions.metrics import Metrics
+
+    metrics = Metrics()
+    with _metrics_usage():
+        metrics.listen(listen)
+    return metrics
+
+
 def _policy(args: argparse.Namespace) -> Policy:
     try:
         return Policy.from_seconds(**{name: getattr(args, name) for name in POLICY_FLAGS})
@@ -133,19 +146,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_project(args: argparse.Namespace) -> int:
     from sessions.cli_common import open_app, progress_bar
     from sessions.deadlines import DeadlineWorker
-    from sessions.metrics import Metrics, parse_listen
     from sessions.projection.read_model import ReadModel
 
-    metrics = Metrics() if args.metrics_listen else None
-    with _metrics_usage():
-        if metrics is not None:
-            parse_listen(args.metrics_listen)  # before the store is opened
+    metrics = _serve_metrics(args.metrics_listen)  # before the store is opened
     app = open_app(args, policy=_policy(args))
     log.info("store: %s", app.settings.description)
     read_model = ReadModel(app)
     if metrics is not None:
-        with _metrics_usage():
-            metrics.listen(args.metrics_listen)
         metrics.observe(app, read_model.registry)
     projector = read_model.projector
     assert projector is not None

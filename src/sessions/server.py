@@ -137,10 +137,10 @@ class SessionsServer:
     def start(self) -> int:
         """Start serving; return the bound port. Health says SERVING once the
         projector has folded the log as it was at start."""
-        log.info("sessions %s", sessions.version())
         if self.metrics is not None:
             assert self.metrics_listen is not None
             self.metrics.listen(self.metrics_listen)  # first: a busy port fails before anything opens
+        log.info("sessions %s", sessions.version())
         log.info("store: %s", self.settings.description)
         log.info("policy: %s", self.policy.describe())
         self.app = SessionsApplication(self.settings, policy=self.policy, clock=self.clock)
