@@ -604,6 +604,7 @@ def part_metrics(backend: str, url: str, sizes: Sizes, folder: str) -> None:
         handled_before = _handled_gets(text_string_to_metric_families(scrape()))
         thread = threading.Thread(target=scraper, daemon=True)
         thread.start()
+        cpu_before = {"on": on.usage()[0], "off": off.usage()[0]}
         try:
             runs = in_turns(sizes.qps_rounds, {
                 "off": lambda: load.run(off.target, GET, requests, duration=sizes.qps_seconds,
@@ -615,7 +616,15 @@ def part_metrics(backend: str, url: str, sizes: Sizes, folder: str) -> None:
             stop.set()
             thread.join()
         handled = _handled_gets(text_string_to_metric_families(scrape())) - handled_before
+        cpu = {"on": on.usage()[0] - cpu_before["on"], "off": off.usage()[0] - cpu_before["off"]}
     check_errors("metrics", runs["on"] + runs["off"])
+    per_call = {k: cpu[k] / max(sum(r.calls for r in runs[k]), 1) for k in cpu}
+    added = counting_cost()
+    detail(
+        f"[{backend}] metrics: server CPU per GetSession on {per_call['on'] * 1e6:.0f} us, "
+        f"off {per_call['off'] * 1e6:.0f} us ({per_call['on'] / per_call['off']:.3f}x); counting, timed alone "
+        f"in this process: {added * 1e6:.2f} us per call = {added / per_call['off'] * 100:.1f}% of a call's CPU"
+    )
     with_metrics, without = best_qps(runs["on"]), best_qps(runs["off"])
     answered = sum(r.calls for r in runs["on"])
     detail(f"[{backend}] metrics: on  {with_metrics.describe()}")
@@ -634,6 +643,43 @@ def part_metrics(backend: str, url: str, sizes: Sizes, folder: str) -> None:
         "metrics", "GetSession QPS, metrics on", backend, with_metrics.qps, "calls/s", without.qps,
         "the same service, metrics off", ">= 0.95x", ratio_target=lambda r: r >= 0.95,
     ))
+
+
+def counting_cost(calls: int = 200_000) -> float:
+    """Seconds that metrics add to one unary call on the serving path: the
+    interceptor's lookup (on grpc's polling thread) and the counting wrapper
+    (on the worker), each timed alone against the same call without them."""
+    from sessions.metrics import Metrics
+
+    class Context:  # what the wrapper asks of grpc's context
+        def code(self) -> None:
+            return None
+
+    class Details:
+        method = GET
+        invocation_metadata = ()
+
+    def behavior(request: Any, context: Any) -> bytes:
+        return b""
+
+    handler = grpc.unary_unary_rpc_method_handler(behavior)
+    interceptor = Metrics().interceptor()
+    continuation = lambda details: handler  # noqa: E731
+    wrapped = interceptor.intercept_service(continuation, Details()).unary_unary
+    context, details = Context(), Details()
+
+    def timed(call: Callable[[], Any]) -> float:
+        best = float("inf")
+        for _ in range(3):
+            began = time.perf_counter()
+            for _ in range(calls):
+                call()
+            best = min(best, time.perf_counter() - began)
+        return best / calls
+
+    bare = timed(lambda: (continuation(details), behavior(b"", context)))
+    counted = timed(lambda: (interceptor.intercept_service(continuation, details), wrapped(b"", context)))
+    return max(counted - bare, 0.0)
 
 
 def _handled_gets(families: Any) -> float:
