@@ -1,6 +1,7 @@
-"""`sessions project` with metrics, as a real process: the read model's
-position, the log's head and the lag, scraped while it folds what another
-process writes. And a bad --metrics-listen: one line, exit 2."""
+"""`sessions serve` and `sessions project` with metrics, as real processes:
+the flag and its variable, the calls a server answered, and the read
+model's position, the log's head and the lag, scraped while `project` folds
+what another process writes. And a bad --metrics-listen: one line, exit 2."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from sessions.projection.runner import wait_until
 from sessions.store.application import Caller, Result, SessionsApplication
 from sessions.store.urls import parse_store_url
 from tests.metrics.metrics_support import Scrape, try_scrape
-from tests.server_process import free_port
+from tests.server_process import ServerProcess, free_port
 
 CALLER = Caller("metrics-test")
 
@@ -81,6 +82,24 @@ def test_project_reports_its_position_and_lag(store_url: str, tmp_path: Path) ->
             assert project.wait(30) == 0, (tmp_path / "project.log").read_text()
         log.close()
         writer.close()
+
+
+def test_serve_as_a_process_counts_its_calls(tmp_path: Path) -> None:
+    port = free_port()
+    server = ServerProcess(
+        f"sqlite://{tmp_path}/s.db", tmp_path / "serve.log", env={"SESSIONS_METRICS_LISTEN": f"127.0.0.1:{port}"}
+    )
+    try:
+        server.wait_serving()  # health checks, answered SERVING at last
+        s = try_scrape(port)
+        assert s is not None, server.log()
+        checks = {"grpc_service": "grpc.health.v1.Health", "grpc_method": "Check", "grpc_type": "unary"}
+        assert s.value("grpc_server_handled_total", grpc_code="OK", **checks) >= 1
+        assert s.value("grpc_server_handled_total", **checks) == s.value("grpc_server_started_total", **checks)
+        assert s.value("sessions_store_up") == 1
+        assert s.labels_of("sessions_build_info") == [{"version": sessions.version()}]
+    finally:
+        assert server.stop() == 0, server.log()
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
