@@ -198,7 +198,8 @@ def cmd_health(args: argparse.Namespace) -> int:
         channel = client_channel(args, args.target)
     with channel:
         try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
+            stub: Any = health_pb2_grpc.HealthStub(channel)  # the stubs declare no methods
+            response = stub.Check(
                 health_pb2.HealthCheckRequest(service=args.service),
                 timeout=args.timeout,
                 metadata=call_metadata(args),

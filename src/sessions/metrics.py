@@ -82,9 +82,7 @@ class Metrics:
         disable_created_metrics()
         self.registry = registry = CollectorRegistry()
         rpc = ["grpc_type", "grpc_service", "grpc_method"]
-        self.started = Counter(
-            "grpc_server_started_total", "RPCs started on the server.", rpc, registry=registry
-        )
+        self.started = Counter("grpc_server_started_total", "RPCs started on the server.", rpc, registry=registry)
         self.handled = Counter(
             "grpc_server_handled_total",
             "RPCs completed on the server, regardless of success or failure.",
@@ -129,9 +127,7 @@ class Metrics:
             "idempotency key, or a commit whose acknowledgement was lost).",
             registry=registry,
         )
-        Info("sessions_build", "The running build.", registry=registry).info(
-            {"version": sessions.version()}
-        )
+        Info("sessions_build", "The running build.", registry=registry).info({"version": sessions.version()})
         self._refusals = {reason: self.refusals.labels(reason) for reason in set(REFUSALS.values())}
         self._refusal_of = {code: self._refusals[reason] for code, reason in REFUSALS.items()}
         self._transitions = {kind: self.transitions.labels(kind) for kind in TRANSITIONS.values()}
@@ -272,6 +268,7 @@ def _counting(handler: grpc.RpcMethodHandler, counted: _MethodMetrics) -> grpc.R
         return grpc.stream_unary_rpc_method_handler(_unary(handler.stream_unary, counted), **kwargs)
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(_streaming(handler.unary_stream, counted), **kwargs)
+    assert handler.stream_stream is not None  # (one of the four is set)
     return grpc.stream_stream_rpc_method_handler(_streaming(handler.stream_stream, counted), **kwargs)
 
 
@@ -363,23 +360,33 @@ class StoreCollector(Collector):
     def _families() -> list[tuple[GaugeMetricFamily, str]]:
         return [
             (GaugeMetricFamily("sessions_store_up", "1 if the store answered this scrape, else 0."), "up"),
-            (GaugeMetricFamily(
-                "sessions_log_head_position", "Notification id of the last event in the store's log."
-            ), "head"),
-            (GaugeMetricFamily(
-                "sessions_projection_position", "Position of the log the live read model has folded."
-            ), "position"),
-            (GaugeMetricFamily(
-                "sessions_projection_lag_events", "Events in the log the live read model has not folded."
-            ), "lag_events"),
-            (GaugeMetricFamily(
-                "sessions_projection_lag_seconds",
-                "Age of the oldest event the live read model has not folded (0: caught up; NaN: "
-                "its time cannot be read).",
-            ), "lag_seconds"),
-            (GaugeMetricFamily(
-                "sessions_parked_events", "Events the live read model's projector parked."
-            ), "parked"),
+            (
+                GaugeMetricFamily(
+                    "sessions_log_head_position", "Notification id of the last event in the store's log."
+                ),
+                "head",
+            ),
+            (
+                GaugeMetricFamily(
+                    "sessions_projection_position", "Position of the log the live read model has folded."
+                ),
+                "position",
+            ),
+            (
+                GaugeMetricFamily(
+                    "sessions_projection_lag_events", "Events in the log the live read model has not folded."
+                ),
+                "lag_events",
+            ),
+            (
+                GaugeMetricFamily(
+                    "sessions_projection_lag_seconds",
+                    "Age of the oldest event the live read model has not folded (0: caught up; NaN: "
+                    "its time cannot be read).",
+                ),
+                "lag_seconds",
+            ),
+            (GaugeMetricFamily("sessions_parked_events", "Events the live read model's projector parked."), "parked"),
         ]
 
 

@@ -18,8 +18,7 @@ class Scrape:
         """The sum of the samples named ``name`` whose labels include ``labels``
         (0 when there is none)."""
         return sum(
-            s.value for s in self.samples
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+            s.value for s in self.samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
         )
 
     def has(self, name: str) -> bool:

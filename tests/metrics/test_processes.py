@@ -44,7 +44,8 @@ def test_project_reports_its_position_and_lag(store_url: str, tmp_path: Path) ->
         _open(writer, 3, "before")
         project = subprocess.Popen(
             [sys.executable, "-m", "sessions", "project", "--store", store_url, "--no-deadlines"],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "SESSIONS_METRICS_LISTEN": f"127.0.0.1:{port}"},
         )
 
@@ -105,7 +106,10 @@ def test_serve_as_a_process_counts_its_calls(tmp_path: Path) -> None:
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sessions", *args],
-        capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -155,9 +155,7 @@ def test_a_workload_is_counted(served: Served) -> None:
 
 def test_the_head_and_position_follow_the_log(served: Served) -> None:
     before = served.caught_up()
-    served.sessions.OpenSession(
-        service_pb2.OpenSessionRequest(subject_container_id="c", agent_id="a", session_type=1)
-    )
+    served.sessions.OpenSession(service_pb2.OpenSessionRequest(subject_container_id="c", agent_id="a", session_type=1))
     after = served.caught_up()
     # An open appends four events; the read model folded up to them.
     assert after.value("sessions_log_head_position") >= before.value("sessions_log_head_position") + 4
