@@ -723,7 +723,7 @@ def served_call_cost(batches: int = 30, calls: int = 300) -> tuple[float, float]
         return b"x" * 200
 
     handler = grpc.unary_unary_rpc_method_handler(behavior)
-    servers, calls_of = [], {}
+    servers, channels, calls_of = [], [], {}
     for name, interceptors in (("off", None), ("on", [Metrics().interceptor()])):
         server = grpc.server(futures.ThreadPoolExecutor(8), interceptors=interceptors)
         server.add_registered_method_handlers("bench.Metrics", {"Call": handler})
@@ -731,6 +731,7 @@ def served_call_cost(batches: int = 30, calls: int = 300) -> tuple[float, float]
         server.start()
         servers.append(server)
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        channels.append(channel)
         calls_of[name] = channel.unary_unary("/bench.Metrics/Call", _registered_method=True)
         calls_of[name](b"", timeout=10)
     best = {name: float("inf") for name in calls_of}
@@ -742,6 +743,8 @@ def served_call_cost(batches: int = 30, calls: int = 300) -> tuple[float, float]
                     call(b"", timeout=10)
                 best[name] = min(best[name], (time.perf_counter() - began) / calls)
     finally:
+        for channel in channels:
+            channel.close()
         for server in servers:
             server.stop(None)
     return best["off"], best["on"]
