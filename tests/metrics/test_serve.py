@@ -225,3 +225,21 @@ def test_two_servers_in_one_process_count_apart(tmp_path: Path) -> None:
     finally:
         one.close()
         two.close()
+
+
+def test_a_refusal_by_grpc_itself_is_started_but_never_handled(tmp_path: Path) -> None:
+    # grpc refuses a request over --max-message-bytes before any handler
+    # runs, and does not tell interceptors how the call ended (see README,
+    # Metrics): it shows as started without a handled count.
+    served = Served(f"sqlite://{tmp_path}/s.db", max_message_bytes=1024)
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            served.sessions.ListSessions(
+                service_pb2.ListSessionsRequest(subject_container_id="c", filter="x" * 2000), timeout=10
+            )
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        s = served.scrape()
+        assert s.value("grpc_server_started_total", grpc_method="ListSessions") == 1
+        assert s.value("grpc_server_handled_total", grpc_method="ListSessions") == 0
+    finally:
+        served.close()
