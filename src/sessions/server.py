@@ -29,6 +29,7 @@ from sessions.api.protos import (
 from sessions.api.servicers import OperationService, SessionService
 from sessions.deadlines import DEFAULT_INTERVAL, DeadlineWorker
 from sessions.domain.policy import Policy
+from sessions.metrics import Metrics, parse_listen
 from sessions.projection.read_model import ReadModel
 from sessions.store.application import SessionsApplication
 from sessions.store.clock import Clock, system_clock
@@ -76,12 +77,17 @@ class SessionsServer:
         max_concurrent_rpcs: int | None = DEFAULT_MAX_CONCURRENT_RPCS,
         max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION,
         http_listen: str | None = None,
+        metrics_listen: str | None = None,
     ):
         """Security (issue 7): with ``auth_file`` every call is authenticated
         and authorized (sessions.api.access); without, the server is open and
         may listen only on loopback unless ``insecure_no_auth``. Raises
         SecurityConfigError or credentials.CredentialsError before anything
-        is opened when the configuration is unsafe or unreadable."""
+        is opened when the configuration is unsafe or unreadable.
+
+        ``metrics_listen`` (HOST:PORT): serve Prometheus metrics there
+        (sessions.metrics); a value that is not HOST:PORT raises
+        MetricsConfigError here, an address that cannot be bound in start()."""
         self.settings = parse_store_url(store_url)
         self.listen = listen
         self.http_listen = http_listen or None  # the REST face (sessions.rest); off by default
@@ -104,6 +110,11 @@ class SessionsServer:
         self.max_message_bytes = max_message_bytes
         self.max_concurrent_rpcs = max_concurrent_rpcs
         self.max_streams_per_connection = max_streams_per_connection
+        self.metrics_listen = metrics_listen
+        self.metrics: Metrics | None = None
+        if metrics_listen:
+            parse_listen(metrics_listen)
+            self.metrics = Metrics()
         self.access = (
             AccessInterceptor(credentials_file.load(self.auth_file)) if self.auth_file else None
         )
@@ -138,12 +149,17 @@ class SessionsServer:
     def start(self) -> int:
         """Start serving; return the bound port. Health says SERVING once the
         projector has folded the log as it was at start."""
+        if self.metrics is not None:
+            assert self.metrics_listen is not None
+            self.metrics.listen(self.metrics_listen)  # first: a busy port fails before anything opens
         log.info("sessions %s", sessions.version())
         log.info("store: %s", self.settings.description)
         log.info("policy: %s", self.policy.describe())
         self.app = SessionsApplication(self.settings, policy=self.policy, clock=self.clock)
         self.read_model = read_model = ReadModel(self.app, run_projector=self.run_projector)
         self.projector = read_model.projector
+        if self.metrics is not None:
+            self.metrics.observe(self.app, read_model.registry)
         self.deadlines = (
             DeadlineWorker(
                 self.app,
@@ -158,7 +174,7 @@ class SessionsServer:
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="grpc"),
             options=server_options(self.max_message_bytes, self.max_streams_per_connection),
-            interceptors=[self.access] if self.access is not None else None,
+            interceptors=self._interceptors() or None,
             maximum_concurrent_rpcs=self.max_concurrent_rpcs,
         )
         # Every request is decoded and checked at the edge (api.edge).
@@ -230,6 +246,15 @@ class SessionsServer:
         if self.rebuild_on_start and read_model.outdated:
             threading.Thread(target=self._rebuild, name="rebuild", daemon=True).start()
         return self.port
+
+    def _interceptors(self) -> list[grpc.ServerInterceptor]:
+        """Metrics first: they count the calls access control refuses."""
+        interceptors: list[grpc.ServerInterceptor] = []
+        if self.metrics is not None:
+            interceptors.append(self.metrics.interceptor())
+        if self.access is not None:
+            interceptors.append(self.access)
+        return interceptors
 
     def _rebuild(self) -> None:
         """Build the current version while the old one serves; it takes over
@@ -313,5 +338,7 @@ class SessionsServer:
         if self.deadlines is not None:
             self.deadlines.stop()
         self.read_model.stop()
+        if self.metrics is not None:
+            self.metrics.close()
         self.app.close()
         log.info("stopped")

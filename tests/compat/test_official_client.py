@@ -355,7 +355,7 @@ def test_official_client_drives_the_whole_session_lifecycle(official_client_pyth
             f"--- server log ---\n{sessions_server.log_tail()}",
             pytrace=False,
         )
-    # DESIGN.md asks for a graceful shutdown: the server handles SIGTERM and exits 0
+    # docs/design.md promises a graceful shutdown: the server handles SIGTERM and exits 0
     # (a bare -15 would mean it died of the signal without stopping its parts).
     assert code == 0, (
         f"the server exited with code {code} on SIGTERM.\n--- server log ---\n{sessions_server.log_tail()}"
