@@ -57,9 +57,15 @@ def test_without_a_live_credential_every_route_is_401(guarded: Faces, tokens: tu
     assert guarded.head() == head
 
 
-def test_the_caller_is_admitted_before_its_body_is_read(guarded: Faces) -> None:
-    answer = guarded.http.post(OPEN, content=b"{not json")
-    assert _code(answer) == (401, code_pb2.UNAUTHENTICATED)
+def test_the_caller_is_admitted_before_its_request_is_looked_at(guarded: Faces) -> None:
+    unreadable = [
+        guarded.http.post(OPEN, content=b"{not json"),
+        guarded.http.post(OPEN, json={"bogus": 1}),
+        guarded.http.get(f"{SESSIONS}/%ff"),
+        guarded.http.get(f"{SESSIONS}?subjectContainerId=%ff&nope=1"),
+        guarded.http.post(OPEN, json={}, headers={"Idempotency-Key": b"caf\xe9"}),
+    ]
+    assert [_code(answer) for answer in unreadable] == [(401, code_pb2.UNAUTHENTICATED)] * len(unreadable)
 
 
 def test_roles_allow_what_they_allow_over_grpc(

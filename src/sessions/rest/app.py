@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from google.rpc import code_pb2, status_pb2
 
+from sessions.domain.errors import InvalidArgument
 from sessions.rest.gateway import (
     HTTP_STATUS,
     METADATA_HEADERS,
@@ -85,28 +86,31 @@ class RestApp:
             return 200, self._openapi_body
         matched = None
         path_known = False
+        unreadable: InvalidArgument | None = None  # refused once the caller is admitted
         for route in self.gateway.routes:
             try:
                 variables = route.match(raw_path)
             except UnicodeDecodeError:
-                return _refused("path", "a path variable is not percent-encoded UTF-8")
+                variables, unreadable = {}, InvalidArgument("path", "a path variable is not percent-encoded UTF-8")
             if variables is None:
                 continue
             path_known = True
             if route.http_method == verb:
                 matched = route, variables
                 break
+            unreadable = None
         if matched is None:
             if path_known:
                 return _failure(code_pb2.UNIMPLEMENTED, f"{verb} is not served on this path", 405)
             return _failure(code_pb2.NOT_FOUND, f"no route for {verb} {raw_path[:200]}")
         route, variables = matched
+        query: list[tuple[str, str]] = []
         try:
             query = parse_qsl(raw_query, keep_blank_values=True, errors="strict")
         except (UnicodeDecodeError, ValueError):
-            return _refused("query", "is not percent-encoded UTF-8")
+            unreadable = unreadable or InvalidArgument("query", "is not percent-encoded UTF-8")
         body = None
-        if route.body:
+        if route.body:  # (a body over the limit is refused first, as gRPC refuses a message over its limit)
             body, refusal = self._read_body(environ)
             if refusal is not None:
                 return refusal
@@ -117,12 +121,13 @@ class RestApp:
                 try:  # WSGI hands header bytes over as latin-1
                     metadata.append((key, value.encode("latin-1").decode("utf-8")))
                 except UnicodeError:
-                    return _refused(key, "is not UTF-8")
+                    unreadable = unreadable or InvalidArgument(key, "is not UTF-8")
         peer = f"ipv4:{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}"
         try:
-            return 200, self.gateway.call(route, variables, query, body, Context(metadata, peer))
+            answer = self.gateway.call(route, variables, query, body, Context(metadata, peer), unreadable)
         except Aborted as e:
             return HTTP_STATUS.get(e.status.code, 500), error_document(e.status)
+        return 200, answer
 
     def _read_body(self, environ: dict[str, Any]) -> tuple[bytes, tuple[int, dict[str, Any]] | None]:
         body, refusal = self._read_limited(environ)

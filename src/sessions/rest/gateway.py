@@ -187,9 +187,14 @@ class Gateway:
         query: Sequence[tuple[str, str]],
         body: bytes | None,
         context: Context,
+        unreadable: InvalidArgument | None = None,
     ) -> dict[str, Any]:
-        """Run the call; its answer by the JSON mapping. Raises Aborted."""
+        """Run the call; its answer by the JSON mapping. Raises Aborted.
+        ``unreadable``: what could not be decoded from the URL or headers,
+        refused once access control has admitted the caller."""
         try:
+            if unreadable is not None:
+                raise unreadable
             request: Any = self._request(route, variables, query, body).SerializeToString()
         except InvalidArgument as e:
             request = _Refusal(e)
