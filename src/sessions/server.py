@@ -41,6 +41,7 @@ from sessions.transport import (
     SecurityConfigError,
     ServerTLS,
     is_loopback,
+    listen_host,
     server_options,
 )
 
@@ -125,6 +126,8 @@ class SessionsServer:
                 "`sessions auth add-token`, listen on 127.0.0.1, or pass --insecure-no-auth "
                 "if an open server on this address is really intended."
             )
+        if self.http_listen:
+            listen_host(self.http_listen)  # HOST:PORT, or SecurityConfigError (bad usage)
         if self.http_listen and self.access is None and not is_loopback(self.http_listen) and not insecure_no_auth:
             raise SecurityConfigError(
                 f"refusing to serve REST on {self.http_listen} without credentials (see --listen)"
@@ -218,15 +221,15 @@ class SessionsServer:
             self.port = self.server.add_insecure_port(self.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.listen}")
-        self.server.start()
-        host = self.listen.rsplit(":", 1)[0]
-        transport = self.tls.describe() if self.tls is not None else "plaintext"
-        log.info("listening on %s:%d (gRPC, %s)", host, self.port, transport)
-        if self.http_listen:
+        if self.http_listen:  # before gRPC serves: a REST address that cannot be bound stops the start
             from sessions.rest import http_server
 
             self.http = http_server(self, self.http_listen)
             self.http_port = self.http.start()
+        self.server.start()
+        host = self.listen.rsplit(":", 1)[0]
+        transport = self.tls.describe() if self.tls is not None else "plaintext"
+        log.info("listening on %s:%d (gRPC, %s)", host, self.port, transport)
         self._log_security()
 
         log.info("read model: serving %s", read_model.table)

@@ -3,6 +3,9 @@ and the safe default: no open REST face on a public address."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -41,3 +44,24 @@ def test_an_open_rest_face_on_a_public_address_is_refused(tmp_path: Path) -> Non
         SessionsServer(f"sqlite://{tmp_path}/s.db", "127.0.0.1:0", http_listen="0.0.0.0:8080")
     # said to be intended: accepted
     SessionsServer(f"sqlite://{tmp_path}/s.db", "127.0.0.1:0", http_listen="0.0.0.0:8080", insecure_no_auth=True)
+
+
+def test_a_bad_http_listen_is_bad_usage_and_a_busy_port_stops_the_start(tmp_path: Path) -> None:
+    def serve(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sessions", "serve", "--listen", f"127.0.0.1:{free_port()}",
+             "--store", f"sqlite://{tmp_path}/s.db", *args],
+            capture_output=True, text=True, timeout=60,
+        )
+
+    bad = serve("--http-listen", "nonsense")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == ["sessions: listen address 'nonsense' is not HOST:PORT"]
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        busy = serve("--http-listen", address)
+    assert busy.returncode != 0
+    assert f"cannot listen on {address} (REST)" in busy.stderr

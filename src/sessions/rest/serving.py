@@ -19,7 +19,7 @@ from typing import Any
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-from sessions.transport import ServerTLS, listen_host
+from sessions.transport import SecurityConfigError, ServerTLS, listen_host
 
 log = logging.getLogger("sessions.rest")
 
@@ -43,7 +43,10 @@ class _Gateway(wsgi.Gateway_10):
 class HttpServer:
     def __init__(self, listen: str, app: Any, *, threads: int = 16, tls: ServerTLS | None = None):
         host = listen_host(listen)
-        port = int(listen.rpartition(":")[2])
+        port_text = listen.rpartition(":")[2]
+        if not port_text.isdigit() or int(port_text) > 65535:
+            raise SecurityConfigError(f"listen address {listen!r} is not HOST:PORT")
+        port = int(port_text)
         self.listen = listen
         self.tls = tls
         self._server = wsgi.Server((host, port), app, numthreads=threads, server_name="sessions", timeout=30)
@@ -63,7 +66,10 @@ class HttpServer:
 
     def start(self) -> int:
         """Bind and serve in a thread; return the bound port."""
-        self._server.prepare()
+        try:
+            self._server.prepare()
+        except OSError as e:
+            raise OSError(f"cannot listen on {self.listen} (REST): {e}") from e
         self.port = int(self._server.bind_addr[1])
         self._thread = threading.Thread(target=self._server.serve, name="http", daemon=True)
         self._thread.start()
