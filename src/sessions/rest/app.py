@@ -122,7 +122,9 @@ class RestApp:
                     metadata.append((key, value.encode("latin-1").decode("utf-8")))
                 except UnicodeError:
                     unreadable = unreadable or InvalidArgument(key, "is not UTF-8")
-        peer = f"ipv4:{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}"
+        address = environ.get("REMOTE_ADDR", "")
+        peer = f"ipv6:[{address}]" if ":" in address else f"ipv4:{address}"  # as grpc names peers
+        peer += f":{environ.get('REMOTE_PORT', '')}"
         try:
             answer = self.gateway.call(route, variables, query, body, Context(metadata, peer), unreadable)
         except Aborted as e:
