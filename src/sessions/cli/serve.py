@@ -8,6 +8,8 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sessions import logs
@@ -59,6 +61,40 @@ def _add_deadlines(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_metrics(parser: argparse.ArgumentParser) -> None:
+    option(
+        parser,
+        "--metrics-listen",
+        type=str,
+        metavar="HOST:PORT",
+        shown_default="off",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics",
+    )
+
+
+@contextmanager
+def _metrics_usage() -> Iterator[None]:
+    """A --metrics-listen that is not HOST:PORT, or cannot be bound: exit 2."""
+    from sessions.metrics import MetricsConfigError
+
+    try:
+        yield
+    except MetricsConfigError as e:
+        raise UsageError(str(e)) from None
+
+
+def _serve_metrics(listen: str | None) -> Any:
+    """Metrics served on ``listen`` (None: off)."""
+    if not listen:
+        return None
+    from sessions.metrics import Metrics
+
+    metrics = Metrics()
+    with _metrics_usage():
+        metrics.listen(listen)
+    return metrics
+
+
 def _policy(args: argparse.Namespace) -> Policy:
     try:
         return Policy.from_seconds(**{name: getattr(args, name) for name in POLICY_FLAGS})
@@ -85,9 +121,7 @@ def _wait_for_signal() -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from sessions.server import SessionsServer
 
-    _log_settings(args)
-
-    with security.usage_errors():
+    with security.usage_errors(), _metrics_usage():
         server = SessionsServer(
             args.store or default_store_url(),
             args.listen,
@@ -97,11 +131,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             deadline_interval=args.deadline_interval,
             rebuild_on_start=args.rebuild_on_start,
             max_workers=args.workers,
+            http_listen=args.http_listen,
+            metrics_listen=args.metrics_listen,
             **security.server_kwargs(args),
         )
     security.reload_on_sighup(server)
-    with store_errors():
+    with store_errors(), _metrics_usage():
         server.start()
+    _log_settings(args)  # (once they proved usable: a refusal is its one line)
     _wait_for_signal()
     server.stop(grace=args.grace)
     return 0
@@ -112,10 +149,13 @@ def cmd_project(args: argparse.Namespace) -> int:
     from sessions.deadlines import DeadlineWorker
     from sessions.projection.read_model import ReadModel
 
+    metrics = _serve_metrics(args.metrics_listen)  # before the store is opened
     _log_settings(args)
     app = open_app(args, policy=_policy(args))
     log.info("store: %s", app.settings.description)
     read_model = ReadModel(app)
+    if metrics is not None:
+        metrics.observe(app, read_model.registry)
     projector = read_model.projector
     assert projector is not None
     projector.batch_size = args.batch_size
@@ -127,6 +167,8 @@ def cmd_project(args: argparse.Namespace) -> int:
     projector.on_batch = None
     log.info("projector: caught up at %d; tailing the log", projector.position)
     if args.once:
+        if metrics is not None:
+            metrics.close()
         app.close()
         return 0
     read_model.start()
@@ -141,6 +183,8 @@ def cmd_project(args: argparse.Namespace) -> int:
     if deadlines is not None:
         deadlines.stop()
     read_model.stop()
+    if metrics is not None:
+        metrics.close()
     app.close()
     return 0
 
@@ -179,6 +223,14 @@ def add_commands(commands: Any) -> None:
         metavar="HOST:PORT",
         help="address to listen on",
     )
+    option(
+        serve,
+        "--http-listen",
+        type=str,
+        metavar="HOST:PORT",
+        shown_default="off",
+        help="also serve the REST face (HTTP/JSON) there",
+    )
     add_store(serve)
     _add_policy(serve)
     option(
@@ -196,6 +248,7 @@ def add_commands(commands: Any) -> None:
            help="on SIGTERM or SIGINT, how long in-flight calls may take to finish")
     option(serve, "--workers", type=whole(1), default=DEFAULT_WORKERS, metavar="N",
            help="threads serving calls")
+    _add_metrics(serve)
     security.add_serve_options(serve)
     serve.set_defaults(run=cmd_serve)
 
@@ -206,6 +259,7 @@ def add_commands(commands: Any) -> None:
     project.add_argument("--once", action="store_true", help="catch up, then exit")
     option(project, "--batch-size", type=whole(1), default=500, metavar="N",
            variable="SESSIONS_PROJECTOR_BATCH_SIZE", help="events per transaction")
+    _add_metrics(project)
     project.set_defaults(run=cmd_project)
 
 
