@@ -47,7 +47,7 @@ from typing import Any
 import grpc
 
 from sessions.api.audit import AuditService
-from sessions.api.convert import timestamp
+from sessions.wire import timestamp
 from sessions.api.protos import audit_pb2, audit_pb2_grpc
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType, SyncMode
 from sessions.domain.policy import Policy

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from google.protobuf.json_format import MessageToDict
 
-from sessions.api.convert import timestamp
+from sessions.wire import timestamp
 from sessions.api.protos import audit_pb2, audit_pb2_grpc, service_pb2, session_pb2
 from sessions.domain.errors import NotFound
 from sessions.domain.policy import Policy

@@ -1,8 +1,8 @@
 """The history's fast paths give what the plain ones gave, over long sessions
 of every kind of event (issue 5: 10 000 events in well under a second):
 
-- convert.SessionMessages, one message updated in place after each event,
-  equals convert.session_message of the aggregate after every event;
+- wire.SessionMessages, one message updated in place after each event,
+  equals wire.session_message of the aggregate after every event;
 - the history's single-pass decoding gives the events the mapper gives, and
   as "changes" the canonical values of their own fields;
 - StreamHistory's entries, built in place, equal HistoryEntry messages built
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from sessions.api import convert
+from sessions import wire
 from sessions.api.audit import AuditService
 from sessions.api.protos import audit_pb2
 from sessions.domain.chain import canonical_value
@@ -134,12 +134,12 @@ def test_incremental_messages_equal_session_message(end: str) -> None:
     built = long_session(seed=ENDS.index(end), end=end, events=400)
     events = built.collect_events()
     seen: set[str] = set()
-    messages = convert.SessionMessages()
+    messages = wire.SessionMessages()
     for version, session in enumerate(replayed(events), 1):
         seen.add(type(events[version - 1]).__name__)
         message = messages.update(session)
-        assert message == convert.session_message(session), version
-        assert message.SerializeToString(deterministic=True) == convert.session_bytes(session), version
+        assert message == wire.session_message(session), version
+        assert message.SerializeToString(deterministic=True) == wire.session_bytes(session), version
     assert session.version == len(events) >= 400
     assert {"SessionOpened", "ProgressReported", "HeartbeatReceived", "SessionStalled"} <= seen
     assert {e.object_type for e in session.progress} == set(RelatedObjectType)
@@ -162,9 +162,9 @@ def test_incremental_messages_follow_any_order_of_states() -> None:
         session = event.mutate(session)
         states.append(_copy(session))  # each state an object of its own, sharing the values
     other = list(replayed(long_session(seed=7, end="failed", events=60).collect_events()))[-1]
-    messages = convert.SessionMessages()
+    messages = wire.SessionMessages()
     for session in [*random.Random(1).sample(states, len(states)), other, *states]:
-        assert messages.update(session) == convert.session_message(session)
+        assert messages.update(session) == wire.session_message(session)
 
 
 def _copy(session: Session) -> Session:
@@ -197,7 +197,7 @@ def test_history_of_long_sessions_equals_the_plain_fold(app: SessionsApplication
         entries = list(session_history(app, sid))
         assert len(entries) == len(events) >= 250
         for entry, event, session in zip(entries, events, replayed(events), strict=True):
-            assert entry.state == convert.session_message(session), (sid, entry.version)
+            assert entry.state == wire.session_message(session), (sid, entry.version)
             assert entry.changes == {
                 k: canonical_value(v) for k, v in vars(event).items() if k not in COMMON_FIELDS
             }, (sid, entry.version)
@@ -219,11 +219,11 @@ def test_history_of_long_sessions_equals_the_plain_fold(app: SessionsApplication
         streamed = [e for page in pages for e in page.entries]
         assert [len(p.entries) for p in pages[:-1]] == [250] * (len(pages) - 1)
         assert len(streamed) == len(entries)
-        for wire, entry in zip(streamed, entries, strict=True):
+        for served, entry in zip(streamed, entries, strict=True):
             expected = audit_pb2.HistoryEntry(
                 version=entry.version,
                 position=entry.position,
-                recorded_at=convert.timestamp(entry.recorded_at),
+                recorded_at=wire.timestamp(entry.recorded_at),
                 event_type=entry.event_type,
                 principal=entry.principal,
                 idempotency_key=entry.idempotency_key,
@@ -231,8 +231,8 @@ def test_history_of_long_sessions_equals_the_plain_fold(app: SessionsApplication
                 link=entry.link,
                 state=entry.state,
             )
-            assert wire == expected, (sid, entry.version)
-            assert wire.SerializeToString(deterministic=True) == expected.SerializeToString(deterministic=True)
+            assert served == expected, (sid, entry.version)
+            assert served.SerializeToString(deterministic=True) == expected.SerializeToString(deterministic=True)
 
 
 def test_decoding_without_plain_json_gives_the_same(app: SessionsApplication) -> None:

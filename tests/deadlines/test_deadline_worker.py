@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from sessions.api.convert import micros
+from sessions.wire import micros
 from sessions.api.operations import renderer
 from sessions.api.protos import operation_pb2, service_pb2
 from sessions.deadlines import DeadlineWorker

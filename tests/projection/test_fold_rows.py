@@ -1,6 +1,6 @@
 """SessionFold.row writes its two encodings its own shorter way: the state to
 resume from is the same bytes as the library mapper's, and the served
-session (convert.session_bytes, set in place) the same bytes as the message
+session (wire.session_bytes, set in place) the same bytes as the message
 built field by field from the aggregate, for every kind of state."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import JSONTranscoder, Mapper, TranscodingNotRegisteredError
 
-from sessions.api.convert import session_bytes, timestamp
+from sessions.wire import session_bytes, timestamp
 from sessions.api.protos import session_pb2
 from sessions.domain.base import SnapshotOfState
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType, SyncMode
@@ -112,7 +112,7 @@ SESSIONS = sessions()
 
 def built_field_by_field(session: Session) -> bytes:
     """The served session as nested constructors build it: the reference
-    for the in-place way convert.session_message sets it."""
+    for the in-place way wire.session_message sets it."""
     message = session_pb2.SynchronizationSession(
         session_id=session.id,
         agent_id=session.agent_id,

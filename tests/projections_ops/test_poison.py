@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from sessions.api.convert import session_bytes
+from sessions.wire import session_bytes
 from sessions.projection.parked import RetryResult, retry_parked
 from sessions.projection.runner import Projector
 from sessions.projection.snapshots import SessionSnapshots, open_snapshots

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from datetime import timedelta
 
-from sessions.api.convert import session_bytes
+from sessions.wire import session_bytes
 from sessions.api.protos import service_pb2, session_pb2
 from sessions.projection.registry import Registry
 from sessions.projection.runner import Projector, wait_until

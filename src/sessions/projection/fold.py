@@ -24,7 +24,7 @@ from typing import Any
 from eventsourcing.persistence import DatetimeAsISO, Mapper, Notification, StoredEvent
 from eventsourcing.utils import resolve_topic
 
-from sessions.api.convert import micros, session_bytes
+from sessions.wire import micros, session_bytes
 from sessions.domain.base import SnapshotOfState
 from sessions.domain.enums import ChangeType, RelatedObjectType
 from sessions.domain.progress import ChangeCount, ProgressEntry, new_count, new_entry

@@ -10,7 +10,7 @@ event, the row's JSON is parsed once: its tagged values are turned into
 domain values for the fold, and its untagged values are the event's
 "changes" as they are (the stored JSON without the store's type tags is the
 canonical form, see domain/chain.py). The state after each event is one
-message updated in place (convert.SessionMessages) rather than built anew.
+message updated in place (wire.SessionMessages) rather than built anew.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from typing import Any, NamedTuple
 
 from eventsourcing.persistence import Mapper, Notification
 
-from sessions.api.convert import SessionMessages, session_message
-from sessions.api.protos import session_pb2
 from sessions.domain.chain import canonical_value
 from sessions.domain.errors import NotFound
 from sessions.domain.session import Session
 from sessions.projection.fold import SessionFold
 from sessions.store.application import SessionsApplication
 from sessions.store.records import StoredRecord, stream_records
+from sessions.wire import SessionMessages, session_message, session_pb2
 
 # Fields every event has; "what changed" is the rest.
 COMMON_FIELDS = frozenset(
