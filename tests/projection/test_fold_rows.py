@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import JSONTranscoder, Mapper, TranscodingNotRegisteredError
 
-from sessions.wire import session_bytes, timestamp
 from sessions.api.protos import session_pb2
 from sessions.domain.base import SnapshotOfState
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType, SyncMode
@@ -25,6 +24,7 @@ from sessions.domain.session import Session
 from sessions.projection.fold import SessionFold
 from sessions.store.application import SessionsApplication
 from sessions.store.urls import parse_store_url
+from sessions.wire import session_bytes, timestamp
 from tests.projection.projection_support import POLICY
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 125000, tzinfo=timezone.utc)

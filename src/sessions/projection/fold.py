@@ -24,7 +24,6 @@ from typing import Any
 from eventsourcing.persistence import DatetimeAsISO, Mapper, Notification, StoredEvent
 from eventsourcing.utils import resolve_topic
 
-from sessions.wire import micros, session_bytes
 from sessions.domain.base import SnapshotOfState
 from sessions.domain.enums import ChangeType, RelatedObjectType
 from sessions.domain.progress import ChangeCount, ProgressEntry, new_count, new_entry
@@ -33,6 +32,7 @@ from sessions.domain.session import Session
 from sessions.projection.snapshots import SnapshotRow
 from sessions.store.operations import OperationRecord
 from sessions.store.transcodings import EnumAsName, ProgressEntryAsDict
+from sessions.wire import micros, session_bytes
 
 
 def session_event_topics() -> frozenset[str]:
