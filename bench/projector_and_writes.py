@@ -35,9 +35,11 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import Any
 
 import grpc
 import psycopg
+from eventsourcing.persistence import JSONTranscoder, Mapper
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sessions.api.operations import renderer
@@ -143,7 +145,16 @@ def write_log(app: SessionsApplication, events: int) -> int:
 # --- 1 and 2: folding and reading -----------------------------------------------------------
 
 
+def library_mapper(app: SessionsApplication) -> Mapper[Any]:
+    """The library's own mapper and JSONTranscoder with the store's
+    transcodings: the baseline, whatever codec the store itself uses."""
+    transcoder = JSONTranscoder()
+    app.register_transcodings(transcoder)
+    return Mapper(transcoder)
+
+
 def read_all(app: SessionsApplication, batch: int) -> int:
+    mapper = library_mapper(app)
     position = count = 0
     while True:
         notifications = app.recorder.select_notifications(
@@ -152,7 +163,7 @@ def read_all(app: SessionsApplication, batch: int) -> int:
         if not notifications:
             return count
         for notification in notifications:
-            app.mapper.to_domain_event(notification)
+            mapper.to_domain_event(notification)
         count += len(notifications)
         position = notifications[-1].id
 
