@@ -36,9 +36,10 @@ class ProgressEntry:
     # The entry as plain data: how it is stored (inside the store's type tag)
     # and hashed into the audit chain; names, not numbers, for readability.
     def as_data(self) -> dict[str, Any]:
+        # (_name_ is Enum.name without its descriptor: every stored state writes these)
         return {
-            "object_type": self.object_type.name,
-            "changes": [[c.change_type.name, c.successful, c.failed] for c in self.changes],
+            "object_type": self.object_type._name_,
+            "changes": [[c.change_type._name_, c.successful, c.failed] for c in self.changes],
         }
 
     @classmethod
