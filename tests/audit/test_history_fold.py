@@ -24,6 +24,8 @@ from eventsourcing.persistence import Mapper, StoredEvent
 from sessions import wire
 from sessions.api.audit import AuditService
 from sessions.api.protos import audit_pb2
+from sessions.audit import history
+from sessions.audit.history import COMMON_FIELDS, history_steps, session_history
 from sessions.domain.chain import canonical_value
 from sessions.domain.enums import (
     ChangeType,
@@ -36,8 +38,6 @@ from sessions.domain.errors import InvalidArgument
 from sessions.domain.policy import Policy
 from sessions.domain.progress import INT64_MAX, ChangeCount, ProgressEntry
 from sessions.domain.session import Session
-from sessions.projection import history
-from sessions.projection.history import COMMON_FIELDS, history_steps, session_history
 from sessions.store.application import SessionsApplication
 from sessions.store.records import stream_records
 from sessions.store.urls import parse_store_url

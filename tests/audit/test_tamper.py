@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from sessions.audit.chain_check import check_all, check_session
 from sessions.domain.chain import GENESIS, canonical_bytes, next_link
-from sessions.store.chain_check import check_all, check_session
 from sessions.store.codec import codec_of
 from sessions.store.records import stream_records
 from tests.audit.audit_support import (
