@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -122,7 +122,7 @@ def write_log(app: SessionsApplication, events: int) -> int:
     loaded = [app.get_session(sid) for sid in session_ids]
     round_number = 0
     while head(app) < events:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for session in loaded:
             if rng.random() < 0.1:
                 session.heartbeat(now=now, policy=POLICY, principal=PRINCIPAL)
@@ -300,7 +300,7 @@ def bench_raw_save(url: str, calls: int, warmup: int = 20) -> dict[str, float]:
     already in memory."""
     app = open_app(url)
     try:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         session = Session(
             id=f"sesbench{uuid.uuid4().hex[:12]}",
             subject_container_id="bench-raw-save",
@@ -315,7 +315,7 @@ def bench_raw_save(url: str, calls: int, warmup: int = 20) -> dict[str, float]:
         app.save(session)
         latencies = []
         for i in range(warmup + calls):
-            session.heartbeat(now=datetime.now(timezone.utc), policy=POLICY, principal=PRINCIPAL)
+            session.heartbeat(now=datetime.now(UTC), policy=POLICY, principal=PRINCIPAL)
             began = time.perf_counter()
             app.save(session)
             if i >= warmup:

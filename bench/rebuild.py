@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sessions.api.operations import renderer
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType
@@ -45,7 +45,7 @@ from projector_and_writes import library_mapper, store  # noqa: E402  (one way t
 
 
 def write_log(url: str, sessions: int) -> int:
-    clock = ManualClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
     app = SessionsApplication(parse_store_url(url), policy=POLICY, clock=clock)
     rng = random.Random(7)
     ids: list[str] = []

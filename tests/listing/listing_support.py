@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import grpc
 
@@ -108,7 +108,7 @@ def _nanos(text: str) -> int:
     whole = moment.replace(microsecond=0)
     fraction = re.search(r"\.(\d+)", text)
     nanos = int(fraction.group(1).ljust(9, "0")) if fraction else 0
-    return int((whole - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds()) * 10**9 + nanos
+    return int((whole - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * 10**9 + nanos
 
 
 def _field(session: session_pb2.SynchronizationSession, field: str) -> object:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -28,7 +28,7 @@ from sessions.store.clock import ManualClock
 from sessions.store.operations import OperationRecord
 from sessions.store.urls import parse_store_url
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, 125000, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, 0, 125000, tzinfo=UTC)
 # A long TTL: the workload's manual clock never lets a session expire.
 POLICY = Policy(
     session_ttl=timedelta(hours=6),

@@ -11,7 +11,7 @@ import json
 import random
 import zlib
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -29,7 +29,7 @@ from sessions.wire import session_bytes, timestamp
 from tests.projection.projection_support import POLICY
 from tests.store.codec_support import library_transcoder
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, 125000, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, 0, 125000, tzinfo=UTC)
 PRINCIPAL = "agent:rows"
 # Everything JSON must escape or may leave as it is, in the one free-text field.
 AWKWARD = 'say "no" \\ twice\nthen\ttab \x01\x1f é 日本 😀 \u2028 </script>'
@@ -111,7 +111,7 @@ def sessions() -> list[Session]:
         principal=PRINCIPAL,
     )
     made.append(full)
-    epoch = opened(16, now=datetime(1970, 1, 1, tzinfo=timezone.utc))  # zero timestamps
+    epoch = opened(16, now=datetime(1970, 1, 1, tzinfo=UTC))  # zero timestamps
     made.append(epoch)
     return made
 
@@ -218,4 +218,5 @@ def test_decoded_progress_is_made_of_the_domain_types(mapper: Mapper[Any], libra
         for mine, its in zip(getattr(ours, "entries", ()), getattr(theirs, "entries", ()), strict=True):
             assert type(mine) is type(its) is ProgressEntry
             assert type(mine.changes) is type(its.changes) is tuple
-            assert [type(c) for c in mine.changes] == [type(c) for c in its.changes] == [ChangeCount] * len(mine.changes)
+            expected = [ChangeCount] * len(mine.changes)
+            assert [type(c) for c in mine.changes] == [type(c) for c in its.changes] == expected

@@ -9,7 +9,7 @@ import enum
 import json
 import math
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -26,7 +26,7 @@ from sessions.store.application import SessionsApplication
 from sessions.store.codec import SessionsTranscoder, codec_of
 from sessions.store.urls import parse_store_url
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, 125000, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, 0, 125000, tzinfo=UTC)
 AWKWARD = 'say "no" \\ twice\nthen\ttab \x01\x1f é 日本 😀 \u2028 </script>'
 
 
@@ -121,7 +121,9 @@ def test_the_store_uses_the_codec() -> None:
 
 
 @pytest.mark.parametrize("state", STATES + ODD_STATES)
-def test_the_codec_writes_the_librarys_bytes(state: dict[str, Any], codec: SessionsTranscoder, library: JSONTranscoder) -> None:
+def test_the_codec_writes_the_librarys_bytes(
+    state: dict[str, Any], codec: SessionsTranscoder, library: JSONTranscoder
+) -> None:
     try:
         expected = library.encode(state)
     except Exception as e:  # noqa: BLE001 - then the codec must fail the same way
@@ -150,7 +152,9 @@ def typed(value: Any) -> Any:
 
 
 @pytest.mark.parametrize("state", STATES + ODD_STATES)
-def test_the_codec_reads_the_librarys_values(state: dict[str, Any], codec: SessionsTranscoder, library: JSONTranscoder) -> None:
+def test_the_codec_reads_the_librarys_values(
+    state: dict[str, Any], codec: SessionsTranscoder, library: JSONTranscoder
+) -> None:
     try:
         stored = library.encode(state)  # as a store without the codec wrote it
     except Exception:  # noqa: BLE001 - nothing stored, nothing to read
@@ -163,7 +167,9 @@ def test_the_codec_reads_the_librarys_values(state: dict[str, Any], codec: Sessi
 
 
 @pytest.mark.parametrize("state", STATES + ODD_STATES[:1] + ODD_STATES[3:])
-def test_canonical_is_the_stored_json_without_tags(state: dict[str, Any], codec: SessionsTranscoder, library: JSONTranscoder) -> None:
+def test_canonical_is_the_stored_json_without_tags(
+    state: dict[str, Any], codec: SessionsTranscoder, library: JSONTranscoder
+) -> None:
     try:
         stored = library.encode(state)
     except Exception:  # noqa: BLE001

@@ -12,7 +12,7 @@ through the one codec (store/codec.py), as the store itself does.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from eventsourcing.persistence import Mapper, Notification, StoredEvent
 
@@ -26,7 +26,7 @@ from sessions.wire import micros, session_bytes
 
 def session_event_topics() -> frozenset[str]:
     return frozenset(
-        value.TOPIC
+        getattr(value, "TOPIC")  # noqa: B009 - checked just below
         for value in vars(Session).values()
         if isinstance(value, type)
         and issubclass(value, Session.Event)
@@ -37,12 +37,9 @@ def session_event_topics() -> frozenset[str]:
 SESSION_TOPICS = session_event_topics()
 
 
-def _topics_of(aggregate: type) -> set[str]:
-    return {
-        value.TOPIC
-        for value in vars(aggregate).values()
-        if isinstance(value, type) and hasattr(value, "TOPIC") and value.TOPIC != aggregate.TOPIC
-    }
+def _topics_of(aggregate: Any) -> set[str]:
+    topics = {getattr(value, "TOPIC", None) for value in vars(aggregate).values() if isinstance(value, type)}
+    return {t for t in topics if t is not None and t != aggregate.TOPIC}
 
 
 # Events the fold knows it can pass by: the other streams' own topics. Any
@@ -60,7 +57,8 @@ class SessionFold:
 
     def resume(self, session_id: str, version: int, state: bytes) -> Session:
         stored = StoredEvent(session_id, version, SnapshotOfState.TOPIC, state)
-        return self.mapper.to_domain_event(stored).mutate(None)  # type: ignore[return-value]
+        event: Any = self.mapper.to_domain_event(stored)
+        return cast(Session, event.mutate(None))
 
     def apply(
         self, sessions: dict[str, Session], notifications: Iterable[Notification]

@@ -63,7 +63,8 @@ class ReadModel:
             self.projector.start()
         # From now on this process's commands write their rows themselves.
         tables = Tables(self.registry, lambda table: snapshots_named(self.app, table))
-        self.app.write_through = WriteThrough(SessionFold(self.app.mapper), tables, self._written)
+        self.app.write_through = WriteThrough(  # type: ignore[assignment]  # issue 14 makes it one typed hook
+            SessionFold(self.app.mapper), tables, self._written)
 
     def stop(self) -> None:
         self.app.write_through = None

@@ -497,7 +497,8 @@ def _last_position(recordings: Sequence[Any]) -> int:
 
 
 def _describe(kind: type[Any]) -> str:
-    return {Session: "session", OperationRecord: "operation"}.get(kind, kind.__name__)
+    names: dict[type[Any], str] = {Session: "session", OperationRecord: "operation"}
+    return names.get(kind, kind.__name__)
 
 
 def _session_id_of(result: Result) -> str:

@@ -237,7 +237,8 @@ def codec_of(mapper: Mapper[Any]) -> SessionsTranscoder:
 # --- parsing ----------------------------------------------------------------------------
 
 _CONTAINERS = (dict, list)
-_SCAN = json.JSONDecoder().scan_once
+# What json.loads runs, without its wrappers (there, not in the stubs).
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _parse(data: bytes) -> Any:
@@ -305,12 +306,13 @@ def _writers(types: dict[type, Transcoding]) -> dict[type, Callable[[Any], str]]
             continue
         head = "{" + _string(TYPE) + ":" + _string(transcoding.name) + "," + _string(DATA) + ":"
         if type(transcoding) is EnumAsName:
-            texts = {m: head + _json(transcoding.encode(m), writers) + "}" for m in transcoding.type}
+            members = transcoding.members.values()
+            texts = {m: head + _json(transcoding.encode(m), writers) + "}" for m in members}
             writers[kind] = texts.__getitem__
-        elif type(transcoding) is DatetimeAsISO:  # an ISO text has nothing to escape
-            writers[kind] = lambda o, head=head: f'{head}"{o.isoformat()}"}}'
-        elif type(transcoding) is ProgressEntryAsDict:  # plain data: JSON's own C encoder
-            writers[kind] = lambda o, head=head: f"{head}{_plain_json(o.as_data())}}}"
+        elif type(transcoding) is DatetimeAsISO:
+            writers[kind] = _datetime_writer(head)
+        elif type(transcoding) is ProgressEntryAsDict:
+            writers[kind] = _entry_writer(head)
         else:
             writers[kind] = _tagged_writer(head, transcoding.encode, writers)
     return writers
@@ -331,6 +333,14 @@ def _plain_encoder() -> Callable[[Any], str]:
 
 
 _plain_json = _plain_encoder()
+
+
+def _datetime_writer(head: str) -> Callable[[datetime], str]:
+    return lambda o: f'{head}"{o.isoformat()}"}}'  # an ISO text has nothing to escape
+
+
+def _entry_writer(head: str) -> Callable[[ProgressEntry], str]:
+    return lambda o: f"{head}{_plain_json(o.as_data())}}}"  # plain data: JSON's C encoder
 
 
 def _tagged_writer(
