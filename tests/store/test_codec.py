@@ -201,3 +201,16 @@ def test_an_event_decodes_as_the_librarys_mapper_decodes_it(codec: SessionsTrans
         assert Mapper(codec).to_stored_event(event) == stored
         ours, theirs = Mapper(codec).to_domain_event(stored), Mapper(library).to_domain_event(stored)
         assert type(ours) is type(theirs) and typed(vars(ours)) == typed(vars(theirs))
+
+
+@pytest.mark.parametrize("stored", [b"", b"\xff{}", b'{"a":1}x', b"{", b' {"a":1} ', b"[1,2]", b'"s"', b"null"])
+def test_bytes_out_of_the_ordinary_read_as_in_the_library(
+    stored: bytes, codec: SessionsTranscoder, library: JSONTranscoder
+) -> None:
+    try:
+        expected = library.decode(stored)
+    except Exception as e:  # noqa: BLE001 - then the codec must fail the same way
+        with pytest.raises(type(e)):
+            codec.decode(stored)
+        return
+    assert codec.decode(stored) == expected

@@ -242,14 +242,15 @@ _SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # t
 
 
 def _parse(data: bytes) -> Any:
-    """``json.loads(data)`` for the store's UTF-8 JSON, without its wrappers."""
+    """``json.loads`` of the store's UTF-8 JSON, without its wrappers: the
+    same value, and the library's errors (UnicodeDecodeError, JSONDecodeError)."""
+    text = data.decode("utf8")
     try:
-        text = data.decode()
         value, end = _SCAN(text, 0)
-    except (AttributeError, UnicodeDecodeError, StopIteration):
-        return json.loads(data)  # (its own answer, or its own error)
+    except StopIteration:
+        return json.loads(text)  # (its own error)
     if end != len(text):
-        return json.loads(data)
+        return json.loads(text)  # surrounding whitespace is fine, anything else its error
     return value
 
 
