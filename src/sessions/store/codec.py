@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
+from functools import cache
 from typing import Any
 
 from eventsourcing.persistence import (
@@ -130,7 +131,12 @@ class SessionsTranscoder(JSONTranscoder):
                 else:
                     value[key] = self._decoded(item)
             elif kind is list:
-                value[key] = self._decoded(item)
+                value[key] = [
+                    decoders[v[TYPE]](v[DATA])
+                    if type(v) is dict and len(v) == 2 and v.get(TYPE) in flat and DATA in v
+                    else (self._decoded(v) if type(v) in _CONTAINERS else v)
+                    for v in item
+                ]
         return value
 
     def canonical(self, data: bytes) -> Any:
@@ -210,21 +216,27 @@ def stored_json(mapper: Mapper[Any], state: bytes) -> bytes:
     return state
 
 
-def event_of(topic: str, stream: str, version: int, values: dict[str, Any]) -> Any:
+def event_of(topic: str, stream: Any, version: int, values: dict[str, Any]) -> Any:
     """The domain event of decoded stored fields, built as the library's
-    ``Mapper.to_domain_event`` builds it (for readers that decode with
-    ``decode_with_canonical`` and need the event too)."""
-    cls = resolve_topic(topic)
+    ``Mapper.to_domain_event`` builds it (for readers that decode with the
+    codec directly: the fold, the history)."""
+    cls, class_version = _event_class(topic)
     values["originator_id"] = stream
     values["originator_version"] = version
-    class_version = getattr(cls, "class_version", 1)
-    from_version = values.pop("class_version", 1)
-    while from_version < class_version:
-        getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(values)
-        from_version += 1
-    event = object.__new__(cls)
+    if class_version > 1 or "class_version" in values:
+        from_version = values.pop("class_version", 1)
+        while from_version < class_version:
+            getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(values)
+            from_version += 1
+    event: Any = object.__new__(cls)
     object.__setattr__(event, "__dict__", values)
     return event
+
+
+@cache
+def _event_class(topic: str) -> tuple[type, int]:
+    cls = resolve_topic(topic)
+    return cls, getattr(cls, "class_version", 1)
 
 
 def codec_of(mapper: Mapper[Any]) -> SessionsTranscoder:
