@@ -141,16 +141,49 @@ class SessionsTranscoder(JSONTranscoder):
 
     def canonical(self, data: bytes) -> Any:
         """The stored JSON without the tags: the canonical form (domain/chain.py)."""
-        return _untagged(_parse(data))
+        return self._untagged(_parse(data))
+
+    def _untagged(self, value: Any) -> Any:
+        """Parsed stored JSON -> canonical values: every tagged value replaced
+        by its data (whose own tags, if it may hold any, likewise)."""
+        kind = type(value)
+        if kind is dict:
+            if len(value) == 2 and TYPE in value and DATA in value:
+                name, data = value[TYPE], value[DATA]
+                if type(data) not in _CONTAINERS or (type(name) is str and name in self._flat):
+                    return data
+                return self._untagged(data)
+            untagged = self._untagged
+            return {k: untagged(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
+        if kind is list:
+            untagged = self._untagged
+            return [untagged(v) if type(v) in _CONTAINERS else v for v in value]
+        return value
 
     def decode_with_canonical(self, data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
         """An event's stored fields (a JSON object), parsed once: decoded,
-        and in canonical form."""
+        and in canonical form (a history shows both for every event)."""
         values = _parse(data)
         if type(values) is not dict:
             raise TypeError(f"stored fields are a JSON object, not {type(values).__name__}")
-        canonical = _untagged(values)
-        return self._decoded(values), canonical
+        decoders, flat = self._decoders, self._flat
+        canonical: dict[str, Any] = {}
+        for key, value in values.items():
+            kind = type(value)
+            if kind is dict:
+                name = value.get(TYPE)
+                if len(value) == 2 and name in flat and DATA in value:
+                    canonical[key] = value[DATA]  # (flat: no tags inside)
+                    values[key] = decoders[name](value[DATA])
+                else:
+                    canonical[key] = self._untagged(value)
+                    values[key] = self._decoded(value)
+            elif kind is list:
+                canonical[key] = self._untagged(value)
+                values[key] = self._decoded(value)
+            else:
+                canonical[key] = value
+        return values, canonical
 
     def _decoded(self, value: Any) -> Any:
         """``value`` (parsed JSON) with its tagged values decoded, bottom-up
@@ -263,18 +296,6 @@ def _parse(data: bytes) -> Any:
         return json.loads(text)  # (its own error)
     if end != len(text):
         return json.loads(text)  # surrounding whitespace is fine, anything else its error
-    return value
-
-
-def _untagged(value: Any) -> Any:
-    """Parsed stored JSON -> canonical values: every tagged value replaced by its data."""
-    kind = type(value)
-    if kind is dict:
-        if len(value) == 2 and TYPE in value and DATA in value:
-            return _untagged(value[DATA])
-        return {k: _untagged(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
-    if kind is list:
-        return [_untagged(v) if type(v) in _CONTAINERS else v for v in value]
     return value
 
 
