@@ -130,6 +130,7 @@ class SessionsApplication(CachedAggregates):
         # writers in other processes can conflict (and are retried).
         self._stream_locks = [threading.RLock() for _ in range(LOCK_STRIPES)]
         self.write_through: SameTransaction | None = None
+        self.on_replay: Callable[[str], None] | None = None
         with self.schema_lock():
             super().__init__(env=settings.env)
         # Said once when the store goes away and once when it is back; the
@@ -347,7 +348,10 @@ class SessionsApplication(CachedAggregates):
         """``fresh``: decide on state caught up with the store from the first
         attempt (by default, on cached state first)."""
         with self._stream_lock(stream_id):
-            return self._execute_locked(method, session_id, caller, render, decide, fresh)
+            outcome = self._execute_locked(method, session_id, caller, render, decide, fresh)
+        if outcome.replayed and self.on_replay is not None:
+            self.on_replay(method)  # (metrics: answers given from a stored record)
+        return outcome
 
     def _execute_locked(
         self,
