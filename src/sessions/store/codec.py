@@ -179,11 +179,28 @@ class SessionsTranscoder(JSONTranscoder):
                     canonical[key] = self._untagged(value)
                     values[key] = self._decoded(value)
             elif kind is list:
-                canonical[key] = self._untagged(value)
-                values[key] = self._decoded(value)
+                canonical[key], values[key] = self._list_both(value)
             else:
                 canonical[key] = value
         return values, canonical
+
+    def _list_both(self, value: list[Any]) -> tuple[list[Any], list[Any]]:
+        """A parsed list in canonical form and decoded (decode_with_canonical's
+        lists, such as a report's entries: tagged values of flat data inline)."""
+        decoders, flat = self._decoders, self._flat
+        canonical, decoded = [], []
+        for item in value:
+            kind = type(item)
+            if kind is dict and len(item) == 2 and item.get(TYPE) in flat and DATA in item:
+                canonical.append(item[DATA])
+                decoded.append(decoders[item[TYPE]](item[DATA]))
+            elif kind is dict or kind is list:
+                canonical.append(self._untagged(item))
+                decoded.append(self._decoded(item))
+            else:
+                canonical.append(item)
+                decoded.append(item)
+        return canonical, decoded
 
     def _decoded(self, value: Any) -> Any:
         """``value`` (parsed JSON) with its tagged values decoded, bottom-up
