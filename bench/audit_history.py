@@ -41,33 +41,33 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 
 from sessions.api.audit import AuditService
-from sessions.api.convert import timestamp
 from sessions.api.protos import audit_pb2, audit_pb2_grpc
+from sessions.audit.chain_check import check_session
+from sessions.audit.history import (
+    session_as_of,
+    session_at_version,
+    session_history,
+)
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType, SyncMode
 from sessions.domain.policy import Policy
 from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.domain.schedule import SyncSchedule
 from sessions.domain.session import Session
-from sessions.projection.history import (
-    session_as_of,
-    session_at_version,
-    session_history,
-)
 from sessions.server import SessionsServer
 from sessions.store.application import SessionsApplication
-from sessions.store.chain_check import check_session
 from sessions.store.records import stream_records
 from sessions.store.urls import parse_store_url
+from sessions.wire import timestamp
 
 PRINCIPAL = "bench"
 POLICY = Policy()
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CHUNK = 500
 REPORTS = [
     [ProgressEntry(RelatedObjectType.USER, (ChangeCount(ChangeType.CREATE, 3, 1),))],

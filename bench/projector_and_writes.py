@@ -34,10 +34,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import psycopg
+from eventsourcing.persistence import JSONTranscoder, Mapper
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sessions.api.operations import renderer
@@ -120,7 +122,7 @@ def write_log(app: SessionsApplication, events: int) -> int:
     loaded = [app.get_session(sid) for sid in session_ids]
     round_number = 0
     while head(app) < events:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for session in loaded:
             if rng.random() < 0.1:
                 session.heartbeat(now=now, policy=POLICY, principal=PRINCIPAL)
@@ -143,7 +145,16 @@ def write_log(app: SessionsApplication, events: int) -> int:
 # --- 1 and 2: folding and reading -----------------------------------------------------------
 
 
+def library_mapper(app: SessionsApplication) -> Mapper[Any]:
+    """The library's own mapper and JSONTranscoder with the store's
+    transcodings: the baseline, whatever codec the store itself uses."""
+    transcoder = JSONTranscoder()
+    app.register_transcodings(transcoder)
+    return Mapper(transcoder)
+
+
 def read_all(app: SessionsApplication, batch: int) -> int:
+    mapper = library_mapper(app)
     position = count = 0
     while True:
         notifications = app.recorder.select_notifications(
@@ -152,7 +163,7 @@ def read_all(app: SessionsApplication, batch: int) -> int:
         if not notifications:
             return count
         for notification in notifications:
-            app.mapper.to_domain_event(notification)
+            mapper.to_domain_event(notification)
         count += len(notifications)
         position = notifications[-1].id
 
@@ -289,7 +300,7 @@ def bench_raw_save(url: str, calls: int, warmup: int = 20) -> dict[str, float]:
     already in memory."""
     app = open_app(url)
     try:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         session = Session(
             id=f"sesbench{uuid.uuid4().hex[:12]}",
             subject_container_id="bench-raw-save",
@@ -304,7 +315,7 @@ def bench_raw_save(url: str, calls: int, warmup: int = 20) -> dict[str, float]:
         app.save(session)
         latencies = []
         for i in range(warmup + calls):
-            session.heartbeat(now=datetime.now(timezone.utc), policy=POLICY, principal=PRINCIPAL)
+            session.heartbeat(now=datetime.now(UTC), policy=POLICY, principal=PRINCIPAL)
             began = time.perf_counter()
             app.save(session)
             if i >= warmup:

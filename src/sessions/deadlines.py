@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from sessions.api.convert import micros
 from sessions.store.application import SessionsApplication
 from sessions.store.health import log_failure
+from sessions.wire import micros
 
 log = logging.getLogger("sessions.deadlines")
 

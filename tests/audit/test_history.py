@@ -11,14 +11,14 @@ import grpc
 import pytest
 from google.protobuf.json_format import MessageToDict
 
-from sessions.api.convert import timestamp
 from sessions.api.protos import audit_pb2, audit_pb2_grpc, service_pb2, session_pb2
+from sessions.audit.chain_check import check_session
+from sessions.audit.history import session_history
 from sessions.domain.errors import NotFound
 from sessions.domain.policy import Policy
 from sessions.domain.session import EXPIRY_REASON
-from sessions.projection.history import session_history
-from sessions.store.chain_check import check_session
 from sessions.store.clock import ManualClock
+from sessions.wire import timestamp
 from tests.api.test_lifecycle import get, open_session
 from tests.audit.audit_support import (
     T0,

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from sessions.domain.chain import GENESIS, canonical_bytes, next_link, unwrap_stored
-from sessions.store.chain_check import check_all, check_session
+from sessions.audit.chain_check import check_all, check_session
+from sessions.domain.chain import GENESIS, canonical_bytes, next_link
+from sessions.store.codec import codec_of
 from sessions.store.records import stream_records
 from tests.audit.audit_support import (
     Built,
@@ -218,7 +219,7 @@ def test_links_recomputed_from_rows_equal_the_domains(built: Built) -> None:
     for stream in streams:
         previous = outside_previous = GENESIS
         for record in stream_records(built.app.recorder, stream):
-            data = unwrap_stored(json.loads(record.state))
+            data = codec_of(built.app.mapper).canonical(record.state)
             stored_link = data.pop("link")
             link = next_link(previous, canonical_bytes(stream, record.version, record.topic, data))
             assert link == stored_link, (stream, record.version, record.topic)
@@ -235,7 +236,7 @@ def test_links_recomputed_from_rows_equal_the_domains(built: Built) -> None:
     for sid in (built.closed, built.failed, built.expired):
         last = max(v for s, v in recomputed if s == sid)
         ended = [
-            unwrap_stored(json.loads(r.state))
+            codec_of(built.app.mapper).canonical(r.state)
             for stream in streams
             if stream.startswith("schedule:")
             for r in stream_records(built.app.recorder, stream)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from sessions.api.convert import micros
 from sessions.api.operations import renderer
 from sessions.api.protos import operation_pb2, service_pb2
 from sessions.deadlines import DeadlineWorker
@@ -16,6 +15,7 @@ from sessions.projection.snapshots import open_snapshots
 from sessions.store.application import Caller, SessionsApplication
 from sessions.store.clock import ManualClock
 from sessions.store.urls import parse_store_url
+from sessions.wire import micros
 
 POLICY = Policy.from_seconds(session_ttl=60, heartbeat_grace=20, sync_interval=1)
 AGENT = Caller("agent")

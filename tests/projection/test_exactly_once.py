@@ -27,11 +27,11 @@ from projection_support import (
     versions_in,
 )
 
-from sessions.api.convert import session_bytes
 from sessions.projection.runner import SESSION_TOPIC_LIST, Projector
 from sessions.projection.snapshots import SessionSnapshots, open_snapshots
 from sessions.projection.verify import differences
 from sessions.store.application import SessionsApplication
+from sessions.wire import session_bytes
 
 
 class Crash(Exception):

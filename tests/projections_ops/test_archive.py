@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from sessions.audit.archive import BATCH
 from sessions.projection.rebuild import rebuild
 from sessions.projection.runner import Projector
 from sessions.projection.snapshots import open_snapshots
-from sessions.store.archive import BATCH
 from tests.projection.projection_support import Workload, head
 
 from .ops_support import described, live_table, sessions_command, sessions_of, stored_events

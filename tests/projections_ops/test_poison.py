@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from sessions.api.convert import session_bytes
 from sessions.projection.parked import RetryResult, retry_parked
 from sessions.projection.runner import Projector
 from sessions.projection.snapshots import SessionSnapshots, open_snapshots
 from sessions.projection.status import read_model_status
 from sessions.projection.verify import differences
 from sessions.store.application import SessionsApplication
+from sessions.wire import session_bytes
 from tests.projection.projection_support import POLICY, PRINCIPAL, Workload, head
 
 from .ops_support import described, sessions_command, sql

@@ -10,13 +10,13 @@ import subprocess
 import sys
 from datetime import timedelta
 
-from sessions.api.convert import session_bytes
 from sessions.api.protos import service_pb2, session_pb2
 from sessions.projection.registry import Registry
 from sessions.projection.runner import Projector, wait_until
 from sessions.projection.snapshots import NAME, SessionSnapshots, open_snapshots, snapshots_on
 from sessions.projection.verify import differences
 from sessions.store.clock import ManualClock
+from sessions.wire import session_bytes
 from tests.projection.projection_support import POLICY, Workload, head
 
 from .ops_support import described, rows_of, sessions_command, table_exists

@@ -9,12 +9,12 @@ from typing import Any
 from sessions.api import convert, validation
 from sessions.api.errors import translated_errors
 from sessions.api.protos import audit_pb2, audit_pb2_grpc
-from sessions.domain.errors import InvalidArgument
-from sessions.projection.history import (
+from sessions.audit.history import (
     history_steps,
     session_as_of,
     session_at_version,
 )
+from sessions.domain.errors import InvalidArgument
 from sessions.store.application import SessionsApplication
 
 PAGE_SIZE = 250

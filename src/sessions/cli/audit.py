@@ -51,12 +51,12 @@ def cmd_history(args: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToDict
 
     from sessions.api.convert import session_message
-    from sessions.domain.errors import NotFound
-    from sessions.projection.history import (
+    from sessions.audit.history import (
         session_as_of,
         session_at_version,
         session_history,
     )
+    from sessions.domain.errors import NotFound
 
     app = open_app(args)
     try:
@@ -130,7 +130,7 @@ def _status_name(number: int) -> str:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from sessions.store.chain_check import check_all, check_session
+    from sessions.audit.chain_check import check_all, check_session
 
     if bool(args.session_id) == bool(args.all):
         raise UsageError("give a SESSION_ID or --all")
@@ -179,7 +179,7 @@ def cmd_audit_anchor(args: argparse.Namespace) -> int:
     import json
     from datetime import datetime
 
-    from sessions.store.chain_check import heads
+    from sessions.audit.chain_check import heads
 
     app = open_app(args)
     try:

@@ -93,8 +93,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
+    from sessions.audit.archive import ArchiveError, read_events, read_header
     from sessions.projection.rebuild import rebuild
-    from sessions.store.archive import ArchiveError, read_events, read_header
 
     app = open_app(args)
     try:
@@ -179,7 +179,7 @@ def cmd_retry_parked(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from sessions.store.archive import export_events
+    from sessions.audit.archive import export_events
 
     app = open_app(args)
     try:
@@ -193,7 +193,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from sessions.store.archive import ArchiveError, import_events, read_header
+    from sessions.audit.archive import ArchiveError, import_events, read_header
 
     app = open_app(args)
     try:

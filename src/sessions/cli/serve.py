@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from sessions import logs
-from sessions.cli import security
 from sessions.cli.common import (
     UsageError,
     add_store,
@@ -23,6 +22,7 @@ from sessions.cli.common import (
     store_errors,
     whole,
 )
+from sessions.cli.security import add_serve_options, reload_on_sighup, server_kwargs, usage_errors
 from sessions.domain.policy import Policy
 from sessions.store.urls import default_store_url, redact_url
 from sessions.transport import add_client_options
@@ -121,7 +121,7 @@ def _wait_for_signal() -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from sessions.server import SessionsServer
 
-    with security.usage_errors(), _metrics_usage():
+    with usage_errors(), _metrics_usage():
         server = SessionsServer(
             args.store or default_store_url(),
             args.listen,
@@ -133,9 +133,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_workers=args.workers,
             http_listen=args.http_listen,
             metrics_listen=args.metrics_listen,
-            **security.server_kwargs(args),
+            **server_kwargs(args),
         )
-    security.reload_on_sighup(server)
+    reload_on_sighup(server)
     with store_errors(), _metrics_usage():
         server.start()
     _log_settings(args)  # (once they proved usable: a refusal is its one line)
@@ -195,7 +195,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
     from sessions.transport import call_metadata, client_channel
 
-    with security.usage_errors():
+    with usage_errors():
         channel = client_channel(args, args.target)
     with channel:
         try:
@@ -249,7 +249,7 @@ def add_commands(commands: Any) -> None:
     option(serve, "--workers", type=whole(1), default=DEFAULT_WORKERS, metavar="N",
            help="threads serving calls")
     _add_metrics(serve)
-    security.add_serve_options(serve)
+    add_serve_options(serve)
     serve.set_defaults(run=cmd_serve)
 
     project = commands.add_parser("project", help="run the projector alone")

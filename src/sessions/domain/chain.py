@@ -11,10 +11,11 @@ whitespace, non-ASCII characters kept, of
 
 where values are encoded as they are stored, minus the store's type tags:
 datetimes as ISO 8601 (Python's isoformat), enums by name, progress entries
-as {"object_type": NAME, "changes": [[CHANGE_TYPE, successful, failed], ...]},
-bytes as base64, tuples as arrays. An outside tool can therefore re-check a
-stream from the stored rows alone: parse each event's JSON state, replace
-every {"_type_": T, "_data_": D} object by D, drop "link", and hash.
+as {"object_type": NAME, "changes": [[CHANGE_TYPE, successful, failed], ...]}
+(ProgressEntry.as_data), bytes as base64, tuples as arrays. An outside tool
+can therefore re-check a stream from the stored rows alone: parse each
+event's JSON state, replace every {"_type_": T, "_data_": D} object by D
+(the store's codec, store/codec.py, writes them), drop "link", and hash.
 
 A session's last link is also written into its schedule's SessionEnded
 event, so cutting events off the end of an ended session is detected too.
@@ -41,10 +42,7 @@ def canonical_value(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.name
     if isinstance(value, ProgressEntry):
-        return {
-            "object_type": value.object_type.name,
-            "changes": [[c.change_type.name, c.successful, c.failed] for c in value.changes],
-        }
+        return value.as_data()
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, (list, tuple)):
@@ -74,14 +72,3 @@ def link_for(previous: str, stream: str, version: int, topic: str, fields: Mappi
     """The link of an event with these domain values (what the domain records)."""
     data = {k: canonical_value(v) for k, v in fields.items()}
     return next_link(previous, canonical_bytes(stream, version, topic, data))
-
-
-def unwrap_stored(value: Any) -> Any:
-    """Stored JSON -> canonical values: drop the store's {"_type_", "_data_"} tags."""
-    if isinstance(value, dict):
-        if set(value) == {"_type_", "_data_"}:
-            return unwrap_stored(value["_data_"])
-        return {k: unwrap_stored(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [unwrap_stored(v) for v in value]
-    return value

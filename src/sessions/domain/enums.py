@@ -25,12 +25,18 @@ class SessionStatus(DomainEnum):
 
     @property
     def is_active(self) -> bool:
-        return self in (SessionStatus.OPENED, SessionStatus.PENDING)
+        return self in ACTIVE_STATUSES
 
 
 FINAL_STATUSES = frozenset(
     {SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.EXPIRED}
 )
+# A session in one of these statuses runs until its expires_at; from then on
+# every reader sees it EXPIRED, before the expiry event is recorded too
+# (read-time expiry: session.visible_status is the rule on domain values).
+ACTIVE_STATUSES = frozenset({SessionStatus.OPENED, SessionStatus.PENDING})
+# The same statuses as the read model stores them (its status column).
+ACTIVE_STATUS_NUMBERS: tuple[int, ...] = tuple(sorted(s.value for s in ACTIVE_STATUSES))
 
 
 class SyncMode(DomainEnum):

@@ -33,6 +33,28 @@ class ProgressEntry:
     object_type: RelatedObjectType
     changes: tuple[ChangeCount, ...]
 
+    # The entry as plain data: how it is stored (inside the store's type tag)
+    # and hashed into the audit chain; names, not numbers, for readability.
+    def as_data(self) -> dict[str, Any]:
+        # (_name_ is Enum.name without its descriptor: every stored state writes these)
+        return {
+            "object_type": self.object_type._name_,
+            "changes": [[c.change_type._name_, c.successful, c.failed] for c in self.changes],
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> ProgressEntry:
+        change_types = _CHANGE_TYPES
+        return cls(
+            _OBJECT_TYPES[data["object_type"]],
+            tuple([ChangeCount(change_types[n], s, f) for n, s, f in data["changes"]]),
+        )
+
+
+# By name, as plain dicts: EnumType[...] is slow, and decoding is hot.
+_OBJECT_TYPES = dict(RelatedObjectType.__members__)
+_CHANGE_TYPES = dict(ChangeType.__members__)
+
 
 def check_report(entries: Sequence[ProgressEntry]) -> None:
     """Refuse a report that breaks the shape rules (INVALID_ARGUMENT)."""
@@ -70,8 +92,7 @@ def add_report(
     Hot in every fold: entries the report does not touch are kept as they
     are (the same objects), and so are counts it does not change; counts
     are summed in a list indexed by the change type's number (which is also
-    their order), and new values are made without their constructors'
-    Python-level argument handling (the same frozen values).
+    their order).
     """
     merged = {entry.object_type: entry for entry in totals}
     sums: dict[RelatedObjectType, list[Any]] = {}
@@ -106,30 +127,12 @@ def add_report(
                     "counter limit",
                 )
             if type(change) is not ChangeCount:
-                change = new_count(change_type, successful, failed)
+                change = ChangeCount(change_type, successful, failed)
             changes.append(change)
-        merged[object_type] = new_entry(object_type, tuple(changes))
+        merged[object_type] = ProgressEntry(object_type, tuple(changes))
     return tuple([merged[t] for t in sorted(merged, key=_value)])
-
-
-def new_count(change_type: ChangeType, successful: int, failed: int) -> ChangeCount:
-    """``ChangeCount(change_type, successful, failed)`` for values already
-    checked, without the constructor's Python-level argument handling."""
-    return _new_tuple(ChangeCount, (change_type, successful, failed))
-
-
-def new_entry(object_type: RelatedObjectType, changes: tuple[ChangeCount, ...]) -> ProgressEntry:
-    """``ProgressEntry(object_type, changes)`` likewise (the same frozen value)."""
-    entry = _new_object(ProgressEntry)
-    _set(entry, "__dict__", {"object_type": object_type, "changes": changes})
-    return entry
 
 
 _value = attrgetter("_value_")  # Enum.value is a slow descriptor
 # Change types by number: a list of this length holds one slot per type.
 _SLOTS = max(_value(t) for t in ChangeType) + 1
-# ChangeCount(...) and ProgressEntry(...) without their Python-level
-# __new__ / __init__ (which only store the fields).
-_new_tuple = tuple.__new__
-_new_object = object.__new__
-_set = object.__setattr__

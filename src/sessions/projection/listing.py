@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sessions.domain.enums import ACTIVE_STATUS_NUMBERS, SessionStatus
+
 # Field names of the filter language -> what they compare.
 STATUS = "status"
 SESSION_TYPE = "session_type"
@@ -56,23 +58,22 @@ _COLUMNS = {
     EXPIRES_AT: "expires_at",
 }
 
-# Stored status numbers (SessionStatus values).
-OPENED, PENDING, COMPLETED, FAILED, EXPIRED = 1, 2, 3, 4, 5
-ALL_STATUSES = frozenset({OPENED, PENDING, COMPLETED, FAILED, EXPIRED})
-ACTIVE = (OPENED, PENDING)
+# Stored status numbers (the status column holds SessionStatus values).
+EXPIRED = SessionStatus.EXPIRED.value
+ALL_STATUSES = frozenset(s.value for s in SessionStatus)
+# Statuses shown EXPIRED once expires_at has passed (read-time expiry).
+ACTIVE = ACTIVE_STATUS_NUMBERS
+# The same test in SQL, on trusted numbers: "stored as running".
+ACTIVE_SQL = f"status IN ({', '.join(str(s) for s in ACTIVE)})"
 
 # Which stored statuses can be shown as each status (read-time expiry).
-_SHOWN_FROM = {
-    OPENED: {OPENED},
-    PENDING: {PENDING},
-    COMPLETED: {COMPLETED},
-    FAILED: {FAILED},
-    EXPIRED: {EXPIRED, OPENED, PENDING},
-}
+_SHOWN_FROM = {s: {s} for s in ALL_STATUSES} | {EXPIRED: {EXPIRED, *ACTIVE}}
 
 _SELECT = "session, status, expires_at, created_at, session_id"
 _ORDER = "ORDER BY created_at DESC, session_id DESC"
-_SHOWN_CLOSED_AT = "(CASE WHEN status IN ({p}, {p}) AND expires_at <= {p} THEN expires_at ELSE closed_at END)"
+_SHOWN_CLOSED_AT = (
+    "(CASE WHEN status IN ({active}) AND expires_at <= {p} THEN expires_at ELSE closed_at END)"
+)
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ def _shown_status_in(shown: frozenset[int], p: str, now: int) -> tuple[str, list
             parts.append(f"(status = {p} AND expires_at > {p})")
             params += [status, now]
         elif status == EXPIRED:  # recorded, or active and past expires_at
-            parts.append(f"(status = {p} OR (status IN ({p}, {p}) AND expires_at <= {p}))")
+            parts.append(f"(status = {p} OR (status IN ({_params(p, ACTIVE)}) AND expires_at <= {p}))")
             params += [EXPIRED, *ACTIVE, now]
         else:
             parts.append(f"status = {p}")
@@ -232,7 +233,7 @@ def _shown_status_in(shown: frozenset[int], p: str, now: int) -> tuple[str, list
 
 def _time(c: Condition, p: str, now: int) -> tuple[str, list[object]]:
     if c.field == CLOSED_AT:
-        column = _SHOWN_CLOSED_AT.format(p=p)
+        column = _SHOWN_CLOSED_AT.format(p=p, active=_params(p, ACTIVE))
         column_params: list[object] = [*ACTIVE, now]
     else:
         column, column_params = _COLUMNS[c.field], []
@@ -253,3 +254,7 @@ def _time(c: Condition, p: str, now: int) -> tuple[str, list[object]]:
         return f"({nullable}{column} <> {p})", [*extra, *column_params, floor]
     bound = {"<": ceiling, "<=": floor, ">": floor, ">=": ceiling}[c.op]
     return f"{column} {c.op} {p}", [*column_params, bound]
+
+
+def _params(p: str, values: tuple[object, ...]) -> str:
+    return ", ".join(p for _ in values)

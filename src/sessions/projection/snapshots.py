@@ -21,7 +21,7 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier
 
-from sessions.projection.listing import ListedRow, PageQuery, page_sql
+from sessions.projection.listing import ACTIVE_SQL, ListedRow, PageQuery, page_sql
 from sessions.projection.schema import create_statements
 
 NAME = "session_snapshots"
@@ -270,7 +270,7 @@ class SessionSnapshots(ABC):
         return [
             r[0]
             for r in self._rows(
-                f"SELECT session_id FROM {self.table} WHERE status IN (1, 2) AND expires_at <= ? "
+                f"SELECT session_id FROM {self.table} WHERE {ACTIVE_SQL} AND expires_at <= ? "
                 "ORDER BY expires_at LIMIT ?",
                 (now, limit),
             )

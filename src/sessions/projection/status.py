@@ -87,7 +87,7 @@ def lag_seconds(app: Any, position: int) -> float | None:
     if not pending:
         return 0.0
     try:
-        recorded = json.loads(pending[0].state)["timestamp"]["_data_"]
-        return max(time.time() - datetime.fromisoformat(recorded).timestamp(), 0.0)
-    except (ValueError, KeyError, TypeError):  # a poison event: the lag is unknown
+        recorded: datetime = app.mapper.to_domain_event(pending[0]).timestamp
+        return max(time.time() - recorded.timestamp(), 0.0)
+    except Exception:  # noqa: BLE001 - a poison event: the lag is unknown
         return None

@@ -15,9 +15,9 @@ from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 
-from sessions.api.convert import session_bytes
 from sessions.projection.snapshots import SessionSnapshots
 from sessions.store.records import stream_records
+from sessions.wire import session_bytes
 
 OPENED_TOPIC = "sessions.SessionOpened"
 

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoder
 from eventsourcing.utils import Environment, EnvType
 
 from sessions.domain.access import require_acting_for
@@ -40,10 +40,10 @@ from sessions.domain.schedule import SyncSchedule, schedule_id
 from sessions.domain.session import Session
 from sessions.store.aggregate_cache import CachedAggregates
 from sessions.store.clock import Clock, SharedClock, system_clock
+from sessions.store.codec import SessionsTranscoder, register_domain_transcodings
 from sessions.store.health import OUTAGE_ERRORS, StoreHealth
 from sessions.store.operations import OperationRecord, operation_id_for
 from sessions.store.recorders import InTransaction
-from sessions.store.transcodings import register_domain_transcodings
 from sessions.store.urls import StoreSettings, pin_settings
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,11 @@ class SessionsApplication(CachedAggregates):
 
     def _stream_lock(self, stream_id: str) -> threading.RLock:
         return self._stream_locks[hash(stream_id) % LOCK_STRIPES]
+
+    def construct_transcoder(self) -> Transcoder:
+        transcoder = SessionsTranscoder()  # the one codec (store/codec.py)
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

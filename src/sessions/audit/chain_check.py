@@ -15,12 +15,12 @@ it also catches any stream cut back past the anchored head.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sessions.domain.chain import GENESIS, canonical_bytes, next_link, unwrap_stored
+from sessions.domain.chain import GENESIS, canonical_bytes, next_link
+from sessions.store.codec import codec_of, stored_json
 from sessions.store.records import stream_records
 
 SESSION_ENDED = "sessions.SessionEnded"
@@ -36,8 +36,9 @@ class ChainBreak:
 class StreamCheck:
     """Checks one stream's records, fed in version order."""
 
-    def __init__(self, stream: str):
+    def __init__(self, stream: str, canonical: Callable[[bytes], Any]):
         self.stream = stream
+        self.canonical = canonical  # stored state -> canonical fields
         self.link = GENESIS
         self.version = 0
         self.broken: ChainBreak | None = None
@@ -66,7 +67,7 @@ class StreamCheck:
         if version != expected:
             self.broken = ChainBreak(self.stream, expected, f"version {expected} is missing")
             return None
-        data = unwrap_stored(json.loads(state))
+        data = self.canonical(state)
         link = data.pop("link", None)
         if link != next_link(self.link, canonical_bytes(self.stream, version, topic, data)):
             self.broken = ChainBreak(self.stream, version, "contents do not match the chain link")
@@ -91,7 +92,8 @@ def check_session(app: Any, session_id: str) -> ChainBreak | None:
     records = stream_records(app.recorder, session_id)
     if not records:
         raise LookupError(f"session {session_id!r} not found")
-    check = StreamCheck(session_id)
+    canonical = canonical_reader(app)
+    check = StreamCheck(session_id, canonical)
     opened = None
     for record in records:
         data = check.feed(record.topic, record.version, record.state)
@@ -100,7 +102,7 @@ def check_session(app: Any, session_id: str) -> ChainBreak | None:
     if check.broken or opened is None:
         return check.broken or ChainBreak(session_id, 1, "the opening event is missing")
     schedule_id = f"schedule:{opened['session_type']}:{opened['subject_container_id']}"
-    schedule = StreamCheck(schedule_id)
+    schedule = StreamCheck(schedule_id, canonical)
     for record in stream_records(app.recorder, schedule_id):
         data = schedule.feed(record.topic, record.version, record.state)
         if data is not None and record.topic == SESSION_ENDED and data["session_id"] == session_id:
@@ -116,9 +118,10 @@ def check_all(
 ) -> Iterator[ChainBreak]:
     """Check every stream in one pass over the log, then every seal, then
     the anchor's heads, if one is given."""
+    canonical = canonical_reader(app)
     streams: dict[str, StreamCheck] = {}
     for stream, (version, link) in (anchor or {}).items():
-        streams[stream] = StreamCheck(stream)
+        streams[stream] = StreamCheck(stream, canonical)
         streams[stream].anchor(version, link)
     seals: dict[str, str] = {}
     position = 0
@@ -130,7 +133,7 @@ def check_all(
             break
         for n in notifications:
             stream = str(n.originator_id)
-            check = streams.get(stream) or streams.setdefault(stream, StreamCheck(stream))
+            check = streams.get(stream) or streams.setdefault(stream, StreamCheck(stream, canonical))
             data = check.feed(n.topic, n.originator_version, n.state)
             if data is not None and n.topic == SESSION_ENDED:
                 seals[data["session_id"]] = data["final_link"]
@@ -147,8 +150,16 @@ def check_all(
             yield check.broken  # type: ignore[misc]
 
 
+def canonical_reader(app: Any) -> Callable[[bytes], Any]:
+    """Stored state -> its canonical fields (the store's codec, as it reads)."""
+    mapper = app.mapper
+    codec = codec_of(mapper)
+    return lambda state: codec.canonical(stored_json(mapper, state))
+
+
 def heads(app: Any, batch: int = 2000, on_progress: Callable[[int], None] | None = None) -> dict[str, tuple[int, str]]:
     """Every stream's head (version, link): the contents of an anchor."""
+    canonical = canonical_reader(app)
     found: dict[str, tuple[int, str]] = {}
     position = 0
     while True:
@@ -158,7 +169,7 @@ def heads(app: Any, batch: int = 2000, on_progress: Callable[[int], None] | None
         if not notifications:
             return found
         for n in notifications:
-            found[str(n.originator_id)] = (n.originator_version, json.loads(n.state)["link"])
+            found[str(n.originator_id)] = (n.originator_version, canonical(n.state)["link"])
         position = notifications[-1].id
         if on_progress:
             on_progress(position)

@@ -5,12 +5,12 @@ Reads go straight to the event store. The fold is the aggregate's own (each
 event's ``mutate``); as-of reads use the library's versioned repository get.
 
 The history is read in one pass over the stream's rows, and is meant to stay
-fast for long sessions (issue 5: 10 000 events in well under a second). Per
-event, the row's JSON is parsed once: its tagged values are turned into
-domain values for the fold, and its untagged values are the event's
-"changes" as they are (the stored JSON without the store's type tags is the
-canonical form, see domain/chain.py). The state after each event is one
-message updated in place (convert.SessionMessages) rather than built anew.
+fast for long sessions (10 000 events in well under a second). Per event,
+the row's JSON is parsed once by the store's codec, which gives both its
+domain values for the fold and its canonical form, the event's "changes"
+(the stored JSON without the store's type tags, see domain/chain.py). The
+state after each event is one message updated in place
+(wire.SessionMessages) rather than built anew.
 """
 
 from __future__ import annotations
@@ -20,16 +20,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from eventsourcing.persistence import Mapper, Notification
+from eventsourcing.persistence import Mapper
 
-from sessions.api.convert import SessionMessages, session_message
-from sessions.api.protos import session_pb2
-from sessions.domain.chain import canonical_value
 from sessions.domain.errors import NotFound
 from sessions.domain.session import Session
-from sessions.projection.fold import SessionFold
 from sessions.store.application import SessionsApplication
+from sessions.store.codec import codec_of, event_of, stored_json
 from sessions.store.records import StoredRecord, stream_records
+from sessions.wire import SessionMessages, session_message, session_pb2
 
 # Fields every event has; "what changed" is the rest.
 COMMON_FIELDS = frozenset(
@@ -124,34 +122,12 @@ Decode = Callable[[str, StoredRecord], tuple[Any, Changes]]
 
 
 def _decoder(mapper: Mapper[Any]) -> Decode:
-    """A function from a stored row to its domain event and "changes".
+    """A function from a stored row to its domain event and "changes"."""
+    codec = codec_of(mapper)
 
-    With the store's plain JSON (no cipher, no compressor), the row is parsed
-    once (SessionFold.decode_with_data): its untagged values are the
-    canonical form the chain hashes, so they are "changes" as they are.
-    Otherwise the mapper decodes, and "changes" is computed from the domain
-    values.
-    """
-    fold = SessionFold(mapper)
-    if fold.plain:
+    def decode(session_id: str, record: StoredRecord) -> tuple[Any, Changes]:
+        values, canonical = codec.decode_with_canonical(stored_json(mapper, record.state))
+        event = event_of(record.topic, session_id, record.version, values)
+        return event, {k: v for k, v in canonical.items() if k not in COMMON_FIELDS}
 
-        def decode_plain(session_id: str, record: StoredRecord) -> tuple[Any, Changes]:
-            event, data = fold.decode_with_data(session_id, record.version, record.topic, record.state)
-            return event, {k: v for k, v in data.items() if k not in COMMON_FIELDS}
-
-        return decode_plain
-
-    def decode_with_mapper(session_id: str, record: StoredRecord) -> tuple[Any, Changes]:
-        event = fold.decode(
-            Notification(
-                id=record.position,
-                originator_id=session_id,
-                originator_version=record.version,
-                topic=record.topic,
-                state=record.state,
-            )
-        )
-        fields = vars(event).items()
-        return event, {k: canonical_value(v) for k, v in fields if k not in COMMON_FIELDS}
-
-    return decode_with_mapper
+    return decode
