@@ -102,7 +102,7 @@ def test_json_lines_with_an_access_line_per_call_and_no_token(tmp_path: Path) ->
     # At start: the version, the store and every setting.
     (settings,) = [line["settings"] for line in lines if "settings" in line]
     assert settings["log_format"] == "json" and settings["access_log"] == "on"
-    assert settings["workers"] == 32 and settings["grace"] == 10.0
+    assert settings["threads"] == 32 and settings["grace"] == 10.0
     assert any(line["message"].startswith("sessions ") for line in lines)
 
 

@@ -26,7 +26,7 @@ def sessions(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
     ("variable", "value", "says"),
     [
         ("SESSIONS_GRACE", "soon", "not a number of seconds"),
-        ("SESSIONS_WORKERS", "0", "must be 1 or more"),
+        ("SESSIONS_THREADS", "0", "must be 1 or more"),
         ("SESSIONS_DEADLINE_INTERVAL", "-1", "not a number of seconds"),
         ("SESSIONS_NO_PROJECTOR", "maybe", "not a yes or no"),
         ("SESSIONS_MAX_CONCURRENT_RPCS", "many", "not a whole number"),
@@ -52,7 +52,7 @@ def test_a_bad_variable_of_another_command_does_not_matter() -> None:
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (("serve", "--workers", "none"), "argument --workers: 'none': not a whole number"),
+        (("serve", "--threads", "none"), "argument --threads: 'none': not a whole number"),
         (("serve", "--grace", "-2"), "argument --grace: '-2': not a number of seconds (0 or more)"),
         (("project", "--batch-size", "0"), "argument --batch-size: '0': must be 1 or more"),
         (("health", "--timeout", "x"), "argument --timeout: 'x': not a number of seconds"),
@@ -68,14 +68,14 @@ def test_a_bad_flag_value_is_one_line_and_exit_2(args: tuple[str, ...], says: st
 
 @pytest.mark.slow
 def test_a_server_configured_by_variables_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """SESSIONS_LISTEN, SESSIONS_WORKERS, SESSIONS_NO_DEADLINES take effect,
+    """SESSIONS_LISTEN, SESSIONS_THREADS, SESSIONS_NO_DEADLINES take effect,
     and a flag given beside its variable wins; `sessions health` finds the
     server through SESSIONS_TARGET."""
     server = ServerProcess(
         "memory://",
         tmp_path / "server.log",
         "--grace", "2", "--log-format", "text",  # (the logging options go after the command too)
-        env={"SESSIONS_WORKERS": "3", "SESSIONS_NO_DEADLINES": "yes", "SESSIONS_GRACE": "7",
+        env={"SESSIONS_THREADS": "3", "SESSIONS_NO_DEADLINES": "yes", "SESSIONS_GRACE": "7",
              "SESSIONS_LOG_FORMAT": "json"},
     )
     try:
@@ -86,7 +86,7 @@ def test_a_server_configured_by_variables_alone(tmp_path) -> None:  # type: igno
     finally:
         assert server.stop() == 0
     log = server.log_path.read_text()
-    assert "workers=3" in log
+    assert "threads=3" in log
     assert "no_deadlines=True" in log
     assert "grace=2.0" in log and "grace=7" not in log
     assert "log_format=text" in log and not log.startswith("{")

@@ -36,7 +36,7 @@ POLICY_FLAGS = {  # name: (help, the default Policy's value shown in --help)
     "full_sync_period": ("seconds after which the next session is a FULL_SYNC again", "86400"),
 }
 
-DEFAULT_WORKERS = 32
+DEFAULT_THREADS = 32
 
 
 def _add_policy(parser: argparse.ArgumentParser) -> None:
@@ -130,7 +130,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             run_deadlines=not args.no_deadlines,
             deadline_interval=args.deadline_interval,
             rebuild_on_start=args.rebuild_on_start,
-            max_workers=args.workers,
+            max_workers=args.threads,
             http_listen=args.http_listen,
             metrics_listen=args.metrics_listen,
             **server_kwargs(args),
@@ -246,7 +246,9 @@ def add_commands(commands: Any) -> None:
     )
     option(serve, "--grace", type=seconds, default=10.0, metavar="SECONDS",
            help="on SIGTERM or SIGINT, how long in-flight calls may take to finish")
-    option(serve, "--workers", type=whole(1), default=DEFAULT_WORKERS, metavar="N",
+    # --threads, not --workers: "workers" is kept for server processes
+    # (several processes on one port), the usual meaning of the word.
+    option(serve, "--threads", type=whole(1), default=DEFAULT_THREADS, metavar="N",
            help="threads serving calls")
     _add_metrics(serve)
     add_serve_options(serve)
