@@ -9,8 +9,6 @@ import ast
 from collections.abc import Iterable
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parent.parent / "src"
 ROOT = "sessions"  # the package's own __init__ (its version): below everything
 GENERATED = "sessions.generated"  # the stubs: generated, not read here
@@ -117,18 +115,10 @@ def test_the_graph_is_read() -> None:
     assert "sessions.domain.session" in edges["sessions.wire"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rest/ <-> server.py; once it is gone this passes and strict xfail fails: remove this mark",
-)
 def test_no_package_imports_one_that_imports_it_back() -> None:
     assert cycles(package_graph()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rest/ <-> server.py; once it is gone this passes and strict xfail fails: remove this mark",
-)
 def test_no_module_imports_one_that_imports_it_back() -> None:
     assert cycles(graph()) == []
 

@@ -224,7 +224,15 @@ class SessionsServer:
         if self.http_listen:  # before gRPC serves: a REST address that cannot be bound stops the start
             from sessions.rest import http_server
 
-            self.http = http_server(self, self.http_listen)
+            self.http = http_server(
+                self.http_listen,
+                app=self.app,
+                read_model=self.read_model,
+                access=self.access,
+                max_message_bytes=self.max_message_bytes,
+                threads=self.max_workers,
+                tls=self.tls,
+            )
             self.http_port = self.http.start()
         self.server.start()
         host = self.listen.rsplit(":", 1)[0]

@@ -5,16 +5,26 @@ by an OpenAPI document generated from the same descriptors (openapi.py)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sessions.api.access import AccessInterceptor
     from sessions.rest.serving import HttpServer
-    from sessions.server import SessionsServer
+    from sessions.transport import ServerTLS
 
 
-def http_server(server: SessionsServer, listen: str) -> HttpServer:
-    """The REST face of a started ``server``: its application, read model,
-    access control and limits; the same servicers the gRPC face registers."""
+def http_server(
+    listen: str,
+    *,
+    app: Any,
+    read_model: Any,
+    access: AccessInterceptor | None,
+    max_message_bytes: int,
+    threads: int,
+    tls: ServerTLS | None,
+) -> HttpServer:
+    """The REST face of a server: its application, read model, access
+    control and limits; the same servicers the gRPC face registers."""
     from sessions.api.protos import operation_service_pb2_grpc, service_pb2_grpc
     from sessions.api.servicers import OperationService, SessionService
     from sessions.rest import openapi
@@ -29,23 +39,23 @@ def http_server(server: SessionsServer, listen: str) -> HttpServer:
         [
             (
                 service_pb2_grpc.add_SynchronizationSessionServiceServicer_to_server,
-                SessionService(server.app, server.read_model),
+                SessionService(app, read_model),
                 SessionService.SERIALIZED_RESPONSES,
             ),
             (
                 operation_service_pb2_grpc.add_OperationServiceServicer_to_server,
-                OperationService(server.app),
+                OperationService(app),
                 OperationService.SERIALIZED_RESPONSES,
             ),
         ],
-        server.access,
+        access,
     )
-    app = RestApp(
+    rest_app = RestApp(
         gateway,
-        lambda: openapi.document(served, bearer_required=server.access is not None),
-        max_body_bytes=server.max_message_bytes,
+        lambda: openapi.document(served, bearer_required=access is not None),
+        max_body_bytes=max_message_bytes,
     )
-    return HttpServer(listen, app, threads=server.max_workers, tls=server.tls)
+    return HttpServer(listen, rest_app, threads=threads, tls=tls)
 
 
 __all__ = ["http_server"]
