@@ -98,83 +98,90 @@ _sqlite = {
 }
 
 
+# Aggregates stay cached between commands, and a load does not ask the
+# store for newer events first: commands rely on optimistic concurrency to
+# notice other processes' writes (see store.application). Commands decide on
+# copies of the cached aggregates: a save that fails leaves the cached one as
+# it was.
+_COMMON = {
+    "ORIGINATOR_ID_TYPE": "text",
+    "AGGREGATE_CACHE_MAXSIZE": "10000",
+    "AGGREGATE_CACHE_FASTFORWARD": "n",
+    "DEEPCOPY_FROM_AGGREGATE_CACHE": "y",
+}
+
+
 def parse_store_url(url: str) -> StoreSettings:
-    # Aggregates stay cached between commands, and a load does not ask the
-    # store for newer events first: commands rely on optimistic concurrency
-    # to notice other processes' writes (see store.application).
-    # Commands decide on copies of the cached aggregates: a save that fails
-    # leaves the cached one as it was.
-    common = {
-        "ORIGINATOR_ID_TYPE": "text",
-        "AGGREGATE_CACHE_MAXSIZE": "10000",
-        "AGGREGATE_CACHE_FASTFORWARD": "n",
-        "DEEPCOPY_FROM_AGGREGATE_CACHE": "y",
-    }
-    if url == "memory://" or url.startswith("memory://"):
-        # Shared cache, so that every connection of the pool sees one database.
-        name = f"file:sessions-{uuid.uuid4().hex}?mode=memory&cache=shared"
-        return StoreSettings(
-            "sqlite",
-            {**common, **_sqlite, "SQLITE_DBNAME": name},
-            "memory:// (in-memory SQLite, discarded on exit)",
-        )
+    if url.startswith("memory://"):
+        return _memory()
     if url.startswith("sqlite://"):
-        path = url[len("sqlite://") :]
-        if path.startswith("/./") or path.startswith("/../"):
-            path = path[1:]
-        if not path or path == "/":
-            raise StoreURLError(f"store URL {url!r} names no file: use sqlite:///path/file.db")
-        file = Path(unquote(path))
-        try:
-            file.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreURLError(f"cannot create the folder of {file}: {e}") from e
-        return StoreSettings(
-            "sqlite",
-            {
-                **common,
-                **_sqlite,
-                "SQLITE_DBNAME": str(file),
-                "SQLITE_LOCK_TIMEOUT": "10",
-            },
-            f"sqlite://{file}" if file.is_absolute() else f"sqlite:///./{file}",
-        )
+        return _sqlite_file(url)
     if url.startswith(("postgresql://", "postgres://")):
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError as e:
-            raise StoreURLError(f"store URL {redact_url(url)!r} is malformed: {e}") from None
-        pool, libpq = _postgres_query(parts.query)
-        given = {name: libpq.pop(name) for name in _URL_PARTS if name in libpq}
-        dbname = given.get("dbname") or unquote(parts.path.lstrip("/"))
-        if not dbname:
-            raise StoreURLError(f"store URL {redact_url(url)!r} names no database")
-        env = {
-            **common,
-            # The library's factory, with a pool that rides out an outage.
-            "PERSISTENCE_MODULE": "sessions.store.postgres:SessionsPostgresFactory",
-            "APPLICATION_RECORDER_TOPIC": "sessions.store.recorders:PostgresSessionsRecorder",
-            "POSTGRES_DBNAME": dbname,
-            "POSTGRES_HOST": given.get("host")
-            or unquote(parts.hostname or "")
-            or "/var/run/postgresql",
-            "POSTGRES_PORT": given.get("port") or str(port or 5432),
-            "POSTGRES_USER": given.get("user") or unquote(parts.username or "") or getpass.getuser(),
-            "POSTGRES_PASSWORD": given.get("password", unquote(parts.password or "")),
-            "POSTGRES_CONNECT_TIMEOUT": "5",
-            "POSTGRES_POOL_SIZE": pool.get("pool_size", "8"),
-            "POSTGRES_MAX_OVERFLOW": pool.get("max_overflow", "16"),
-            LIBPQ_SETTING: _conninfo(libpq),
-            # The library's insert through a database function skips the
-            # recorder step that writes the read model's rows with the events.
-            "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
-        }
-        return StoreSettings("postgresql", env, redact_url(url), libpq)
+        return _postgres(url)
     raise StoreURLError(
         f"unsupported store URL {redact_url(url)!r}: expected sqlite:///path/file.db, "
         "postgresql://user@host:port/dbname or memory://"
     )
+
+
+def _memory() -> StoreSettings:
+    # Shared cache, so that every connection of the pool sees one database.
+    name = f"file:sessions-{uuid.uuid4().hex}?mode=memory&cache=shared"
+    return StoreSettings(
+        "sqlite",
+        {**_COMMON, **_sqlite, "SQLITE_DBNAME": name},
+        "memory:// (in-memory SQLite, discarded on exit)",
+    )
+
+
+def _sqlite_file(url: str) -> StoreSettings:
+    path = url[len("sqlite://") :]
+    if path.startswith("/./") or path.startswith("/../"):
+        path = path[1:]
+    if not path or path == "/":
+        raise StoreURLError(f"store URL {url!r} names no file: use sqlite:///path/file.db")
+    file = Path(unquote(path))
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreURLError(f"cannot create the folder of {file}: {e}") from e
+    return StoreSettings(
+        "sqlite",
+        {**_COMMON, **_sqlite, "SQLITE_DBNAME": str(file), "SQLITE_LOCK_TIMEOUT": "10"},
+        f"sqlite://{file}" if file.is_absolute() else f"sqlite:///./{file}",
+    )
+
+
+def _postgres(url: str) -> StoreSettings:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise StoreURLError(f"store URL {redact_url(url)!r} is malformed: {e}") from None
+    pool, libpq = _postgres_query(parts.query)
+    given = {name: libpq.pop(name) for name in _URL_PARTS if name in libpq}
+    dbname = given.get("dbname") or unquote(parts.path.lstrip("/"))
+    if not dbname:
+        raise StoreURLError(f"store URL {redact_url(url)!r} names no database")
+    env = {
+        **_COMMON,
+        # The library's factory, with a pool that rides out an outage.
+        "PERSISTENCE_MODULE": "sessions.store.postgres:SessionsPostgresFactory",
+        "APPLICATION_RECORDER_TOPIC": "sessions.store.recorders:PostgresSessionsRecorder",
+        "POSTGRES_DBNAME": dbname,
+        "POSTGRES_HOST": given.get("host") or unquote(parts.hostname or "") or "/var/run/postgresql",
+        "POSTGRES_PORT": given.get("port") or str(port or 5432),
+        "POSTGRES_USER": given.get("user") or unquote(parts.username or "") or getpass.getuser(),
+        "POSTGRES_PASSWORD": given.get("password", unquote(parts.password or "")),
+        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_POOL_SIZE": pool.get("pool_size", "8"),
+        "POSTGRES_MAX_OVERFLOW": pool.get("max_overflow", "16"),
+        LIBPQ_SETTING: _conninfo(libpq),
+        # The library's insert through a database function skips the
+        # recorder step that writes the read model's rows with the events.
+        "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+    }
+    return StoreSettings("postgresql", env, redact_url(url), libpq)
 
 
 # Why a setting may not come from the environment, where "the store URL
