@@ -161,63 +161,13 @@ def document(routes: tuple[Route, ...], *, bearer_required: bool) -> dict[str, A
     from google.rpc import status_pb2
 
     schemas = _Schemas()
-    status_ref = schemas.ref(status_pb2.Status.DESCRIPTOR)
     error = {
         "description": "The call failed: a google.rpc.Status.",
-        "content": {"application/json": {"schema": status_ref}},
+        "content": {"application/json": {"schema": schemas.ref(status_pb2.Status.DESCRIPTOR)}},
     }
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        request = route.request
-        parameters: list[dict[str, Any]] = []
-        for name in route.variables:
-            field = request.fields_by_name[name]
-            schema = schemas.field(field)
-            schema.setdefault("minLength", 1)
-            parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
-        if not route.body:
-            for field in request.fields:
-                if field.name in route.variables or field.message_type is not None:
-                    continue
-                required = bool(_option(field.GetOptions(), "required"))
-                parameters.append(
-                    {"name": field.json_name, "in": "query", "required": required, "schema": schemas.field(field)}
-                )
-        if route.operation is not None:
-            parameters.append(
-                {
-                    "name": "Idempotency-Key",
-                    "in": "header",
-                    "required": False,
-                    "description": "A retry with the same key by the same caller returns the first answer.",
-                    "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY},
-                }
-            )
-        operation: dict[str, Any] = {
-            "operationId": f"{route.method.containing_service.name}_{route.method.name}",
-            "summary": f"{route.method.containing_service.full_name}.{route.method.name}",
-            "description": f"The gRPC method {route.grpc_method} over HTTP.{_operation_note(route)}",
-            "tags": [route.method.containing_service.name],
-            "parameters": parameters,
-            "responses": {
-                "200": {
-                    "description": route.response.full_name,
-                    "content": {"application/json": {"schema": schemas.ref(route.response)}},
-                },
-                "default": error,
-            },
-        }
-        if route.body:
-            body_schema = (
-                schemas.message(request, frozenset(route.variables))
-                if route.body == "*"
-                else schemas.field(request.fields_by_name[route.body])
-            )
-            operation["requestBody"] = {
-                "required": route.body == "*" and not route.variables,
-                "content": {"application/json": {"schema": body_schema}},
-            }
-        paths.setdefault(route.template, {})[route.http_method.lower()] = operation
+        paths.setdefault(route.template, {})[route.http_method.lower()] = _operation(route, schemas, error)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -235,6 +185,66 @@ def document(routes: tuple[Route, ...], *, bearer_required: bool) -> dict[str, A
         },
         "security": [{"bearer": []}] if bearer_required else [{"bearer": []}, {}],
     }
+
+
+def _operation(route: Route, schemas: _Schemas, error: dict[str, Any]) -> dict[str, Any]:
+    service = route.method.containing_service
+    operation: dict[str, Any] = {
+        "operationId": f"{service.name}_{route.method.name}",
+        "summary": f"{service.full_name}.{route.method.name}",
+        "description": f"The gRPC method {route.grpc_method} over HTTP.{_operation_note(route)}",
+        "tags": [service.name],
+        "parameters": _parameters(route, schemas),
+        "responses": {
+            "200": {
+                "description": route.response.full_name,
+                "content": {"application/json": {"schema": schemas.ref(route.response)}},
+            },
+            "default": error,
+        },
+    }
+    if route.body:
+        request = route.request
+        body_schema = (
+            schemas.message(request, frozenset(route.variables))
+            if route.body == "*"
+            else schemas.field(request.fields_by_name[route.body])
+        )
+        operation["requestBody"] = {
+            "required": route.body == "*" and not route.variables,
+            "content": {"application/json": {"schema": body_schema}},
+        }
+    return operation
+
+
+def _parameters(route: Route, schemas: _Schemas) -> list[dict[str, Any]]:
+    """Path variables, then (without a body) the request's plain fields as
+    query parameters, then the idempotency key of methods that make an
+    Operation."""
+    request = route.request
+    parameters: list[dict[str, Any]] = []
+    for name in route.variables:
+        schema = schemas.field(request.fields_by_name[name])
+        schema.setdefault("minLength", 1)
+        parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
+    if not route.body:
+        for field in request.fields:
+            if field.name in route.variables or field.message_type is not None:
+                continue
+            required = bool(_option(field.GetOptions(), "required"))
+            schema = schemas.field(field)
+            parameters.append({"name": field.json_name, "in": "query", "required": required, "schema": schema})
+    if route.operation is not None:
+        parameters.append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "A retry with the same key by the same caller returns the first answer.",
+                "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY},
+            }
+        )
+    return parameters
 
 
 __all__ = ["document"]
