@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC
+from typing import Any
 
 from sessions.cli.common import (
     UsageError,
@@ -46,69 +47,82 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    import json
-
-    from google.protobuf.json_format import MessageToDict
-
-    from sessions.api.convert import session_message
-    from sessions.audit.history import (
-        session_as_of,
-        session_at_version,
-        session_history,
-    )
     from sessions.domain.errors import NotFound
 
+    if args.at_version is not None and args.at_version < 1:
+        raise UsageError("--at-version must be 1 or more")
     app = open_app(args)
     try:
-        if args.at_version is not None and args.at_version < 1:
-            raise UsageError("--at-version must be 1 or more")
         if args.as_of is not None or args.at_version is not None:
-            if args.at_version is not None:
-                session = session_at_version(app, args.session_id, args.at_version)
-                message = session_message(session)
-            else:
-                session, message = session_as_of(app, args.session_id, parse_time(args.as_of))
-            shown = MessageToDict(message, preserving_proto_field_name=True)
-            print(json.dumps({"version": session.version, "session": shown}, indent=None if args.json else 2))
-            return 0
-        entries = session_history(app, args.session_id)
-        if args.json:
-            for e in entries:
-                print(json.dumps({
-                    "version": e.version,
-                    "position": e.position,
-                    "recorded_at": e.recorded_at.isoformat(),
-                    "event_type": e.event_type,
-                    "principal": e.principal,
-                    "idempotency_key": e.idempotency_key,
-                    "link": e.link,
-                    "changes": e.changes,
-                    "state": MessageToDict(e.state, preserving_proto_field_name=True),
-                }))
-            return 0
-        print_table(
-            f"session {args.session_id}",
-            ("ver", "pos", "recorded at", "event", "principal", "idempotency key", "changes", "status after"),
-            (
-                (
-                    str(e.version),
-                    str(e.position),
-                    e.recorded_at.isoformat(timespec="milliseconds"),
-                    e.event_type,
-                    e.principal,
-                    e.idempotency_key,
-                    _describe_changes(e.changes),
-                    _status_name(e.state.status),
-                )
-                for e in entries
-            ),
-        )
+            _print_state_then(app, args)
+        else:
+            _print_history(app, args)
         return 0
     except NotFound as e:
         print(f"sessions: {e}", file=sys.stderr)
         return 1
     finally:
         app.close()
+
+
+def _print_state_then(app: Any, args: argparse.Namespace) -> None:
+    """The session as it was at --at-version or --as-of, as JSON."""
+    import json
+
+    from google.protobuf.json_format import MessageToDict
+
+    from sessions.api.convert import session_message
+    from sessions.audit.history import session_as_of, session_at_version
+
+    if args.at_version is not None:
+        session = session_at_version(app, args.session_id, args.at_version)
+        message = session_message(session)
+    else:
+        session, message = session_as_of(app, args.session_id, parse_time(args.as_of))
+    shown = MessageToDict(message, preserving_proto_field_name=True)
+    print(json.dumps({"version": session.version, "session": shown}, indent=None if args.json else 2))
+
+
+def _print_history(app: Any, args: argparse.Namespace) -> None:
+    """Every event of the session: JSON lines with --json, else a table."""
+    import json
+
+    from google.protobuf.json_format import MessageToDict
+
+    from sessions.audit.history import session_history
+
+    entries = session_history(app, args.session_id)
+    if args.json:
+        for e in entries:
+            print(json.dumps({
+                "version": e.version,
+                "position": e.position,
+                "recorded_at": e.recorded_at.isoformat(),
+                "event_type": e.event_type,
+                "principal": e.principal,
+                "idempotency_key": e.idempotency_key,
+                "link": e.link,
+                "changes": e.changes,
+                "state": MessageToDict(e.state, preserving_proto_field_name=True),
+            }))
+        return
+    print_table(
+        f"session {args.session_id}",
+        ("ver", "pos", "recorded at", "event", "principal", "idempotency key", "changes", "status after"),
+        (
+            (
+                str(e.version),
+                str(e.position),
+                e.recorded_at.isoformat(timespec="milliseconds"),
+                e.event_type,
+                e.principal,
+                e.idempotency_key,
+                _describe_changes(e.changes),
+                _status_name(e.state.status),
+            )
+            for e in entries
+        ),
+    )
 
 
 def _describe_changes(changes: dict) -> str:  # type: ignore[type-arg]
