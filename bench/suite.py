@@ -81,6 +81,7 @@ from bare_server import FAIL_REASON  # noqa: E402
 
 from sessions.api.operations import renderer  # noqa: E402
 from sessions.api.protos import service_pb2, service_pb2_grpc  # noqa: E402
+from sessions.domain.commands import CloseSession, OpenSession, ReportProgress
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType  # noqa: E402
 from sessions.domain.policy import Policy  # noqa: E402
 from sessions.domain.progress import ChangeCount, ProgressEntry  # noqa: E402
@@ -459,7 +460,7 @@ def open_sessions(app: SessionsApplication, count: int, tag: str) -> list[str]:
         return render(operation_id, now, result)
 
     for i in range(count):
-        app.open_session(f"bench-{tag}-{i}", f"agent-{i % 7}", SessionType.AD_SYNC, CALLER, capture)
+        app.execute(OpenSession(f"bench-{tag}-{i}", f"agent-{i % 7}", SessionType.AD_SYNC), CALLER, capture)
     return ids
 
 
@@ -470,8 +471,8 @@ def populated_sessions(app: SessionsApplication, count: int, tag: str) -> list[s
     report = renderer("ReportSessionProgress", PRINCIPAL)
     close = renderer("CloseSession", PRINCIPAL)
     for sid in ids:
-        app.report_progress(sid, FULL_REPORT, CALLER, report)
-        app.close_session(sid, True, FAIL_REASON, CALLER, close)
+        app.execute(ReportProgress(sid, FULL_REPORT), CALLER, report)
+        app.execute(CloseSession(sid, True, FAIL_REASON), CALLER, close)
     return ids
 
 
@@ -708,9 +709,9 @@ def write_breakdown(url: str, session_id: str, calls: int, warmup: int = 20) -> 
         times: dict[str, list[float]] = {"with_rows": [], "without": []}
         for i in range(warmup + calls):
             for kind, hook in (("with_rows", with_rows), ("without", None)):
-                app.write_through = hook
+                app.with_events = hook
                 t0 = time.perf_counter()
-                app.report_progress(session_id, ONE_REPORT, CALLER, render)
+                app.execute(ReportProgress(session_id, ONE_REPORT), CALLER, render)
                 if i >= warmup:
                     times[kind].append(time.perf_counter() - t0)
         return {kind: writes_bench.percentiles(values) for kind, values in times.items()}
@@ -734,7 +735,7 @@ def command_rate(url: str, session_ids: list[str], seconds: float) -> float:
         def agent(k: int, sid: str) -> None:
             start.wait()
             while time.perf_counter() < deadline[0]:
-                app.report_progress(sid, ONE_REPORT, CALLER, render)
+                app.execute(ReportProgress(sid, ONE_REPORT), CALLER, render)
                 counts[k] += 1
 
         threads = [threading.Thread(target=agent, args=(k, sid)) for k, sid in enumerate(session_ids)]

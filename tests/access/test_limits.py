@@ -63,7 +63,7 @@ def test_calls_over_the_bound_are_resource_exhausted_and_deadlines_are_honoured(
     stub = service_pb2_grpc.SynchronizationSessionServiceStub(channel)
 
     def held(container: str):  # type: ignore[no-untyped-def]
-        return server.app._stream_lock(schedule_id(container, SessionType.AD_SYNC))
+        return server.app.stream_lock(schedule_id(container, SessionType.AD_SYNC))
 
     try:
         # A client deadline shorter than the wait: DEADLINE_EXCEEDED.

@@ -9,6 +9,7 @@ from sessions.api.convert import micros
 from sessions.api.operations import renderer
 from sessions.api.protos import operation_pb2, service_pb2
 from sessions.deadlines import DeadlineWorker
+from sessions.domain.commands import Heartbeat, OpenSession
 from sessions.domain.enums import SessionStatus, SessionType
 from sessions.domain.policy import Policy
 from sessions.projection.runner import Projector
@@ -32,16 +33,14 @@ class World:
         self.worker = DeadlineWorker(self.app, self.view)
 
     def open(self, container: str = "c1") -> str:
-        outcome = self.app.open_session(
-            container, "a1", SessionType.AD_SYNC, AGENT, renderer("OpenSession", "agent")
-        )
+        outcome = self.app.execute(OpenSession(container, "a1", SessionType.AD_SYNC), AGENT, renderer("OpenSession", "agent"))
         self.projector.catch_up()
         opened = service_pb2.OpenSessionResponse()
         operation_pb2.Operation.FromString(outcome.payload).response.Unpack(opened)
         return opened.opened_session.session_id
 
     def heartbeat(self, session_id: str) -> None:
-        self.app.heartbeat(session_id, AGENT, renderer("Heartbeat", "agent"))
+        self.app.execute(Heartbeat(session_id), AGENT, renderer("Heartbeat", "agent"))
         self.projector.catch_up()
 
     def sweep(self):  # type: ignore[no-untyped-def]
@@ -87,7 +86,7 @@ def test_left_alone_a_session_stalls_then_expires_and_the_next_open_is_full(stor
         assert world.sweep().expired == 0
 
         clock.advance(1)
-        opened = world.app.open_session("c1", "a1", SessionType.AD_SYNC, AGENT, lambda *a: repr(a[2]).encode())
+        opened = world.app.execute(OpenSession("c1", "a1", SessionType.AD_SYNC), AGENT, lambda *a: repr(a[2]).encode())
         assert b"SUCCESS" in opened.payload and b"FULL_SYNC" in opened.payload
     finally:
         world.close()
@@ -121,7 +120,7 @@ def test_expiry_racing_a_heartbeat_never_expires_a_live_session(store_url) -> No
         clock.advance(59)
         world.app.get_session(sid)  # the worker's process has the session cached
         # Another process heartbeats, then the clock passes the old expires_at.
-        other.heartbeat(sid, AGENT, renderer("Heartbeat", "agent"))
+        other.execute(Heartbeat(sid), AGENT, renderer("Heartbeat", "agent"))
         clock.advance(2)
         assert world.app.expire_session(sid) == 0
         assert world.app.get_session(sid).status == SessionStatus.OPENED

@@ -15,6 +15,7 @@ import grpc
 
 from sessions.api.operations import renderer
 from sessions.api.protos import service_pb2, session_pb2, settings_pb2
+from sessions.domain.commands import OpenSession
 from sessions.domain.enums import SessionType
 from sessions.store.application import Caller, Outcome, SessionsApplication
 
@@ -40,9 +41,7 @@ def open_over_grpc(stub, container: str, agent_id: str, session_type: int) -> st
 def open_in_app(
     app: SessionsApplication, container: str, agent_id: str, session_type: SessionType
 ) -> Outcome:
-    return app.open_session(
-        container, agent_id, session_type, Caller(PRINCIPAL), renderer("OpenSession", PRINCIPAL)
-    )
+    return app.execute(OpenSession(container, agent_id, session_type), Caller(PRINCIPAL), renderer("OpenSession", PRINCIPAL))
 
 
 def list_page(

@@ -18,6 +18,7 @@ from psycopg.sql import SQL, Identifier
 
 from sessions.api.operations import renderer
 from sessions.api.protos import session_pb2
+from sessions.domain.commands import CloseSession, Heartbeat, OpenSession, ReportProgress
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType
 from sessions.domain.policy import Policy
 from sessions.domain.progress import ChangeCount, ProgressEntry
@@ -84,9 +85,7 @@ class Workload:
             return render(operation_id, now, result)
 
         self._tick()
-        self.last = self.app.open_session(
-            container, "agent-1", session_type, Caller(PRINCIPAL), capture
-        )
+        self.last = self.app.execute(OpenSession(container, "agent-1", session_type), Caller(PRINCIPAL), capture)
         session_id = opened[-1]
         self.expected.setdefault(session_id, {})
         self.open_ids.append(session_id)
@@ -111,25 +110,17 @@ class Workload:
     def report(self, session_id: str) -> Outcome:
         entries = self._entries(session_id)
         self._tick()
-        self.last = self.app.report_progress(
-            session_id, entries, Caller(PRINCIPAL), renderer("ReportSessionProgress", PRINCIPAL)
-        )
+        self.last = self.app.execute(ReportProgress(session_id, entries), Caller(PRINCIPAL), renderer("ReportSessionProgress", PRINCIPAL))
         return self.last
 
     def heartbeat(self, session_id: str) -> Outcome:
         self._tick()
-        self.last = self.app.heartbeat(session_id, Caller(PRINCIPAL), renderer("Heartbeat", PRINCIPAL))
+        self.last = self.app.execute(Heartbeat(session_id), Caller(PRINCIPAL), renderer("Heartbeat", PRINCIPAL))
         return self.last
 
     def close(self, session_id: str, failed: bool = False) -> Outcome:
         self._tick()
-        self.last = self.app.close_session(
-            session_id,
-            failed,
-            "gave up" if failed else "",
-            Caller(PRINCIPAL),
-            renderer("CloseSession", PRINCIPAL),
-        )
+        self.last = self.app.execute(CloseSession(session_id, failed, "gave up" if failed else ""), Caller(PRINCIPAL), renderer("CloseSession", PRINCIPAL))
         self.open_ids.remove(session_id)
         return self.last
 

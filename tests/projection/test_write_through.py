@@ -13,6 +13,7 @@ from projection_support import Workload, make_app
 
 from sessions.api.operations import renderer
 from sessions.api.protos import service_pb2
+from sessions.domain.commands import ReportProgress
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType
 from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.projection.fold import SessionFold
@@ -147,12 +148,7 @@ def test_the_projector_passes_over_written_rows_and_folds_what_others_wrote(stor
             session_id = opened_id(server, "c-1")
             server.sessions.ReportSessionProgress(report_request(session_id, 2), timeout=10)
             assert projector._written == {session_id: 2}
-            other.report_progress(
-                session_id,
-                [ProgressEntry(RelatedObjectType.USER, (ChangeCount(ChangeType.CREATE, 3, 0),))],
-                Caller("agent:other"),
-                renderer("ReportSessionProgress", "agent:other"),
-            )
+            other.execute(ReportProgress(session_id, [ProgressEntry(RelatedObjectType.USER, (ChangeCount(ChangeType.CREATE, 3, 0),))]), Caller("agent:other"), renderer("ReportSessionProgress", "agent:other"))
         head = other.recorder.max_notification_id() or 0
         assert projector.wait_for(head, 10)
         get = service_pb2.GetSessionRequest(session_id=session_id)

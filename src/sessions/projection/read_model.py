@@ -63,10 +63,10 @@ class ReadModel:
             self.projector.start()
         # From now on this process's commands write their rows themselves.
         tables = Tables(self.registry, lambda table: snapshots_named(self.app, table))
-        self.app.write_through = WriteThrough(SessionFold(self.app.mapper), tables, self._written)
+        self.app.with_events = WriteThrough(SessionFold(self.app.mapper), tables, self._written)
 
     def stop(self) -> None:
-        self.app.write_through = None
+        self.app.with_events = None
         if self.projector is not None:
             self.projector.stop()
         if self.point is not None:

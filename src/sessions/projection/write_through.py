@@ -18,7 +18,8 @@ projector parks the event with the same error, where an operator sees it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sessions.domain.session import Session
@@ -83,8 +84,14 @@ class WriteThrough:
         self.fold = fold
         self.tables = tables
         self._committed = committed
+        self._saving = threading.local()
 
-    def prepare(self, aggregates: Sequence[Any]) -> SessionRows | None:
+    def rows_for(self, aggregates: Iterable[Any]) -> SessionRows | None:
+        rows = self._rows_for(aggregates)
+        self._saving.rows = rows  # (this thread's save)
+        return rows
+
+    def _rows_for(self, aggregates: Iterable[Any]) -> SessionRows | None:
         sessions = [a for a in aggregates if isinstance(a, Session)]
         if not sessions:
             return None
@@ -95,5 +102,7 @@ class WriteThrough:
             return None
         return SessionRows(self.tables, rows)
 
-    def committed(self, written: SessionRows, position: int) -> None:
-        self._committed(written, position)
+    def committed(self, position: int) -> None:
+        rows, self._saving.rows = getattr(self._saving, "rows", None), None
+        if rows is not None:
+            self._committed(rows, position)
