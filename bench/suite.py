@@ -85,7 +85,6 @@ from sessions.domain.commands import CloseSession, OpenSession, ReportProgress
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType  # noqa: E402
 from sessions.domain.policy import Policy  # noqa: E402
 from sessions.domain.progress import ChangeCount, ProgressEntry  # noqa: E402
-from sessions.projection.fold import SessionFold  # noqa: E402
 from sessions.projection.rebuild import rebuild as rebuild_read_model  # noqa: E402
 from sessions.projection.snapshots import open_snapshots, snapshots_on  # noqa: E402
 from sessions.projection.write_through import WriteThrough  # noqa: E402
@@ -703,7 +702,8 @@ def write_breakdown(url: str, session_id: str, calls: int, warmup: int = 20) -> 
     the server's read model is untouched."""
     app = open_app(url)
     view = snapshots_on(app, f"bench_breakdown_{uuid.uuid4().hex[:8]}")
-    with_rows = WriteThrough(SessionFold(app.mapper), _OneTable(view), lambda written, position: None)  # type: ignore[arg-type]
+    with_rows = WriteThrough(app)
+    with_rows.tables = _OneTable(view)  # type: ignore[assignment]
     try:
         render = renderer("ReportSessionProgress", PRINCIPAL)
         times: dict[str, list[float]] = {"with_rows": [], "without": []}

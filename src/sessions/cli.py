@@ -110,8 +110,9 @@ def cmd_project(args: argparse.Namespace) -> int:
     from sessions.cli_common import open_app, progress_bar
     from sessions.deadlines import DeadlineWorker
     from sessions.projection.read_model import ReadModel
+    from sessions.projection.write_through import WriteThrough
 
-    app = open_app(args, policy=_policy(args))
+    app = open_app(args, policy=_policy(args), with_events=WriteThrough)
     log.info("store: %s", app.settings.description)
     read_model = ReadModel(app)
     projector = read_model.projector

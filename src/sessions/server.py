@@ -29,6 +29,7 @@ from sessions.api.servicers import OperationService, SessionService
 from sessions.deadlines import DEFAULT_INTERVAL, DeadlineWorker
 from sessions.domain.policy import Policy
 from sessions.projection.read_model import ReadModel
+from sessions.projection.write_through import WriteThrough
 from sessions.store.application import SessionsApplication
 from sessions.store.clock import Clock, system_clock
 from sessions.store.urls import parse_store_url
@@ -129,7 +130,10 @@ class SessionsServer:
         log.info("sessions %s", sessions.version())
         log.info("store: %s", self.settings.description)
         log.info("policy: %s", self.policy.describe())
-        self.app = SessionsApplication(self.settings, policy=self.policy, clock=self.clock)
+        # Each command writes its sessions' rows with its events (read-your-writes).
+        self.app = SessionsApplication(
+            self.settings, policy=self.policy, clock=self.clock, with_events=WriteThrough
+        )
         self.read_model = read_model = ReadModel(self.app, run_projector=self.run_projector)
         self.projector = read_model.projector
         self.deadlines = (

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 
-from sessions.projection.fold import SessionFold
 from sessions.projection.listing import ListedRow, PageQuery
 from sessions.projection.point_reads import point_reads
 from sessions.projection.registry import Registry
@@ -24,10 +23,8 @@ from sessions.projection.snapshots import (
     ServedRow,
     SessionSnapshots,
     live_rows,
-    snapshots_named,
     snapshots_on,
 )
-from sessions.projection.write_through import SessionRows, Tables, WriteThrough
 from sessions.store.application import SessionsApplication
 
 log = logging.getLogger("sessions.read_model")
@@ -61,22 +58,12 @@ class ReadModel:
     def start(self) -> None:
         if self.projector is not None:
             self.projector.start()
-        # From now on this process's commands write their rows themselves.
-        tables = Tables(self.registry, lambda table: snapshots_named(self.app, table))
-        self.app.with_events = WriteThrough(SessionFold(self.app.mapper), tables, self._written)
 
     def stop(self) -> None:
-        self.app.with_events = None
         if self.projector is not None:
             self.projector.stop()
         if self.point is not None:
             self.point.close()
-
-    def _written(self, written: SessionRows, position: int) -> None:
-        """A command's rows committed with its events: the projector here
-        need not fold those events again."""
-        if self.projector is not None:
-            self.projector.written(written.written_to, {r.session_id: r.version for r in written.rows})
 
     # --- reading --------------------------------------------------------------------
 

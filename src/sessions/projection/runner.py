@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from eventsourcing.persistence import (
@@ -105,10 +105,6 @@ class Projector:
         self._batch_lock = threading.Lock()  # one batch at a time, whoever runs it
         self._position_before = self._position
         self.error: BaseException | None = None
-        # session -> version up to which a command wrote its row itself
-        # (projection.write_through): folding those events again is no-op.
-        self._written: dict[str, int] = {}
-        self._written_lock = threading.Lock()
 
     # --- catching up ------------------------------------------------------------
 
@@ -148,36 +144,21 @@ class Projector:
             total += n
         return total
 
-    def written(self, tables: Sequence[str], versions: dict[str, int]) -> None:
-        """Rows that commands committed with their events into ``tables``,
-        at these versions (ignored unless this projector folds into one)."""
-        with self._written_lock:
-            if self.view.table not in tables:
-                return
-            for sid, version in versions.items():
-                if version > self._written.get(sid, 0):
-                    self._written[sid] = version
-
     def _pass_over_written(self, notifications: list[Notification]) -> list[Notification]:
-        """Leave out the events of sessions whose rows writers already wrote
-        up to their last event in this batch; their cached states are
-        dropped (the row is newer), to be read back if needed again."""
-        if not self._written:
-            return notifications
+        """Leave out the events of sessions whose rows already hold them:
+        commands write their rows with their events (projection.write_through),
+        in this process or another, so a row whose version is at least its
+        stream's last one in this batch needs nothing. Their cached states
+        are dropped (the row is newer), to be read back if needed again."""
         latest: dict[str, int] = {}
         for n in notifications:
             if n.topic in SESSION_TOPICS:
                 latest[str(n.originator_id)] = n.originator_version
-        done = set()
-        with self._written_lock:
-            for sid, version in latest.items():
-                written = self._written.get(sid)
-                if written is None or sid in self._parked_streams:
-                    continue
-                if written >= version:
-                    done.add(sid)
-                if written <= version:  # this batch reaches it: forget it
-                    del self._written[sid]
+        candidates = [sid for sid in latest if sid not in self._parked_streams]
+        if not candidates:
+            return notifications
+        versions = self.view.row_versions(candidates)
+        done = {sid for sid in candidates if versions.get(sid, 0) >= latest[sid]}
         if not done:
             return notifications
         for sid in done:
@@ -355,9 +336,7 @@ class Projector:
         Projector(self.app, view, batch_size=max(self.batch_size, 2000), registry=self.registry).catch_up()
         self._cache.clear()
         self._parked_streams = _streams_parked_in(view)
-        with self._written_lock:  # rows noted from now on are the new table's
-            self._written.clear()
-            previous, self.view = self.view.table, view
+        previous, self.view = self.view.table, view
         self._advance(max(view.position(), self._position))
         log.info("projector: moved from %s to %s at position %d", previous, view.table, self._position)
 

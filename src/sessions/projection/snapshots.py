@@ -218,6 +218,18 @@ class SessionSnapshots(ABC):
             found.update({r[0]: (r[1], bytes(r[2])) for r in rows})
         return found
 
+    def row_versions(self, session_ids: Iterable[str]) -> dict[str, int]:
+        """session_id -> the version its row holds, for the sessions that have rows."""
+        ids = list(session_ids)
+        found: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            condition, params = self._in(ids[start : start + 500])
+            rows = self._rows(
+                f"SELECT session_id, version FROM {self.table} WHERE session_id {condition}", params
+            )
+            found.update({r[0]: r[1] for r in rows})
+        return found
+
     def get(self, session_id: str) -> ServedRow | None:
         rows = self._rows(
             f"SELECT session, status, expires_at FROM {self.table} WHERE session_id = ?",
@@ -289,9 +301,6 @@ class SessionSnapshots(ABC):
     def row_version(self, session_id: str) -> int | None:
         rows = self._rows(f"SELECT version FROM {self.table} WHERE session_id = ?", (session_id,))
         return rows[0][0] if rows else None
-
-    def count(self) -> int:
-        return int(self._rows(f"SELECT COUNT(*) FROM {self.table}")[0][0])
 
     # --- parked events -----------------------------------------------------------
 

@@ -10,7 +10,7 @@
   (store.aggregate_cache), and ``save``, which returns the position at which
   the save committed;
 - rows written with the events: an optional ``WithEvents`` hook given when
-  the application is built (the read model's rows: projection.session_rows),
+  the application is built (the read model's rows: projection.write_through),
   passed to the recorder with the events as the library's own extension
   point does it (``_record`` sets what the recorder's ``_insert_events``
   writes in the events' transaction; see store.recorders).
@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -65,14 +65,15 @@ class StoreApplication(CachedAggregates):
         *,
         policy: Policy | None = None,
         clock: Clock = system_clock,
-        with_events: WithEvents | None = None,
+        with_events: Callable[[StoreApplication], WithEvents] | None = None,
     ):
-        """``with_events``: what each save also writes in its transaction
-        (the read model's rows); None: the events alone."""
+        """``with_events``: made with the application (on its store), what
+        each save also writes in its transaction (the read model's rows:
+        ``projection.write_through.WriteThrough``); None: the events alone."""
         self.settings = settings
         self.policy = policy or Policy()
         self.clock = clock
-        self.with_events = with_events
+        self.with_events: WithEvents | None = None
         self._stream_locks = [threading.RLock() for _ in range(LOCK_STRIPES)]
         with self.schema_lock():
             super().__init__(env=settings.env)
@@ -82,6 +83,8 @@ class StoreApplication(CachedAggregates):
         if settings.backend == "postgresql" and clock is system_clock:
             # Every process on the store decides on the database's time.
             self.clock = SharedClock(self._database_now)
+        if with_events is not None:
+            self.with_events = with_events(self)
 
     def _database_now(self) -> datetime:
         with self.factory.datastore.get_connection() as conn:  # type: ignore[attr-defined]
@@ -141,12 +144,7 @@ class StoreApplication(CachedAggregates):
         """Save these aggregates' new events in one atomic write, with what
         ``with_events`` writes for them; return the position (notification
         id) of the last event written."""
-        recordings = self.save_aggregates(aggregates)
-        position = last_position(recordings)
-        committed = getattr(self.with_events, "committed", None)
-        if committed is not None:  # (transitional: the projector's pass-over)
-            committed(position)
-        return position
+        return last_position(self.save_aggregates(aggregates))
 
     def _record(self, processing_event: ProcessingEvent[str]) -> list[Recording]:
         """The library's hook between a save and its recorder: the rows
