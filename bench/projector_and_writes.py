@@ -47,8 +47,8 @@ from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType, Sy
 from sessions.domain.policy import Policy
 from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.domain.session import Session
-from sessions.projection.runner import DEFAULT_BATCH_SIZE, Projector
-from sessions.projection.snapshots import open_snapshots
+from sessions.projection.projector import DEFAULT_BATCH_SIZE, Projector
+from sessions.projection.rows import open_rows
 from sessions.server import SessionsServer
 from sessions.store.application import Caller, SessionsApplication
 from sessions.store.operations import OperationRecord
@@ -162,7 +162,7 @@ def bench_fold_and_read(url: str, batch_size: int) -> dict[str, float]:
     app = open_app(url)
     try:
         read_all(app, batch_size)  # warm the caches the same way for both
-        view = open_snapshots(app)
+        view = open_rows(app)
         projector = Projector(app, view, batch_size=batch_size)
         began = time.perf_counter()
         folded = projector.catch_up()

@@ -86,7 +86,7 @@ from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType  # 
 from sessions.domain.policy import Policy  # noqa: E402
 from sessions.domain.progress import ChangeCount, ProgressEntry  # noqa: E402
 from sessions.projection.rebuild import rebuild as rebuild_read_model  # noqa: E402
-from sessions.projection.snapshots import open_snapshots, snapshots_on  # noqa: E402
+from sessions.projection.rows import open_rows, rows_on  # noqa: E402
 from sessions.projection.write_through import WriteThrough  # noqa: E402
 from sessions.store.application import Caller, SessionsApplication  # noqa: E402
 from sessions.store.urls import parse_store_url  # noqa: E402
@@ -604,7 +604,7 @@ def fill_read_model(url: str, total: int, real: int, tag: str) -> tuple[list[str
     app = open_app(url)
     try:
         ids = populated_sessions(app, real, tag)
-        table = open_snapshots(app).table
+        table = open_rows(app).table
     finally:
         app.close()
     start = 100
@@ -701,7 +701,7 @@ def write_breakdown(url: str, session_id: str, calls: int, warmup: int = 20) -> 
     row, in turns. The rows go to a table of its own (dropped at the end), so
     the server's read model is untouched."""
     app = open_app(url)
-    view = snapshots_on(app, f"bench_breakdown_{uuid.uuid4().hex[:8]}")
+    view = rows_on(app, f"bench_breakdown_{uuid.uuid4().hex[:8]}")
     with_rows = WriteThrough(app)
     with_rows.tables = _OneTable(view)  # type: ignore[assignment]
     try:

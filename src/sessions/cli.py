@@ -119,7 +119,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     assert projector is not None
     projector.batch_size = args.batch_size
     head = app.recorder.max_notification_id() or 0
-    with progress_bar(f"catching up {projector.view.table}", head) as update:
+    with progress_bar(f"catching up {projector.table.table}", head) as update:
         update(projector.position)
         projector.on_batch = lambda n, position: update(position)
         projector.catch_up()

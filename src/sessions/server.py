@@ -199,7 +199,7 @@ class SessionsServer:
         log.info("listening on %s:%d (gRPC, %s)", host, self.port, transport)
         self._log_security()
 
-        log.info("read model: serving %s", read_model.table)
+        log.info("read model: serving %s", read_model.live_table)
         if self.projector is None:
             log.info("projector: not in this process (--no-projector)")
             read_model.start()

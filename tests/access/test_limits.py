@@ -12,7 +12,7 @@ import pytest
 from sessions.api.protos import service_pb2, service_pb2_grpc
 from sessions.domain.enums import SessionType
 from sessions.domain.schedule import schedule_id
-from sessions.projection.runner import wait_until
+from sessions.projection.projector import wait_until
 from sessions.server import SessionsServer
 from sessions.transport import server_options
 

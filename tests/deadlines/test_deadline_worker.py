@@ -12,8 +12,8 @@ from sessions.deadlines import DeadlineWorker
 from sessions.domain.commands import Heartbeat, OpenSession
 from sessions.domain.enums import SessionStatus, SessionType
 from sessions.domain.policy import Policy
-from sessions.projection.runner import Projector
-from sessions.projection.snapshots import open_snapshots
+from sessions.projection.projector import Projector
+from sessions.projection.rows import open_rows
 from sessions.store.application import Caller, SessionsApplication
 from sessions.store.clock import ManualClock
 from sessions.store.urls import parse_store_url
@@ -28,7 +28,7 @@ class World:
     def __init__(self, store_url: str, clock: ManualClock):
         self.clock = clock
         self.app = SessionsApplication(parse_store_url(store_url), policy=POLICY, clock=clock)
-        self.view = open_snapshots(self.app)
+        self.view = open_rows(self.app)
         self.projector = Projector(self.app, self.view)
         self.worker = DeadlineWorker(self.app, self.view)
 
@@ -133,7 +133,7 @@ def test_two_workers_racing_record_each_expiry_once(store_url) -> None:  # type:
     clock = ManualClock()
     world = World(store_url, clock)
     second = SessionsApplication(parse_store_url(store_url), policy=POLICY, clock=clock)
-    second_worker = DeadlineWorker(second, open_snapshots(second))
+    second_worker = DeadlineWorker(second, open_rows(second))
     try:
         ids = [world.open(f"c{i}") for i in range(20)]
         clock.advance(61)

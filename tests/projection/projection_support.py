@@ -22,8 +22,8 @@ from sessions.domain.commands import CloseSession, Heartbeat, OpenSession, Repor
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType
 from sessions.domain.policy import Policy
 from sessions.domain.progress import ChangeCount, ProgressEntry
-from sessions.projection.runner import wait_until
-from sessions.projection.snapshots import PostgresSessionSnapshots, SessionSnapshots
+from sessions.projection.projector import wait_until
+from sessions.projection.rows import PostgresSessionRows, SessionRows
 from sessions.store.application import Caller, Outcome, SessionsApplication
 from sessions.store.clock import ManualClock
 from sessions.store.operations import OperationRecord
@@ -189,9 +189,9 @@ def served_totals(served: bytes) -> Totals:
     }
 
 
-def stored_versions(view: SessionSnapshots) -> dict[str, int]:
+def stored_versions(view: SessionRows) -> dict[str, int]:
     """session_id -> version, for every committed row of the read model."""
-    if isinstance(view, PostgresSessionSnapshots):
+    if isinstance(view, PostgresSessionRows):
         with view.datastore.get_connection() as conn, conn.cursor() as curs:
             return versions_in(curs, view.table)
     with view.datastore.transaction(commit=False) as c:  # type: ignore[attr-defined]

@@ -30,7 +30,7 @@ from sessions.domain.enums import ChangeType, RelatedObjectType
 from sessions.domain.progress import ChangeCount, ProgressEntry, new_count, new_entry
 from sessions.domain.schedule import SyncSchedule
 from sessions.domain.session import Session
-from sessions.projection.snapshots import SnapshotRow
+from sessions.projection.rows import SessionRow
 from sessions.store.operations import OperationRecord
 from sessions.store.transcodings import EnumAsName, ProgressEntryAsDict
 
@@ -162,8 +162,8 @@ class SessionFold:
             changed.add(stream)
         return changed, failed
 
-    def row(self, session: Session) -> SnapshotRow:
-        return SnapshotRow(
+    def row(self, session: Session) -> SessionRow:
+        return SessionRow(
             session_id=session.id,
             subject_container_id=session.subject_container_id,
             session_type=session.session_type.value,

@@ -24,12 +24,12 @@ from typing import Any
 from sessions.domain.session import Session
 from sessions.projection.fold import SessionFold
 from sessions.projection.registry import Registry
-from sessions.projection.snapshots import (
+from sessions.projection.rows import (
     NAME,
-    SessionSnapshots,
-    SnapshotRow,
-    snapshots_named,
-    snapshots_on,
+    SessionRow,
+    SessionRows,
+    rows_named,
+    rows_on,
 )
 
 log = logging.getLogger("sessions.write_through")
@@ -39,20 +39,20 @@ class Tables:
     """The read model's tables as a write finds them: named by the registry
     inside the write's transaction, each opened once."""
 
-    def __init__(self, registry: Registry, open_table: Callable[[str], SessionSnapshots]):
+    def __init__(self, registry: Registry, open_table: Callable[[str], SessionRows]):
         self.registry = registry
         self._open = open_table
-        self._opened: dict[str, SessionSnapshots] = {}
+        self._opened: dict[str, SessionRows] = {}
 
-    def current(self, cursor: Any) -> list[SessionSnapshots]:
+    def current(self, cursor: Any) -> list[SessionRows]:
         names = self.registry.current(cursor, NAME).tables
         return [self._opened.get(n) or self._opened.setdefault(n, self._open(n)) for n in names]
 
 
-class SessionRows:
+class RowWrite:
     """One command's rows (or a group's), written into the current tables."""
 
-    def __init__(self, tables: Tables, rows: Sequence[SnapshotRow]):
+    def __init__(self, tables: Tables, rows: Sequence[SessionRow]):
         self.tables = tables
         self.rows = rows
         self.order = rows[0].session_id
@@ -61,17 +61,17 @@ class SessionRows:
         for table in self.tables.current(cursor):
             table.upsert_in(cursor, self.rows)
 
-    def merged_with(self, other: Any) -> SessionRows | None:
+    def merged_with(self, other: Any) -> RowWrite | None:
         """Several commands' rows as one write, when group commit puts them
         in one transaction; a session in both keeps its newer row."""
-        if not isinstance(other, SessionRows):
+        if not isinstance(other, RowWrite):
             return None
         latest = {r.session_id: r for r in self.rows}
         for row in other.rows:
             mine = latest.get(row.session_id)
             if mine is None or mine.version < row.version:
                 latest[row.session_id] = row
-        return SessionRows(self.tables, sorted(latest.values(), key=lambda r: r.session_id))
+        return RowWrite(self.tables, sorted(latest.values(), key=lambda r: r.session_id))
 
 
 class WriteThrough:
@@ -82,10 +82,10 @@ class WriteThrough:
     def __init__(self, app: Any):
         self.fold = SessionFold(app.mapper)
         registry = Registry.of(app)
-        snapshots_on(app, registry.get(NAME).live_table)  # (created if new)
-        self.tables = Tables(registry, lambda table: snapshots_named(app, table))
+        rows_on(app, registry.get(NAME).live_table)  # (created if new)
+        self.tables = Tables(registry, lambda table: rows_named(app, table))
 
-    def rows_for(self, aggregates: Iterable[Any]) -> SessionRows | None:
+    def rows_for(self, aggregates: Iterable[Any]) -> RowWrite | None:
         sessions = [a for a in aggregates if isinstance(a, Session)]
         if not sessions:
             return None
@@ -94,4 +94,4 @@ class WriteThrough:
         except Exception:  # the projector will park it and say why
             log.exception("write-through: cannot build the rows of %s", [s.id for s in sessions])
             return None
-        return SessionRows(self.tables, rows)
+        return RowWrite(self.tables, rows)

@@ -45,7 +45,7 @@ PARKED_COLUMNS = ("position", "stream", "version", "topic", "state", "error", "p
 
 
 @dataclass(frozen=True)
-class SnapshotRow:
+class SessionRow:
     session_id: str
     subject_container_id: str
     session_type: int
@@ -98,10 +98,10 @@ class ParkedEvent:
 
 
 # (a row the store refused, its error) -> the events to park instead
-Refused = Callable[[SnapshotRow, str], list[ParkedEvent]]
+Refused = Callable[[SessionRow, str], list[ParkedEvent]]
 
 
-class SessionSnapshots(ABC):
+class SessionRows(ABC):
     """The read model in one table (``table``), whatever the backend.
 
     Subclasses provide ``_rows`` (run a query, return tuples), ``_write``
@@ -130,7 +130,7 @@ class SessionSnapshots(ABC):
         else:
             cursor.execute(sql, params)
 
-    def _upsert_rows(self, cursor: Any, rows: Sequence[SnapshotRow]) -> None:
+    def _upsert_rows(self, cursor: Any, rows: Sequence[SessionRow]) -> None:
         self._run(cursor, self._upsert, [r.values() for r in rows], many=True)
 
     def _sql(self, sql: str) -> Any:
@@ -160,7 +160,7 @@ class SessionSnapshots(ABC):
 
     def save(
         self,
-        rows: Sequence[SnapshotRow],
+        rows: Sequence[SessionRow],
         tracking: Tracking,
         parked: Sequence[ParkedEvent] = (),
         refused: Refused | None = None,
@@ -185,7 +185,7 @@ class SessionSnapshots(ABC):
         return parked
 
     def _upsert_each(
-        self, cursor: Any, rows: Sequence[SnapshotRow], refused: Refused
+        self, cursor: Any, rows: Sequence[SessionRow], refused: Refused
     ) -> list[ParkedEvent]:
         parked: list[ParkedEvent] = []
         for row in rows:
@@ -198,7 +198,7 @@ class SessionSnapshots(ABC):
             cursor.execute("RELEASE SAVEPOINT one_row")
         return parked
 
-    def upsert_in(self, cursor: Any, rows: Sequence[SnapshotRow]) -> None:
+    def upsert_in(self, cursor: Any, rows: Sequence[SessionRow]) -> None:
         """Write rows in a transaction someone else runs (a command's)."""
         self._upsert_rows(cursor, rows)
 
@@ -323,7 +323,7 @@ class SessionSnapshots(ABC):
     def parked_count(self) -> int:
         return int(self._rows(f"SELECT COUNT(*) FROM {self.parked_table}")[0][0])
 
-    def unpark(self, rows: Sequence[SnapshotRow], applied: Sequence[int], still: Sequence[ParkedEvent]) -> None:
+    def unpark(self, rows: Sequence[SessionRow], applied: Sequence[int], still: Sequence[ParkedEvent]) -> None:
         """After a retry: write the rows, forget the applied events, and record
         the new errors of those still failing, in one transaction."""
         with self._write() as cursor:
@@ -340,7 +340,7 @@ class SessionSnapshots(ABC):
                 self._park(cursor, still)
 
 
-class SQLiteSessionSnapshots(SQLiteTrackingRecorder, SessionSnapshots):
+class SQLiteSessionRows(SQLiteTrackingRecorder, SessionRows):
     def __init__(self, datastore: Any, *, table: str, **kwargs: Any):
         self._prepare(table)
         super().__init__(datastore, **kwargs)
@@ -374,7 +374,7 @@ class SQLiteSessionSnapshots(SQLiteTrackingRecorder, SessionSnapshots):
             c.execute("DELETE FROM tracking WHERE application_name = ?", (self.tracking_name,))
 
 
-class PostgresSessionSnapshots(PostgresTrackingRecorder, SessionSnapshots):
+class PostgresSessionRows(PostgresTrackingRecorder, SessionRows):
     mark = "%s"
     BULK = 200  # rows from which a batch is written with COPY
 
@@ -396,7 +396,7 @@ class PostgresSessionSnapshots(PostgresTrackingRecorder, SessionSnapshots):
     def _write(self) -> Any:
         return self.datastore.transaction(commit=True)
 
-    def _upsert_rows(self, cursor: Any, rows: Sequence[SnapshotRow]) -> None:
+    def _upsert_rows(self, cursor: Any, rows: Sequence[SessionRow]) -> None:
         if len(rows) < self.BULK:
             super()._upsert_rows(cursor, rows)
             return
@@ -440,35 +440,35 @@ class PostgresSessionSnapshots(PostgresTrackingRecorder, SessionSnapshots):
             )
 
 
-def snapshots_on(app: Any, table: str) -> SessionSnapshots:
+def rows_on(app: Any, table: str) -> SessionRows:
     """The read model in ``table``, on the application's own datastore (one
     pool, and for in-memory SQLite the only way to see the same database);
     its tables are created if they are not there."""
-    recorder = snapshots_named(app, table)
-    if isinstance(recorder, SQLiteSessionSnapshots) and recorder.exists():
+    recorder = rows_named(app, table)
+    if isinstance(recorder, SQLiteSessionRows) and recorder.exists():
         return recorder
     with app.schema_lock():
         _create(recorder)
     return recorder
 
 
-def snapshots_named(app: Any, table: str) -> SessionSnapshots:
+def rows_named(app: Any, table: str) -> SessionRows:
     """The read model in ``table``, which exists (nothing is created: this
     may run inside another transaction)."""
     datastore = app.factory.datastore
     if app.settings.backend == "postgresql":
-        return PostgresSessionSnapshots(
+        return PostgresSessionRows(
             datastore, table=table, tracking_table_name=f"{app.name}_tracking"
         )
-    return SQLiteSessionSnapshots(datastore, table=table)
+    return SQLiteSessionRows(datastore, table=table)
 
 
-def live_rows(app: Any) -> SessionSnapshots:
+def live_rows(app: Any) -> SessionRows:
     """Reads of the live read model, through the view the registry keeps on
     the live table (see projection.registry)."""
     from sessions.projection.registry import live_view
 
-    return snapshots_named(app, live_view(NAME))
+    return rows_named(app, live_view(NAME))
 
 
 def _create(recorder: Any, attempts: int = 20) -> None:
@@ -484,7 +484,7 @@ def _create(recorder: Any, attempts: int = 20) -> None:
             recorder.create_table()
             return
         except IntegrityError:
-            if isinstance(recorder, SQLiteSessionSnapshots) and recorder.exists():
+            if isinstance(recorder, SQLiteSessionRows) and recorder.exists():
                 return
             raise
         except OperationalError as e:
@@ -493,8 +493,8 @@ def _create(recorder: Any, attempts: int = 20) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
-def open_snapshots(app: Any) -> SessionSnapshots:
+def open_rows(app: Any) -> SessionRows:
     """The live read model, as the registry names it."""
     from sessions.projection.registry import Registry
 
-    return snapshots_on(app, Registry.of(app).get(NAME).live_table)
+    return rows_on(app, Registry.of(app).get(NAME).live_table)
