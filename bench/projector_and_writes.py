@@ -48,7 +48,7 @@ from sessions.domain.policy import Policy
 from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.domain.session import Session
 from sessions.projection.projector import DEFAULT_BATCH_SIZE, Projector
-from sessions.projection.rows import open_rows
+from sessions.projection.row_tables import open_rows
 from sessions.server import SessionsServer
 from sessions.store.application import Caller, SessionsApplication
 from sessions.store.operations import OperationRecord

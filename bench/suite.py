@@ -86,7 +86,7 @@ from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType  # 
 from sessions.domain.policy import Policy  # noqa: E402
 from sessions.domain.progress import ChangeCount, ProgressEntry  # noqa: E402
 from sessions.projection.rebuild import rebuild as rebuild_read_model  # noqa: E402
-from sessions.projection.rows import open_rows, rows_on  # noqa: E402
+from sessions.projection.row_tables import open_rows, rows_on
 from sessions.projection.write_through import WriteThrough  # noqa: E402
 from sessions.store.application import Caller, SessionsApplication  # noqa: E402
 from sessions.store.urls import parse_store_url  # noqa: E402

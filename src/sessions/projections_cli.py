@@ -148,7 +148,7 @@ class _ArchiveFeed:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from sessions.projection.rows import open_rows
+    from sessions.projection.row_tables import open_rows
     from sessions.projection.verify import differences
 
     app = open_app(args)
@@ -167,7 +167,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_retry_parked(args: argparse.Namespace) -> int:
     from sessions.projection.parked import retry_parked
-    from sessions.projection.rows import open_rows
+    from sessions.projection.row_tables import open_rows
 
     app = open_app(args)
     try:

@@ -147,7 +147,25 @@ class SessionsServer:
             else None
         )
 
-        self.server = grpc.server(
+        self.server = self._grpc_server(read_model)
+        if self.tls is not None:
+            self.port = self.server.add_secure_port(self.listen, self._tls_credentials)
+        else:
+            self.port = self.server.add_insecure_port(self.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.listen}")
+        self.server.start()
+        host = self.listen.rsplit(":", 1)[0]
+        transport = self.tls.describe() if self.tls is not None else "plaintext"
+        log.info("listening on %s:%d (gRPC, %s)", host, self.port, transport)
+        self._log_security()
+
+        self._start_workers(read_model)
+        return self.port
+
+    def _grpc_server(self, read_model: ReadModel) -> grpc.Server:
+        """The gRPC server with every service registered (not yet listening)."""
+        server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="grpc"),
             options=server_options(self.max_message_bytes, self.max_streams_per_connection),
             interceptors=[self.access] if self.access is not None else None,
@@ -157,20 +175,20 @@ class SessionsServer:
         add_service(
             service_pb2_grpc.add_SynchronizationSessionServiceServicer_to_server,
             SessionService(self.app, read_model),
-            self.server,
+            server,
             SessionService.SERIALIZED_RESPONSES,
         )
         add_service(
             operation_service_pb2_grpc.add_OperationServiceServicer_to_server,
             OperationService(self.app),
-            self.server,
+            server,
             OperationService.SERIALIZED_RESPONSES,
         )
         add_service(
-            audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditService(self.app), self.server
+            audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditService(self.app), server
         )
         self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         # Liveness: SERVING while the process runs, whatever the store does.
         self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
@@ -185,20 +203,13 @@ class SessionsServer:
                 health.SERVICE_NAME,
                 reflection.SERVICE_NAME,
             ),
-            self.server,
+            server,
         )
-        if self.tls is not None:
-            self.port = self.server.add_secure_port(self.listen, self._tls_credentials)
-        else:
-            self.port = self.server.add_insecure_port(self.listen)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {self.listen}")
-        self.server.start()
-        host = self.listen.rsplit(":", 1)[0]
-        transport = self.tls.describe() if self.tls is not None else "plaintext"
-        log.info("listening on %s:%d (gRPC, %s)", host, self.port, transport)
-        self._log_security()
+        return server
 
+    def _start_workers(self, read_model: ReadModel) -> None:
+        """The read model (and its projector, unless elsewhere), the deadline
+        worker, and a rebuild if asked for (--rebuild-on-start)."""
         log.info("read model: serving %s", read_model.live_table)
         if self.projector is None:
             log.info("projector: not in this process (--no-projector)")
@@ -215,7 +226,6 @@ class SessionsServer:
             log.info("deadlines: sweeping every %gs", self.deadline_interval)
         if self.rebuild_on_start and read_model.outdated:
             threading.Thread(target=self._rebuild, name="rebuild", daemon=True).start()
-        return self.port
 
     def _rebuild(self) -> None:
         """Build the current version while the old one serves; it takes over

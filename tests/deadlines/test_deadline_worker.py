@@ -13,7 +13,7 @@ from sessions.domain.commands import Heartbeat, OpenSession
 from sessions.domain.enums import SessionStatus, SessionType
 from sessions.domain.policy import Policy
 from sessions.projection.projector import Projector
-from sessions.projection.rows import open_rows
+from sessions.projection.row_tables import open_rows
 from sessions.store.application import Caller, SessionsApplication
 from sessions.store.clock import ManualClock
 from sessions.store.urls import parse_store_url

@@ -10,7 +10,7 @@ import pytest
 
 from sessions.api import filters
 from sessions.projection.listing import Cursor, PageQuery, page_sql
-from sessions.projection.rows import open_rows
+from sessions.projection.row_tables import open_rows
 from sessions.store.application import SessionsApplication
 from sessions.store.urls import parse_store_url
 

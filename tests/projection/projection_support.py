@@ -23,7 +23,8 @@ from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType
 from sessions.domain.policy import Policy
 from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.projection.projector import wait_until
-from sessions.projection.rows import PostgresSessionRows, SessionRows
+from sessions.projection.row_tables import PostgresSessionRows
+from sessions.projection.rows import SessionRows
 from sessions.store.application import Caller, Outcome, SessionsApplication
 from sessions.store.clock import ManualClock
 from sessions.store.operations import OperationRecord

@@ -30,7 +30,8 @@ from projection_support import (
 from sessions.api.convert import session_bytes
 from sessions.projection.fold import SESSION_TOPICS
 from sessions.projection.projector import Projector
-from sessions.projection.rows import SessionRows, open_rows
+from sessions.projection.row_tables import open_rows
+from sessions.projection.rows import SessionRows
 from sessions.projection.verify import differences
 from sessions.store.application import SessionsApplication
 

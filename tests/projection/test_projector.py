@@ -25,7 +25,8 @@ from projection_support import (
 from sessions.domain.enums import SessionType
 from sessions.domain.schedule import SyncSchedule
 from sessions.projection.projector import Projector
-from sessions.projection.rows import SessionRows, open_rows
+from sessions.projection.row_tables import open_rows
+from sessions.projection.rows import SessionRows
 from sessions.projection.verify import differences
 from sessions.store.application import SessionsApplication
 from sessions.store.operations import OperationRecord

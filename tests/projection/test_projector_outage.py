@@ -9,7 +9,7 @@ import pytest
 from projection_support import Workload, make_app
 
 from sessions.projection.projector import Projector
-from sessions.projection.rows import open_rows
+from sessions.projection.row_tables import open_rows
 from sessions.store.health import StoreUnavailable
 
 

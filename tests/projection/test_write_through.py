@@ -19,7 +19,8 @@ from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.projection.fold import SessionFold
 from sessions.projection.projector import Projector, wait_until
 from sessions.projection.registry import Registry
-from sessions.projection.rows import NAME, open_rows, rows_on
+from sessions.projection.row_tables import open_rows, rows_on
+from sessions.projection.rows import NAME
 from sessions.projection.schema import version as code_version
 from sessions.projection.write_through import RowWrite, Tables
 from sessions.store.application import Caller, SessionsApplication

@@ -14,7 +14,7 @@ import pytest
 
 from sessions.projection.projector import Projector
 from sessions.projection.rebuild import rebuild
-from sessions.projection.rows import open_rows
+from sessions.projection.row_tables import open_rows
 from sessions.store.archive import BATCH
 from tests.projection.projection_support import Workload, head
 

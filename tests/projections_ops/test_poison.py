@@ -17,7 +17,8 @@ from eventsourcing.persistence import StoredEvent
 from sessions.api.convert import session_bytes
 from sessions.projection.parked import RetryResult, retry_parked
 from sessions.projection.projector import Projector
-from sessions.projection.rows import SessionRows, open_rows
+from sessions.projection.row_tables import open_rows
+from sessions.projection.rows import SessionRows
 from sessions.projection.status import read_model_status
 from sessions.projection.verify import differences
 from sessions.store.application import SessionsApplication

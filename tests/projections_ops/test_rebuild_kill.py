@@ -14,7 +14,8 @@ from sessions.api.convert import session_bytes
 from sessions.api.protos import service_pb2, session_pb2
 from sessions.projection.projector import Projector, wait_until
 from sessions.projection.registry import Registry
-from sessions.projection.rows import NAME, SessionRows, open_rows, rows_on
+from sessions.projection.row_tables import open_rows, rows_on
+from sessions.projection.rows import NAME, SessionRows
 from sessions.projection.verify import differences
 from sessions.store.clock import ManualClock
 from tests.projection.projection_support import POLICY, Workload, head

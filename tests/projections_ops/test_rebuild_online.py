@@ -20,7 +20,8 @@ from sessions.api.protos import service_pb2, session_pb2
 from sessions.projection.projector import Projector, wait_until
 from sessions.projection.rebuild import rebuild
 from sessions.projection.registry import Registry
-from sessions.projection.rows import NAME, open_rows, rows_on
+from sessions.projection.row_tables import open_rows, rows_on
+from sessions.projection.rows import NAME
 from sessions.projection.schema import version as code_version
 from sessions.projection.status import read_model_status
 from sessions.projection.verify import differences

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 from sessions.projection.projector import Projector
 from sessions.projection.registry import Registry
-from sessions.projection.rows import NAME, open_rows, rows_on
+from sessions.projection.row_tables import open_rows, rows_on
+from sessions.projection.rows import NAME
 from sessions.projection.schema import version as code_version
 from sessions.projection.status import BEHIND_EVENTS, read_model_status
 from sessions.store.clock import ManualClock

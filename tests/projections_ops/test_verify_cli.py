@@ -8,7 +8,7 @@ import pytest
 
 from sessions.api.protos import session_pb2
 from sessions.projection.projector import Projector
-from sessions.projection.rows import open_rows
+from sessions.projection.row_tables import open_rows
 from tests.projection.projection_support import Workload
 
 from .ops_support import described, differs_lines, rows_of, sessions_command, sql

@@ -31,7 +31,8 @@ from eventsourcing.persistence import Notification
 from sessions.projection.batches import FoldAndSave
 from sessions.projection.fold import SKIPPED_TOPICS, SessionFold
 from sessions.projection.registry import Registry, Superseded
-from sessions.projection.rows import NAME, SessionRows, rows_on
+from sessions.projection.row_tables import rows_on
+from sessions.projection.rows import NAME, SessionRows
 from sessions.projection.tailing import Tailing
 from sessions.store.application import SessionsApplication
 from sessions.store.health import log_failure

@@ -17,12 +17,8 @@ from sessions.projection.listing import ListedRow, PageQuery
 from sessions.projection.point_reads import point_reads
 from sessions.projection.projector import Projector
 from sessions.projection.registry import Registry
-from sessions.projection.rows import (
-    NAME,
-    ServedRow,
-    live_rows,
-    rows_on,
-)
+from sessions.projection.row_tables import live_rows, rows_on
+from sessions.projection.rows import NAME, ServedRow
 from sessions.projection.schema import version as code_version
 from sessions.store.application import SessionsApplication
 

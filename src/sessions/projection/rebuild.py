@@ -25,7 +25,8 @@ from typing import Any
 
 from sessions.projection.projector import Feed, Projector
 from sessions.projection.registry import Registry
-from sessions.projection.rows import NAME, SessionRows, rows_on
+from sessions.projection.row_tables import rows_on
+from sessions.projection.rows import NAME, SessionRows
 from sessions.projection.schema import version as code_version
 
 log = logging.getLogger("sessions.rebuild")

@@ -10,7 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from sessions.projection.registry import Registry
-from sessions.projection.rows import NAME, rows_on
+from sessions.projection.row_tables import rows_on
+from sessions.projection.rows import NAME
 from sessions.projection.schema import version as code_version
 
 BEHIND_EVENTS = 1000  # lag beyond which a live model is reported "behind"

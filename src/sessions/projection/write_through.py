@@ -24,13 +24,8 @@ from typing import Any
 from sessions.domain.session import Session
 from sessions.projection.fold import SessionFold
 from sessions.projection.registry import Registry
-from sessions.projection.rows import (
-    NAME,
-    SessionRow,
-    SessionRows,
-    rows_named,
-    rows_on,
-)
+from sessions.projection.row_tables import rows_named, rows_on
+from sessions.projection.rows import NAME, SessionRow, SessionRows
 
 log = logging.getLogger("sessions.write_through")
 
