@@ -27,7 +27,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 # Servers started by the current test; stopped before its database is dropped.
-_running: list["RunningServer"] = []
+_running: list[RunningServer] = []
 
 
 def _stop_running_servers() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC
 
 from sessions.cli_common import UsageError, add_store, open_app, parse_time, print_table
 
@@ -167,7 +168,8 @@ def _read_anchor(path: str) -> dict[str, tuple[int, str]]:
     import json
 
     try:
-        document = json.loads(open(path, encoding="utf-8").read())
+        with open(path, encoding="utf-8") as file:
+            document = json.load(file)
         if document.get("format") != ANCHOR_FORMAT:
             raise ValueError("not a sessions anchor file")
         return {stream: (int(v), str(link)) for stream, (v, link) in document["streams"].items()}
@@ -177,7 +179,7 @@ def _read_anchor(path: str) -> dict[str, tuple[int, str]]:
 
 def cmd_audit_anchor(args: argparse.Namespace) -> int:
     import json
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from rich.progress import Progress
 
@@ -193,7 +195,7 @@ def cmd_audit_anchor(args: argparse.Namespace) -> int:
         app.close()
     document = {
         "format": ANCHOR_FORMAT,
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "head": head,
         "streams": {stream: [version, link] for stream, (version, link) in sorted(found.items())},
     }

@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from sessions import audit_cli, projections_cli, security_cli, version
 from sessions.cli_common import UsageError, add_store, env
@@ -155,7 +156,8 @@ def cmd_health(args: argparse.Namespace) -> int:
         channel = client_channel(args, args.target)
     with channel:
         try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
+            stub: Any = health_pb2_grpc.HealthStub(channel)  # the stubs declare no methods
+            response = stub.Check(
                 health_pb2.HealthCheckRequest(service=args.service),
                 timeout=args.timeout,
                 metadata=call_metadata(args),

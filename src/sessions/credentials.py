@@ -41,9 +41,9 @@ import re
 import secrets
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 FORMAT = "sessions-credentials/1"
@@ -240,7 +240,7 @@ def render(credentials: Sequence[Credential]) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 @contextmanager
@@ -267,10 +267,8 @@ def write_atomically(path: Path, text: str) -> None:
         os.chmod(temp, 0o600)
         os.replace(temp, path)
     except BaseException:
-        try:
+        with suppress(FileNotFoundError):
             os.unlink(temp)
-        except FileNotFoundError:
-            pass
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -293,7 +291,8 @@ def add_token(
     with _locked(path) as credentials:
         live_names = {c.name for c in credentials if not c.revoked}
         if name is None:
-            name = agent_ids[0] if role == "agent" and agent_ids and agent_ids[0] not in live_names else f"{role}-{token_id[:8]}"
+            first_agent = agent_ids[0] if role == "agent" and agent_ids else None
+            name = first_agent if first_agent and first_agent not in live_names else f"{role}-{token_id[:8]}"
         if name in live_names:
             raise CredentialsError(f"a live credential is already named {name!r}; revoke it first or pick another name")
         credential = Credential(

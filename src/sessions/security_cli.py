@@ -197,7 +197,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows.append((c.name, c.role, ",".join(c.agent_ids) or "-", c.token_id, c.created_at, status))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)).rstrip())
     return 0
 
 

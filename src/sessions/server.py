@@ -149,6 +149,7 @@ class SessionsServer:
 
         self.server = self._grpc_server(read_model)
         if self.tls is not None:
+            assert self._tls_credentials is not None  # made with self.tls
             self.port = self.server.add_secure_port(self.listen, self._tls_credentials)
         else:
             self.port = self.server.add_insecure_port(self.listen)
@@ -270,7 +271,7 @@ class SessionsServer:
             )
 
     def _wake_projector(self, sweep: object) -> None:
-        if self.projector is not None and getattr(sweep, "position", 0):
+        if self.projector is not None and getattr(sweep, "position", None):
             self.projector.wake()
 
     def _serve_when_caught_up(self, head: int) -> None:

@@ -30,7 +30,9 @@ def app() -> Iterator[SessionsApplication]:
 
 
 def _open(app: SessionsApplication, caller: Caller, agent_id: str = "agent-1") -> str:
-    outcome = app.execute(OpenSession("c-1", agent_id, SessionType.AD_SYNC), caller, renderer("OpenSession", caller.principal))
+    outcome = app.execute(
+        OpenSession("c-1", agent_id, SessionType.AD_SYNC), caller, renderer("OpenSession", caller.principal)
+    )
     opened = service_pb2.OpenSessionResponse()
     assert operation_pb2.Operation.FromString(outcome.payload).response.Unpack(opened)
     return opened.opened_session.session_id

@@ -118,7 +118,9 @@ def test_events_and_operations_record_the_credentials_principal(secured: Secured
         service_pb2.ReportSessionProgressRequest(
             session_id=session.session_id,
             progress_entries=[
-                session_pb2.ProgressEntry(object_type=1, change_info=[session_pb2.ChangeInfo(change_type=1, successful=1)])
+                session_pb2.ProgressEntry(
+                    object_type=1, change_info=[session_pb2.ChangeInfo(change_type=1, successful=1)]
+                )
             ],
         ),
         metadata=owner,
@@ -176,16 +178,30 @@ def test_refusals_are_logged_with_principal_and_reason_never_the_token(
     _, session = _open(secured, tokens.agent_owner, "agent-1")
     with caplog.at_level(logging.INFO):
         for token, call in (
-            (tokens.reader, lambda m: stub.Heartbeat(service_pb2.HeartbeatRequest(session_id=session.session_id), metadata=m)),
-            (tokens.agent_other, lambda m: stub.Heartbeat(service_pb2.HeartbeatRequest(session_id=session.session_id), metadata=m)),
-            (tokens.revoked, lambda m: stub.GetSession(service_pb2.GetSessionRequest(session_id=session.session_id), metadata=m)),
-            (UNKNOWN_TOKEN, lambda m: stub.GetSession(service_pb2.GetSessionRequest(session_id=session.session_id), metadata=m)),
+            (
+                tokens.reader,
+                lambda m: stub.Heartbeat(service_pb2.HeartbeatRequest(session_id=session.session_id), metadata=m),
+            ),
+            (
+                tokens.agent_other,
+                lambda m: stub.Heartbeat(service_pb2.HeartbeatRequest(session_id=session.session_id), metadata=m),
+            ),
+            (
+                tokens.revoked,
+                lambda m: stub.GetSession(service_pb2.GetSessionRequest(session_id=session.session_id), metadata=m),
+            ),
+            (
+                UNKNOWN_TOKEN,
+                lambda m: stub.GetSession(service_pb2.GetSessionRequest(session_id=session.session_id), metadata=m),
+            ),
         ):
             with pytest.raises(grpc.RpcError):
                 call(bearer(token))
     text = caplog.text
     refusals = [r.getMessage() for r in caplog.records if r.name == "sessions.access"]
-    assert any("principal=reader:dash" in m and "PERMISSION_DENIED" in m and "may not call Heartbeat" in m for m in refusals)
+    assert any(
+        "principal=reader:dash" in m and "PERMISSION_DENIED" in m and "may not call Heartbeat" in m for m in refusals
+    )
     assert any("principal=agent:other" in m and "does not act for agent 'agent-1'" in m for m in refusals)
     assert any("UNAUTHENTICATED" in m and "revoked credential 'agent:stolen'" in m for m in refusals)
     assert any("UNAUTHENTICATED" in m and "unknown token" in m for m in refusals)

@@ -69,7 +69,9 @@ def _list(channel: grpc.Channel, token: str) -> grpc.StatusCode:
 def test_tls_verifies_the_server_and_carries_the_token(tls_server, certificates: Certificates) -> None:  # type: ignore[no-untyped-def]
     target, token = tls_server(mutual=False)
     assert _list(_channel(target, certificates.ca), token) == grpc.StatusCode.OK
-    assert _list(_channel(target, certificates.ca), "sst_0000000000000000_" + "A" * 43) == grpc.StatusCode.UNAUTHENTICATED
+    assert (
+        _list(_channel(target, certificates.ca), "sst_0000000000000000_" + "A" * 43) == grpc.StatusCode.UNAUTHENTICATED
+    )
     # Plaintext to a TLS port, or a client that trusts another CA: no handshake.
     assert _list(_channel(target, None), token) == grpc.StatusCode.UNAVAILABLE
     assert _list(_channel(target, certificates.rogue_client.cert), token) == grpc.StatusCode.UNAVAILABLE
@@ -82,7 +84,9 @@ def test_mutual_tls_requires_a_client_certificate_from_the_ca(tls_server, certif
     assert _list(_channel(target, certificates.ca, certificates.rogue_client), token) == grpc.StatusCode.UNAVAILABLE
 
 
-def test_health_over_tls_and_mutual_tls(tls_server, certificates: Certificates, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+def test_health_over_tls_and_mutual_tls(
+    tls_server, certificates: Certificates, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
     target, _ = tls_server(mutual=False)
     channel = _channel(target, certificates.ca)
     health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=10)
@@ -103,10 +107,17 @@ def test_health_over_tls_and_mutual_tls(tls_server, certificates: Certificates, 
     assert main(["health", "--target", mutual, "--tls-ca", str(certificates.ca)]) == 1
     assert "UNAVAILABLE" in capsys.readouterr().err
     # The name override: verify the certificate's DNS name while dialing an IP.
-    assert main(["health", "--target", mutual, "--tls-ca", str(certificates.ca), "--tls-server-name", "localhost", *client]) == 0
+    assert (
+        main(
+            ["health", "--target", mutual, "--tls-ca", str(certificates.ca), "--tls-server-name", "localhost", *client]
+        )
+        == 0
+    )
 
 
-def test_inconsistent_tls_settings_are_refused(tmp_path: Path, certificates: Certificates, capsys: pytest.CaptureFixture[str]) -> None:
+def test_inconsistent_tls_settings_are_refused(
+    tmp_path: Path, certificates: Certificates, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite://{tmp_path}/s.db"
     with pytest.raises(SecurityConfigError, match="go together"):
         SessionsServer(url, "127.0.0.1:0", tls_cert=str(certificates.server.cert))

@@ -3,7 +3,7 @@ would produce for the response message."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sessions.api import convert
 from sessions.api.protos import service_pb2, session_pb2
@@ -19,7 +19,7 @@ def test_framed_bytes_equal_the_serialized_response() -> None:
 
 
 def test_only_active_sessions_past_expiry_are_not_shown_as_stored() -> None:
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     at = convert.micros(now)
     assert convert.shown_as_stored(session_pb2.OPENED, at + 1, now)
     assert not convert.shown_as_stored(session_pb2.OPENED, at, now)

@@ -18,9 +18,7 @@ AD_SYNC = 1
 def entry(object_type: int, *changes: tuple[int, int, int]) -> session_pb2.ProgressEntry:
     return session_pb2.ProgressEntry(
         object_type=object_type,
-        change_info=[
-            session_pb2.ChangeInfo(change_type=c, successful=s, failed=f) for c, s, f in changes
-        ],
+        change_info=[session_pb2.ChangeInfo(change_type=c, successful=s, failed=f) for c, s, f in changes],
     )
 
 
@@ -32,9 +30,7 @@ def unpack(operation, message_type):  # type: ignore[no-untyped-def]
 
 def open_session(stub, container: str = "container-1", **metadata: str):  # type: ignore[no-untyped-def]
     operation = stub.OpenSession(
-        service_pb2.OpenSessionRequest(
-            subject_container_id=container, agent_id="agent-1", session_type=AD_SYNC
-        ),
+        service_pb2.OpenSessionRequest(subject_container_id=container, agent_id="agent-1", session_type=AD_SYNC),
         metadata=list(metadata.items()),
     )
     return operation, unpack(operation, service_pb2.OpenSessionResponse)
@@ -111,9 +107,9 @@ def test_open_rules_over_the_wire(start_server, store_url) -> None:  # type: ign
     too_early_op, too_early = open_session(stub)
     assert too_early.result == service_pb2.TOO_EARLY
     assert too_early.next_session_at.ToSeconds() == clock().timestamp() + 200
-    assert server.operations.Get(
-        operation_service_pb2.GetOperationRequest(operation_id=too_early_op.id)
-    ) == too_early_op
+    assert (
+        server.operations.Get(operation_service_pb2.GetOperationRequest(operation_id=too_early_op.id)) == too_early_op
+    )
 
     clock.advance(200)
     _, delta = open_session(stub)
@@ -137,9 +133,7 @@ def test_final_states_refuse_changes(start_server, store_url) -> None:  # type: 
     assert unpack(repeat, session_pb2.SynchronizationSession) == failed
     # With another reason it is refused: an OK would say the reason was taken.
     with pytest.raises(grpc.RpcError) as refused:
-        stub.CloseSession(
-            service_pb2.CloseSessionRequest(session_id=session_id, failed=True, fail_reason="again")
-        )
+        stub.CloseSession(service_pb2.CloseSessionRequest(session_id=session_id, failed=True, fail_reason="again"))
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "LDAP down" in refused.value.details()
     assert get(stub, session_id) == failed
@@ -171,7 +165,9 @@ def test_final_states_refuse_changes(start_server, store_url) -> None:  # type: 
 
 def test_expired_session_is_never_shown_open(start_server, store_url) -> None:  # type: ignore[no-untyped-def]
     clock = ManualClock()
-    server = start_server(store_url, clock=clock, policy=Policy.from_seconds(session_ttl=60, heartbeat_grace=20, sync_interval=0.001))
+    server = start_server(
+        store_url, clock=clock, policy=Policy.from_seconds(session_ttl=60, heartbeat_grace=20, sync_interval=0.001)
+    )
     stub = server.sessions
     _, opened = open_session(stub)
     session_id = opened.opened_session.session_id

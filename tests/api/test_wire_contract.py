@@ -325,12 +325,12 @@ def test_message_fields(pool: descriptor_pool.DescriptorPool, message_name: str)
     expected = {field.number: field for field in MESSAGES[message_name]}
     # Where the spec leaves a message type open, accept any message type.
     for number, field in expected.items():
-        if field.kind.type == FieldDescriptor.TYPE_MESSAGE and field.kind.type_name is None:
-            if number in actual and actual[number].kind.type == FieldDescriptor.TYPE_MESSAGE:
-                actual[number] = Field(
-                    number, actual[number].name, msg(None), actual[number].repeated,
-                    actual[number].oneof,
-                )
+        open_type = field.kind.type == FieldDescriptor.TYPE_MESSAGE and field.kind.type_name is None
+        if open_type and number in actual and actual[number].kind.type == FieldDescriptor.TYPE_MESSAGE:
+            actual[number] = Field(
+                number, actual[number].name, msg(None), actual[number].repeated,
+                actual[number].oneof,
+            )
     type_names = _type_names()
 
     def show(fields: dict[int, Field]) -> dict[int, str]:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -31,7 +31,7 @@ from tests.api.test_lifecycle import entry, get, open_session
 USER, GROUP, MEMBERSHIP = 1, 2, 3
 CREATE, UPDATE, DELETE = 1, 2, 3
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
 BEARER = ("authorization", "Bearer x")
 TOKEN = "token:" + hashlib.sha256(b"x").hexdigest()[:16]
 ANONYMOUS = "anonymous"
@@ -235,7 +235,8 @@ def build_store(store_url: str) -> Built:
         return Caller(principal, key), renderer(method, principal)
 
     def open_(container: str, principal: str = ANONYMOUS, key: str = "") -> str:
-        outcome = app.execute(OpenSession(container, "agent-ü", SessionType.AD_SYNC), *call("OpenSession", principal, key))
+        command = OpenSession(container, "agent-ü", SessionType.AD_SYNC)
+        outcome = app.execute(command, *call("OpenSession", principal, key))
         answer = service_pb2.OpenSessionResponse()
         assert operation_pb2.Operation.FromString(outcome.payload).response.Unpack(answer)
         assert answer.result == service_pb2.SUCCESS, answer

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -42,7 +42,7 @@ from sessions.store.urls import parse_store_url
 from tests.audit.audit_support import FAIL_REASON
 
 POLICY = Policy()
-T0 = datetime(2026, 5, 1, 8, 30, 0, 123456, tzinfo=timezone.utc)
+T0 = datetime(2026, 5, 1, 8, 30, 0, 123456, tzinfo=UTC)
 ENDS = ["completed", "failed", "expired", "open"]
 
 

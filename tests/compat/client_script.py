@@ -354,7 +354,7 @@ def run_scenario(client: Client, container_id: str) -> dict:
 
 
 def describe() -> dict:
-    """The official descriptors, as names and numbers, for comparing with API.md."""
+    """The official descriptors, as names and numbers, for comparing with docs/wire.md."""
 
     SCALAR_TYPE_NAMES = {
         getattr(FieldDescriptor, name): name[len("TYPE_") :].lower()

@@ -315,7 +315,7 @@ def _wait_until_ready(server: ServerProcess) -> None:
 def test_official_client_drives_the_whole_session_lifecycle(official_client_python, sessions_server):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     run = None
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         run = subprocess.run(
             # -I: isolated mode, so nothing of ours (PYTHONPATH, cwd, user site) leaks into the client.
             [str(official_client_python), "-I", str(CLIENT_SCRIPT), "--target", sessions_server.target],
@@ -325,8 +325,6 @@ def test_official_client_drives_the_whole_session_lifecycle(official_client_pyth
             cwd=HERE,
             timeout=CLIENT_TIMEOUT_S,
         )
-    except subprocess.TimeoutExpired:
-        pass
     if run is None:
         pytest.fail(
             f"client_script.py did not finish in {CLIENT_TIMEOUT_S:.0f}s against {sessions_server.target}"
@@ -357,7 +355,7 @@ def test_official_client_drives_the_whole_session_lifecycle(official_client_pyth
             f"--- server log ---\n{sessions_server.log_tail()}",
             pytrace=False,
         )
-    # DESIGN.md asks for a graceful shutdown: the server handles SIGTERM and exits 0
+    # docs/design.md promises a graceful shutdown: the server handles SIGTERM and exits 0
     # (a bare -15 would mean it died of the signal without stopping its parts).
     assert code == 0, (
         f"the server exited with code {code} on SIGTERM.\n--- server log ---\n{sessions_server.log_tail()}"

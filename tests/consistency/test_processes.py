@@ -46,7 +46,9 @@ def open_session(server: ServerProcess, container: str) -> str:
 
 
 def created(server: ServerProcess, session_id: str) -> int:
-    return created_users(api(server).GetSession(service_pb2.GetSessionRequest(session_id=session_id), timeout=10).session)
+    return created_users(
+        api(server).GetSession(service_pb2.GetSessionRequest(session_id=session_id), timeout=10).session
+    )
 
 
 class ProjectProcess:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -75,7 +75,7 @@ def test_processes_with_clocks_20s_apart_record_the_same_times(postgres_url: str
         after = _database_now(postgres_url)
         opened = service_pb2.OpenSessionResponse()
         answer.response.Unpack(opened)
-        created = opened.opened_session.created_at.ToDatetime(tzinfo=timezone.utc)
+        created = opened.opened_session.created_at.ToDatetime(tzinfo=UTC)
         # Recorded on the database's clock, not 20 s in the past.
         assert before - timedelta(seconds=1) <= created <= after + timedelta(seconds=1), (before, created, after)
         # The other process serves the same session with the same times.

@@ -33,7 +33,9 @@ class World:
         self.worker = DeadlineWorker(self.app, self.view)
 
     def open(self, container: str = "c1") -> str:
-        outcome = self.app.execute(OpenSession(container, "a1", SessionType.AD_SYNC), AGENT, renderer("OpenSession", "agent"))
+        outcome = self.app.execute(
+            OpenSession(container, "a1", SessionType.AD_SYNC), AGENT, renderer("OpenSession", "agent")
+        )
         self.projector.catch_up()
         opened = service_pb2.OpenSessionResponse()
         operation_pb2.Operation.FromString(outcome.payload).response.Unpack(opened)
@@ -49,10 +51,7 @@ class World:
         return result
 
     def history(self, session_id: str) -> list[tuple[str, object]]:
-        return [
-            (type(e).__name__, e.timestamp)
-            for e in self.app.events.get(session_id)
-        ]
+        return [(type(e).__name__, e.timestamp) for e in self.app.events.get(session_id)]
 
     def close(self) -> None:
         self.app.close()

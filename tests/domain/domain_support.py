@@ -6,14 +6,14 @@ name no other test folder uses."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sessions.domain.enums import SessionType, SyncMode
 from sessions.domain.policy import Policy
 from sessions.domain.session import Session
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 TTL = timedelta(minutes=10)
 GRACE = timedelta(minutes=2)
 POLICY = Policy(

@@ -5,7 +5,7 @@ Time is always passed in explicitly; nothing here reads a clock.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from domain_support import AGENT, GRACE, POLICY, T0, TTL, at, open_session, state
@@ -47,13 +47,15 @@ def close(session: Session, now, *, failed=False, fail_reason="", **kw) -> bool:
     return session.close(failed=failed, fail_reason=fail_reason, now=now, **kw)
 
 
-def completed(now=at(60)) -> Session:
+def completed(now: datetime | None = None) -> Session:
+    now = now or at(60)
     s = open_session()
     assert close(s, now)
     return s
 
 
-def failed(now=at(60)) -> Session:
+def failed(now: datetime | None = None) -> Session:
+    now = now or at(60)
     s = open_session()
     assert close(s, now, failed=True, fail_reason="ldap unreachable")
     return s

@@ -32,8 +32,18 @@ def _calls(server: Any, session_id: str, bad: str) -> list[tuple[str, Callable[[
     s, ops = server.sessions, server.operations
     audit = audit_pb2_grpc.AuditServiceStub(server.channel)
     return [
-        ("subject_container_id", lambda: s.OpenSession(service_pb2.OpenSessionRequest(subject_container_id=bad, agent_id="a", session_type=AD_SYNC))),
-        ("agent_id", lambda: s.OpenSession(service_pb2.OpenSessionRequest(subject_container_id="c9", agent_id=bad, session_type=AD_SYNC))),
+        (
+            "subject_container_id",
+            lambda: s.OpenSession(
+                service_pb2.OpenSessionRequest(subject_container_id=bad, agent_id="a", session_type=AD_SYNC)
+            ),
+        ),
+        (
+            "agent_id",
+            lambda: s.OpenSession(
+                service_pb2.OpenSessionRequest(subject_container_id="c9", agent_id=bad, session_type=AD_SYNC)
+            ),
+        ),
         ("session_id", lambda: s.ReportSessionProgress(service_pb2.ReportSessionProgressRequest(session_id=bad))),
         ("session_id", lambda: s.Heartbeat(service_pb2.HeartbeatRequest(session_id=bad))),
         ("session_id", lambda: s.CloseSession(service_pb2.CloseSessionRequest(session_id=bad))),
@@ -49,9 +59,22 @@ def _calls(server: Any, session_id: str, bad: str) -> list[tuple[str, Callable[[
 def _text_calls(server: Any, session_id: str, bad: str) -> list[tuple[str, Callable[[], Any]]]:
     s = server.sessions
     return [
-        ("fail_reason", lambda: s.CloseSession(service_pb2.CloseSessionRequest(session_id=session_id, failed=True, fail_reason=bad))),
-        ("filter", lambda: s.ListSessions(service_pb2.ListSessionsRequest(subject_container_id="c1", filter=f'status = "{bad}"'))),
-        ("page_token", lambda: s.ListSessions(service_pb2.ListSessionsRequest(subject_container_id="c1", page_token=bad))),
+        (
+            "fail_reason",
+            lambda: s.CloseSession(
+                service_pb2.CloseSessionRequest(session_id=session_id, failed=True, fail_reason=bad)
+            ),
+        ),
+        (
+            "filter",
+            lambda: s.ListSessions(
+                service_pb2.ListSessionsRequest(subject_container_id="c1", filter=f'status = "{bad}"')
+            ),
+        ),
+        (
+            "page_token",
+            lambda: s.ListSessions(service_pb2.ListSessionsRequest(subject_container_id="c1", page_token=bad)),
+        ),
     ]
 
 
@@ -71,9 +94,7 @@ def _head(server: Any) -> int:
 
 
 @pytest.mark.parametrize("bad", ["a\x00", "\x00", "a\x01b", "a\nb", "a\x7f", "a\x9b"])
-def test_ids_with_nul_or_control_characters_are_refused_by_every_method(
-    served: tuple[Any, str], bad: str
-) -> None:
+def test_ids_with_nul_or_control_characters_are_refused_by_every_method(served: tuple[Any, str], bad: str) -> None:
     server, session_id = served
     before, shown = _head(server), server.sessions.GetSession(service_pb2.GetSessionRequest(session_id=session_id))
     for field, call in _calls(server, session_id, bad):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import grpc
 
@@ -41,11 +41,18 @@ def open_over_grpc(stub, container: str, agent_id: str, session_type: int) -> st
 def open_in_app(
     app: SessionsApplication, container: str, agent_id: str, session_type: SessionType
 ) -> Outcome:
-    return app.execute(OpenSession(container, agent_id, session_type), Caller(PRINCIPAL), renderer("OpenSession", PRINCIPAL))
+    return app.execute(
+        OpenSession(container, agent_id, session_type), Caller(PRINCIPAL), renderer("OpenSession", PRINCIPAL)
+    )
 
 
 def list_page(
-    stub, container: str, *, filter: str = "", page_size: int = 0, page_token: str = ""  # noqa: A002
+    stub,
+    container: str,
+    *,
+    filter: str = "",
+    page_size: int = 0,
+    page_token: str = "",  # noqa: A002
 ) -> service_pb2.ListSessionsResponse:
     return stub.ListSessions(
         service_pb2.ListSessionsRequest(
@@ -55,7 +62,12 @@ def list_page(
 
 
 def list_all(
-    stub, container: str, *, filter: str = "", page_size: int = 0, between: Callable[[], None] | None = None  # noqa: A002
+    stub,
+    container: str,
+    *,
+    filter: str = "",
+    page_size: int = 0,
+    between: Callable[[], None] | None = None,  # noqa: A002
 ) -> tuple[list[session_pb2.SynchronizationSession], int]:
     """Every page in order; returns the sessions and the number of pages."""
     sessions: list[session_pb2.SynchronizationSession] = []
@@ -107,7 +119,7 @@ def _nanos(text: str) -> int:
     whole = moment.replace(microsecond=0)
     fraction = re.search(r"\.(\d+)", text)
     nanos = int(fraction.group(1).ljust(9, "0")) if fraction else 0
-    return int((whole - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds()) * 10**9 + nanos
+    return int((whole - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * 10**9 + nanos
 
 
 def _field(session: session_pb2.SynchronizationSession, field: str) -> object:

@@ -28,7 +28,10 @@ def conditions(text: str) -> tuple[Condition, ...]:
         ('status IN ("PENDING", "EXPIRED")', (Condition("status", "IN", (2, 5)),)),
         ('status in("COMPLETED")', (Condition("status", "IN", (3,)),)),
         ('session_type = "LDAP_SYNC"', (Condition("session_type", "=", (4,)),)),
-        ('session_type IN ("AD_SYNC","AD_PASSWORD_HASH","AD_USER_CONTROL")', (Condition("session_type", "IN", (1, 2, 3)),)),
+        (
+            'session_type IN ("AD_SYNC","AD_PASSWORD_HASH","AD_USER_CONTROL")',
+            (Condition("session_type", "IN", (1, 2, 3)),),
+        ),
         ('sync_mode != "DELTA"', (Condition("sync_mode", "!=", (2,)),)),
         ('agent_id = "agent-1"', (Condition("agent_id", "=", ("agent-1",)),)),
         ('agent_id IN ("a", "")', (Condition("agent_id", "IN", ("a", "")),)),
@@ -58,7 +61,7 @@ def test_values_that_look_like_sql_or_syntax_are_plain_values() -> None:
     for value in [
         "x' OR 1=1 --",
         "'; DROP TABLE session_snapshots_v1; --",
-        "a\" OR agent_id != \"",  # written escaped below: stays one value
+        'a" OR agent_id != "',  # written escaped below: stays one value
         "AND status = ",
         "%s ? $1 {table}",
         ") OR (1=1",
@@ -96,7 +99,7 @@ def test_canonical_form_ignores_spelling_but_not_meaning() -> None:
         # unparseable
         ("status", 7, "expected an operator after status"),
         ("status =", 9, "expected a double-quoted value for status, found end of filter"),
-        ("status = FAILED", 10, 'found \'FAILED\' (write "FAILED")'),
+        ("status = FAILED", 10, "found 'FAILED' (write \"FAILED\")"),
         ('status == "FAILED"', 9, "expected a double-quoted value for status, found '='"),
         ('status = "FAILED" status', 19, "expected AND or the end of the filter"),
         ('status = "FAILED" OR status = "COMPLETED"', 19, "OR and NOT are not supported"),
@@ -120,7 +123,11 @@ def test_canonical_form_ignores_spelling_but_not_meaning() -> None:
         # unknown field or enum name
         ('foo = "x"', 1, "unknown field 'foo'; expected one of status, session_type"),
         ('Status = "FAILED"', 1, "unknown field 'Status'"),
-        ('status = "failed"', 10, "unknown status 'failed'; expected one of OPENED, PENDING, COMPLETED, FAILED, EXPIRED"),
+        (
+            'status = "failed"',
+            10,
+            "unknown status 'failed'; expected one of OPENED, PENDING, COMPLETED, FAILED, EXPIRED",
+        ),
         ('status = "SESSION_STATUS_UNSPECIFIED"', 10, "unknown status"),
         ('session_type = "AD_SYNC" AND session_type IN ("AD_SYNC", "LDAP")', 58, "unknown session_type 'LDAP'"),
         ('sync_mode = "FULL"', 13, "unknown sync_mode 'FULL'; expected one of FULL_SYNC, DELTA"),
@@ -128,7 +135,11 @@ def test_canonical_form_ignores_spelling_but_not_meaning() -> None:
         ('status < "FAILED"', 8, "operator '<' does not apply to status; expected one of =, !=, IN"),
         ('agent_id >= "a"', 10, "operator '>=' does not apply to agent_id"),
         ('sync_mode > "DELTA"', 11, "operator '>' does not apply to sync_mode"),
-        ('created_at IN ("2026-01-01T00:00:00Z")', 12, "operator IN does not apply to created_at; expected one of =, !=, <, <=, >, >="),
+        (
+            'created_at IN ("2026-01-01T00:00:00Z")',
+            12,
+            "operator IN does not apply to created_at; expected one of =, !=, <, <=, >, >=",
+        ),
         # bad times
         ('created_at > "yesterday"', 14, "'yesterday' is not a time; expected an RFC 3339 time"),
         ('created_at > "2026-01-01"', 14, "is not a time"),
@@ -178,10 +189,42 @@ def test_every_value_is_a_bound_parameter(placeholder: str) -> None:
     # (always-false/true tests) appear in the SQL.
     words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\d+", sql.replace(placeholder, " ")))
     allowed = {
-        "SELECT", "FROM", "WHERE", "AND", "OR", "IN", "ORDER", "BY", "DESC", "LIMIT", "UNION",
-        "ALL", "AS", "CASE", "WHEN", "THEN", "ELSE", "END", "IS", "NULL", "snapshots",
-        "session", "status", "expires_at", "created_at", "session_id", "subject_container_id",
-        "agent_id", "session_type", "sync_mode", "closed_at", "branch0", "branch1", "branch2", "0", "1",
+        "SELECT",
+        "FROM",
+        "WHERE",
+        "AND",
+        "OR",
+        "IN",
+        "ORDER",
+        "BY",
+        "DESC",
+        "LIMIT",
+        "UNION",
+        "ALL",
+        "AS",
+        "CASE",
+        "WHEN",
+        "THEN",
+        "ELSE",
+        "END",
+        "IS",
+        "NULL",
+        "snapshots",
+        "session",
+        "status",
+        "expires_at",
+        "created_at",
+        "session_id",
+        "subject_container_id",
+        "agent_id",
+        "session_type",
+        "sync_mode",
+        "closed_at",
+        "branch0",
+        "branch1",
+        "branch2",
+        "0",
+        "1",
     }
     assert words <= allowed, words - allowed
     assert sneaky in params and 'a"b' in params and "container'--" in params

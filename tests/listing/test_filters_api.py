@@ -3,7 +3,7 @@ PostgreSQL, including sessions that only read-time expiry shows EXPIRED."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -19,7 +19,7 @@ from tests.listing.listing_support import (
     order_key,
 )
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = Policy.from_seconds(session_ttl=600, heartbeat_grace=120, sync_interval=0, full_sync_period=86400)
 C = "c-filters"
 AD_SYNC, AD_PASSWORD_HASH, AD_USER_CONTROL, LDAP_SYNC = 1, 2, 3, 4
@@ -58,17 +58,26 @@ class World:
             clock.advance((T0 + timedelta(seconds=seconds) - clock()).total_seconds())
 
         def close(session_id: str, failed: bool = False) -> None:
-            stub.CloseSession(service_pb2.CloseSessionRequest(session_id=session_id, failed=failed, fail_reason="x" if failed else ""))
+            stub.CloseSession(
+                service_pb2.CloseSessionRequest(session_id=session_id, failed=failed, fail_reason="x" if failed else "")
+            )
 
         self.other = open_over_grpc(stub, "c-other", "agent-a", AD_SYNC)
         self.s1 = open_over_grpc(stub, C, "agent-a", AD_SYNC)
-        at(10); close(self.s1)
-        at(20); self.s2 = open_over_grpc(stub, C, "agent-b", AD_SYNC)
-        at(30); close(self.s2, failed=True)
-        at(40); self.s3 = open_over_grpc(stub, C, "agent-a", AD_SYNC)
-        at(50); self.s4 = open_over_grpc(stub, C, "agent-b", AD_PASSWORD_HASH)
-        at(60); self.s5 = open_over_grpc(stub, C, ODD_AGENT, LDAP_SYNC)
-        at(70); self.s6 = open_over_grpc(stub, C, "agent-c", AD_USER_CONTROL)
+        at(10)
+        close(self.s1)
+        at(20)
+        self.s2 = open_over_grpc(stub, C, "agent-b", AD_SYNC)
+        at(30)
+        close(self.s2, failed=True)
+        at(40)
+        self.s3 = open_over_grpc(stub, C, "agent-a", AD_SYNC)
+        at(50)
+        self.s4 = open_over_grpc(stub, C, "agent-b", AD_PASSWORD_HASH)
+        at(60)
+        self.s5 = open_over_grpc(stub, C, ODD_AGENT, LDAP_SYNC)
+        at(70)
+        self.s6 = open_over_grpc(stub, C, "agent-c", AD_USER_CONTROL)
         at(600)
         for session_id in (self.s3, self.s6):
             stub.Heartbeat(service_pb2.HeartbeatRequest(session_id=session_id))
@@ -102,12 +111,27 @@ def filters_for_every_field_and_operator() -> list[str]:
     cases = []
     for status in ("OPENED", "PENDING", "COMPLETED", "FAILED", "EXPIRED"):
         cases += [f'status = "{status}"', f'status != "{status}"']
-    cases += ['status IN ("OPENED", "PENDING")', 'status IN ("EXPIRED", "FAILED", "COMPLETED")', 'status IN ("PENDING")']
+    cases += [
+        'status IN ("OPENED", "PENDING")',
+        'status IN ("EXPIRED", "FAILED", "COMPLETED")',
+        'status IN ("PENDING")',
+    ]
     for session_type in ("AD_SYNC", "AD_PASSWORD_HASH", "AD_USER_CONTROL", "LDAP_SYNC"):
         cases += [f'session_type = "{session_type}"', f'session_type != "{session_type}"']
     cases += ['session_type IN ("AD_PASSWORD_HASH", "LDAP_SYNC")']
-    cases += ['sync_mode = "FULL_SYNC"', 'sync_mode = "DELTA"', 'sync_mode != "DELTA"', 'sync_mode IN ("DELTA", "FULL_SYNC")']
-    cases += ['agent_id = "agent-a"', 'agent_id != "agent-a"', 'agent_id IN ("agent-b", "agent-c")', 'agent_id = "nobody"', 'agent_id IN ("")']
+    cases += [
+        'sync_mode = "FULL_SYNC"',
+        'sync_mode = "DELTA"',
+        'sync_mode != "DELTA"',
+        'sync_mode IN ("DELTA", "FULL_SYNC")',
+    ]
+    cases += [
+        'agent_id = "agent-a"',
+        'agent_id != "agent-a"',
+        'agent_id IN ("agent-b", "agent-c")',
+        'agent_id = "nobody"',
+        'agent_id IN ("")',
+    ]
     for field, moments in {
         "created_at": (0, 40, 60, 661, 45.5),
         "closed_at": (10, 30, 650, 660, 1200),
@@ -137,7 +161,9 @@ def test_every_field_and_operator_matches_the_reference(world: World) -> None:
         assert len(everything) == 7
         assert everything == sorted(everything, key=order_key, reverse=True)
         for session in everything:  # a page shows what GetSession shows
-            assert session == world.stub.GetSession(service_pb2.GetSessionRequest(session_id=session.session_id)).session
+            assert (
+                session == world.stub.GetSession(service_pb2.GetSessionRequest(session_id=session.session_id)).session
+            )
         for text in filters_for_every_field_and_operator():
             expected = [s.session_id for s in everything if matches(s, text)]
             assert world.ids(text) == expected, (moment, text)
@@ -188,10 +214,10 @@ def test_hand_checked_answers(world: World) -> None:
 
 def test_values_that_look_like_sql_are_only_values(world: World) -> None:
     for text in (
-        "agent_id = \"x' OR 1=1 --\"",
+        'agent_id = "x\' OR 1=1 --"',
         "agent_id = \"x' OR '1'='1\"",
         'agent_id = "\\" OR 1=1 --"',
-        "agent_id IN (\"a'); DROP TABLE session_snapshots_v1; --\")",
+        'agent_id IN ("a\'); DROP TABLE session_snapshots_v1; --")',
         'agent_id = "%s"',
         'agent_id = "?"',
     ):
@@ -212,6 +238,6 @@ def test_bad_filters_are_invalid_argument_over_the_wire(world: World) -> None:
         ('status = "FAILED" OR', "at position 19: expected AND"),
         ("x" * 1001, "must be at most 1000 characters"),
     ):
-        field, description = bad_request(lambda: list_page(world.stub, C, filter=text))
+        field, description = bad_request(lambda text=text: list_page(world.stub, C, filter=text))
         assert field == "filter"
         assert expected in description, description

@@ -57,7 +57,16 @@ def test_any_change_is_detected() -> None:
 
 
 @pytest.mark.parametrize(
-    "garbage", ["x", "abc", "!!!!", "AAAA", "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ", "é" * 8, "A" * 1999]
+    "garbage",
+    [
+        "x",
+        "abc",
+        "!!!!",
+        "AAAA",
+        "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ",
+        "é" * 8,
+        "A" * 1999,
+    ],
 )
 def test_garbage_is_refused(garbage: str) -> None:
     assert "not a page token this service issued" in refused(garbage) or "signature" in refused(garbage)

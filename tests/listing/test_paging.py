@@ -5,7 +5,7 @@ container, page sizes, and every misuse of a page token."""
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -20,7 +20,7 @@ from tests.listing.listing_support import (
     order_key,
 )
 
-T0 = datetime(2026, 2, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 2, 1, tzinfo=UTC)
 # A short TTL and no sync interval: each open ends the previous session of its
 # type (expired), so one command makes one session.
 POLICY = Policy.from_seconds(session_ttl=10, heartbeat_grace=5, sync_interval=0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -30,7 +30,7 @@ from sessions.store.clock import ManualClock
 from sessions.store.operations import OperationRecord
 from sessions.store.urls import parse_store_url
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, 125000, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, 0, 125000, tzinfo=UTC)
 # A long TTL: the workload's manual clock never lets a session expire.
 POLICY = Policy(
     session_ttl=timedelta(hours=6),
@@ -111,7 +111,9 @@ class Workload:
     def report(self, session_id: str) -> Outcome:
         entries = self._entries(session_id)
         self._tick()
-        self.last = self.app.execute(ReportProgress(session_id, entries), Caller(PRINCIPAL), renderer("ReportSessionProgress", PRINCIPAL))
+        self.last = self.app.execute(
+            ReportProgress(session_id, entries), Caller(PRINCIPAL), renderer("ReportSessionProgress", PRINCIPAL)
+        )
         return self.last
 
     def heartbeat(self, session_id: str) -> Outcome:
@@ -121,7 +123,11 @@ class Workload:
 
     def close(self, session_id: str, failed: bool = False) -> Outcome:
         self._tick()
-        self.last = self.app.execute(CloseSession(session_id, failed, "gave up" if failed else ""), Caller(PRINCIPAL), renderer("CloseSession", PRINCIPAL))
+        self.last = self.app.execute(
+            CloseSession(session_id, failed, "gave up" if failed else ""),
+            Caller(PRINCIPAL),
+            renderer("CloseSession", PRINCIPAL),
+        )
         self.open_ids.remove(session_id)
         return self.last
 
@@ -147,7 +153,6 @@ class Workload:
             else:
                 self.report(session_id)
 
-
     def bulk(self, sessions: int, rounds: int) -> None:
         """A faster way to a long, interleaved log: open ``sessions`` sessions
         through the command, then in each of ``rounds`` rounds let every
@@ -163,9 +168,7 @@ class Workload:
                 if self.random.random() < 0.1:
                     session.heartbeat(now=now, policy=POLICY, principal=PRINCIPAL)
                 else:
-                    session.report_progress(
-                        self._entries(session.id), now=now, policy=POLICY, principal=PRINCIPAL
-                    )
+                    session.report_progress(self._entries(session.id), now=now, policy=POLICY, principal=PRINCIPAL)
             record = OperationRecord(
                 id=f"opbulk{round_number:014d}",
                 method="Bulk",

@@ -10,7 +10,7 @@ import math
 import random
 import zlib
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -27,7 +27,7 @@ from sessions.store.application import SessionsApplication
 from sessions.store.urls import parse_store_url
 from tests.projection.projection_support import POLICY
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, 125000, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, 0, 125000, tzinfo=UTC)
 PRINCIPAL = "agent:rows"
 # Everything JSON must escape or may leave as it is, in the one free-text field.
 AWKWARD = 'say "no" \\ twice\nthen\ttab \x01\x1f é 日本 😀 \u2028 </script>'
@@ -102,7 +102,7 @@ def sessions() -> list[Session]:
         principal=PRINCIPAL,
     )
     made.append(full)
-    epoch = opened(16, now=datetime(1970, 1, 1, tzinfo=timezone.utc))  # zero timestamps
+    epoch = opened(16, now=datetime(1970, 1, 1, tzinfo=UTC))  # zero timestamps
     made.append(epoch)
     return made
 
@@ -185,7 +185,9 @@ ODD_STATES: list[dict[str, Any]] = [
 
 
 @pytest.mark.parametrize("state", ODD_STATES)
-def test_values_out_of_the_ordinary_are_written_as_the_library_writes_them(state: dict[str, Any], mapper: Mapper[Any]) -> None:
+def test_values_out_of_the_ordinary_are_written_as_the_library_writes_them(
+    state: dict[str, Any], mapper: Mapper[Any]
+) -> None:
     snapshot = SnapshotOfState(originator_id="x", originator_version=1, timestamp=T0, topic="t", state=state)  # type: ignore[call-arg]
     try:
         expected = mapper.to_stored_event(snapshot).state
@@ -243,4 +245,5 @@ def test_decoded_progress_is_made_of_the_domain_types(mapper: Mapper[Any]) -> No
         for mine, library in zip(getattr(ours, "entries", ()), getattr(theirs, "entries", ()), strict=True):
             assert type(mine) is type(library) is ProgressEntry
             assert type(mine.changes) is type(library.changes) is tuple
-            assert [type(c) for c in mine.changes] == [type(c) for c in library.changes] == [ChangeCount] * len(mine.changes)
+            kinds = [type(c) for c in mine.changes]
+            assert kinds == [type(c) for c in library.changes] == [ChangeCount] * len(mine.changes)

@@ -164,7 +164,8 @@ def test_the_projector_passes_over_written_rows_and_folds_what_others_wrote(stor
         with projector._batch_lock:
             report = [ProgressEntry(RelatedObjectType.USER, (ChangeCount(ChangeType.CREATE, 3, 0),))]
             caller = Caller("agent:other")
-            other.execute(ReportProgress(session_id, tuple(report)), caller, renderer("ReportSessionProgress", caller.principal))
+            render = renderer("ReportSessionProgress", caller.principal)
+            other.execute(ReportProgress(session_id, tuple(report)), caller, render)
         head = other.recorder.max_notification_id() or 0
         assert projector.wait_for(head, 10)
         assert ["sessions.ProgressReported"] in folded  # what the other wrote without its row

@@ -49,9 +49,7 @@ def served(stub, session_id: str) -> session_pb2.SynchronizationSession:  # type
     return stub.GetSession(service_pb2.GetSessionRequest(session_id=session_id)).session
 
 
-def test_rebuild_under_concurrent_writes_takes_over_without_a_failed_call(
-    store_url, start_server, apps
-) -> None:  # type: ignore[no-untyped-def]
+def test_rebuild_under_concurrent_writes_takes_over_without_a_failed_call(store_url, start_server, apps) -> None:  # type: ignore[no-untyped-def]
     writer = apps(store_url)
     workload = Workload(writer)
     workload.bulk(sessions=200, rounds=2)
@@ -144,9 +142,7 @@ def stored_at_version_zero(store_url: str, apps) -> tuple:  # type: ignore[no-un
     return app, workload, view
 
 
-def test_an_older_stored_version_keeps_serving_and_says_to_rebuild(
-    store_url, start_server, apps, caplog
-) -> None:  # type: ignore[no-untyped-def]
+def test_an_older_stored_version_keeps_serving_and_says_to_rebuild(store_url, start_server, apps, caplog) -> None:  # type: ignore[no-untyped-def]
     app, workload, view = stored_at_version_zero(store_url, apps)
     rows = sessions_of(app, view.table)
     with caplog.at_level(logging.WARNING, logger="sessions.read_model"):
@@ -164,7 +160,9 @@ def test_an_older_stored_version_keeps_serving_and_says_to_rebuild(
         service_pb2.ReportSessionProgressRequest(
             session_id=session_id,
             progress_entries=[
-                session_pb2.ProgressEntry(object_type=1, change_info=[session_pb2.ChangeInfo(change_type=1, successful=3)])
+                session_pb2.ProgressEntry(
+                    object_type=1, change_info=[session_pb2.ChangeInfo(change_type=1, successful=3)]
+                )
             ],
         )
     )
@@ -181,9 +179,7 @@ def test_an_older_stored_version_keeps_serving_and_says_to_rebuild(
     assert (registration.live_table, registration.live_version, registration.building_table) == (view.table, 0, None)
 
 
-def test_rebuild_on_start_builds_the_current_version_while_the_old_one_serves(
-    store_url, apps
-) -> None:  # type: ignore[no-untyped-def]
+def test_rebuild_on_start_builds_the_current_version_while_the_old_one_serves(store_url, apps) -> None:  # type: ignore[no-untyped-def]
     app, workload, view = stored_at_version_zero(store_url, apps)
     old = view.table
     server = SessionsServer(
@@ -223,7 +219,10 @@ def test_rebuild_on_start_builds_the_current_version_while_the_old_one_serves(
         assert list(differences(app, rows_on(app, new))) == []
         status = read_model_status(app)
         assert (status.state, status.live.table, status.live.version, status.advice) == (
-            "live", new, code_version(NAME), ""
+            "live",
+            new,
+            code_version(NAME),
+            "",
         )
         # Once the server left it, the old version's table goes.
         assert wait_until(lambda: not table_exists(app, old), 40, interval=0.1)
@@ -299,9 +298,7 @@ def test_a_takeover_never_shows_less_than_was_answered(store_url, start_server, 
     def log_until_cut(after: int, limit: int):  # type: ignore[no-untyped-def]
         if after >= cut:
             return [], after
-        batch = list(
-            app.recorder.select_notifications(start=after, limit=limit, stop=cut, inclusive_of_start=False)
-        )
+        batch = list(app.recorder.select_notifications(start=after, limit=limit, stop=cut, inclusive_of_start=False))
         return batch, (batch[-1].id if len(batch) >= limit else cut)
 
     result = rebuild(apps(store_url), feed=log_until_cut)

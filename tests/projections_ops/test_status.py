@@ -5,7 +5,7 @@ while a rebuild is under way."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sessions.projection.projector import Projector
 from sessions.projection.registry import Registry
@@ -23,12 +23,12 @@ HOUR = 3600.0
 
 def test_status_numbers_before_during_and_after_catching_up(store_url, apps) -> None:  # type: ignore[no-untyped-def]
     # The log was written an hour ago (the workload's clock), within a few minutes.
-    app = apps(store_url, ManualClock(datetime.now(timezone.utc) - timedelta(seconds=HOUR)))
+    app = apps(store_url, ManualClock(datetime.now(UTC) - timedelta(seconds=HOUR)))
     workload = Workload(app)
     workload.bulk(sessions=40, rounds=30)
     log_head = head(app)
     assert log_head > BEHIND_EVENTS + 200
-    span = (workload.clock() - (datetime.now(timezone.utc) - timedelta(seconds=HOUR))).total_seconds()
+    span = (workload.clock() - (datetime.now(UTC) - timedelta(seconds=HOUR))).total_seconds()
     assert span < 300
 
     status = read_model_status(app)

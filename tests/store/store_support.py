@@ -10,7 +10,7 @@ import copy
 import json
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sessions.domain.enums import ChangeType, RelatedObjectType
@@ -18,7 +18,7 @@ from sessions.domain.policy import Policy
 from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.store.application import Opened, SessionsApplication
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
 POLICY = Policy(
     session_ttl=timedelta(minutes=10),
     heartbeat_grace=timedelta(minutes=2),

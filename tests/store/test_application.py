@@ -129,7 +129,11 @@ def test_the_answer_of_each_call_is_what_get_session_returns_right_after(app, cl
     calls = [
         lambda: app.execute(ReportProgress(sid, USERS_CREATED), AGENT, render),
         lambda: app.execute(Heartbeat(sid), AGENT, render),
-        lambda: app.execute(ReportProgress(sid, [ProgressEntry(RelatedObjectType.GROUP, (ChangeCount(ChangeType.DELETE, 1, 2),))]), AGENT, render),
+        lambda: app.execute(
+            ReportProgress(sid, [ProgressEntry(RelatedObjectType.GROUP, (ChangeCount(ChangeType.DELETE, 1, 2),))]),
+            AGENT,
+            render,
+        ),
         lambda: close(app, render, sid, failed=True, reason="ldap down"),
     ]
     assert render.calls[-1].session_state == state(app.get_session(sid))
@@ -235,9 +239,7 @@ def test_a_keyed_retry_returns_the_first_answer_and_appends_nothing(app, clock, 
     assert app.get_operation_payload(first.operation_id) == first.payload
 
 
-def test_a_keyed_retry_of_a_report_after_the_close_still_gets_the_report_answer(
-    app, clock, render
-):
+def test_a_keyed_retry_of_a_report_after_the_close_still_gets_the_report_answer(app, clock, render):
     sid = opened(app, render)
     clock.advance(10)
     report = app.execute(ReportProgress(sid, USERS_CREATED), Caller("agent:a", "rep-1"), render)
@@ -305,9 +307,7 @@ def test_calls_without_a_key_are_each_applied(app, clock, render):
 
 def test_concurrent_first_tries_with_one_key_apply_once(tmp_path, render):
     clock = ManualClock(T0)
-    app = SessionsApplication(
-        parse_store_url(f"sqlite://{tmp_path}/k.db"), policy=POLICY, clock=clock
-    )
+    app = SessionsApplication(parse_store_url(f"sqlite://{tmp_path}/k.db"), policy=POLICY, clock=clock)
     try:
         sid = opened(app, render)
         barrier = threading.Barrier(8)
@@ -473,9 +473,7 @@ def test_after_expiry_the_next_open_is_a_full_sync(app, clock, render):
     assert schedule_of(app).active_session_id == nxt["session_id"]
 
 
-def test_an_open_within_the_interval_after_an_expiry_is_too_early_and_records_it(
-    app, clock, render
-):
+def test_an_open_within_the_interval_after_an_expiry_is_too_early_and_records_it(app, clock, render):
     sid = opened(app, render)
     expires_at = T0 + TTL
     clock.advance((TTL + INTERVAL / 2).total_seconds())
@@ -560,9 +558,7 @@ def _assert_exactly_one_success(bodies: list[dict[str, Any]], app: SessionsAppli
 
 def test_sixteen_concurrent_opens_yield_exactly_one_success(tmp_path, render):
     clock = ManualClock(T0)
-    app = SessionsApplication(
-        parse_store_url(f"sqlite://{tmp_path}/s.db"), policy=POLICY, clock=clock
-    )
+    app = SessionsApplication(parse_store_url(f"sqlite://{tmp_path}/s.db"), policy=POLICY, clock=clock)
     try:
         bodies = _open_concurrently([app] * 16, render)
         _assert_exactly_one_success(bodies, app)
@@ -581,8 +577,6 @@ def test_concurrent_opens_from_separate_applications_yield_exactly_one_success(t
     finally:
         for a in apps:
             a.close()
-
-
 
 
 def _with_interleaving(monkeypatch, app: SessionsApplication, action) -> None:
@@ -642,9 +636,7 @@ def test_an_open_racing_an_expiry_does_not_name_the_expired_session(tmp_path, mo
 # answer with the ended session; the two deterministic tests above pin it down.
 def test_concurrent_opens_after_an_expiry_yield_one_success_and_one_expiry(tmp_path, render):
     clock = ManualClock(T0)
-    app = SessionsApplication(
-        parse_store_url(f"sqlite://{tmp_path}/s.db"), policy=POLICY, clock=clock
-    )
+    app = SessionsApplication(parse_store_url(f"sqlite://{tmp_path}/s.db"), policy=POLICY, clock=clock)
     try:
         stale = opened(app, render)
         clock.advance((TTL + INTERVAL).total_seconds())
@@ -666,9 +658,7 @@ def test_concurrent_opens_after_an_expiry_yield_one_success_and_one_expiry(tmp_p
 
 def test_concurrent_reports_on_an_expired_session_record_one_expiry(tmp_path, render):
     clock = ManualClock(T0)
-    app = SessionsApplication(
-        parse_store_url(f"sqlite://{tmp_path}/s.db"), policy=POLICY, clock=clock
-    )
+    app = SessionsApplication(parse_store_url(f"sqlite://{tmp_path}/s.db"), policy=POLICY, clock=clock)
     try:
         sid = opened(app, render)
         clock.advance(TTL.total_seconds() + 1)
@@ -702,17 +692,31 @@ def _busy_session(app: SessionsApplication, clock: ManualClock, render: Render) 
     caller = Caller("agent:ü", "kéy-1")
     sid = answer(open_(app, render, caller).payload)["session_id"]
     clock.advance(seconds=1, microseconds=1)
-    app.execute(ReportProgress(sid, [
-            ProgressEntry(
-                RelatedObjectType.MEMBERSHIP,
-                (ChangeCount(ChangeType.PASSWORD_HASH_UPDATE, INT64_MAX - 5, 0),
-                 ChangeCount(ChangeType.ACTIVATE, 0, 7)),
-            ),
-            ProgressEntry(RelatedObjectType.USER, (ChangeCount(ChangeType.DEACTIVATE, 2, 3),)),
-        ]), Caller("agent:ü", "kéy-2"), render)
+    app.execute(
+        ReportProgress(
+            sid,
+            [
+                ProgressEntry(
+                    RelatedObjectType.MEMBERSHIP,
+                    (
+                        ChangeCount(ChangeType.PASSWORD_HASH_UPDATE, INT64_MAX - 5, 0),
+                        ChangeCount(ChangeType.ACTIVATE, 0, 7),
+                    ),
+                ),
+                ProgressEntry(RelatedObjectType.USER, (ChangeCount(ChangeType.DEACTIVATE, 2, 3),)),
+            ],
+        ),
+        Caller("agent:ü", "kéy-2"),
+        render,
+    )
     clock.advance(seconds=2, microseconds=999_998)
-    app.execute(ReportProgress(sid, [ProgressEntry(RelatedObjectType.MEMBERSHIP,
-                       (ChangeCount(ChangeType.PASSWORD_HASH_UPDATE, 5, 1),))]), AGENT, render)
+    app.execute(
+        ReportProgress(
+            sid, [ProgressEntry(RelatedObjectType.MEMBERSHIP, (ChangeCount(ChangeType.PASSWORD_HASH_UPDATE, 5, 1),))]
+        ),
+        AGENT,
+        render,
+    )
     clock.advance(seconds=3, microseconds=7)
     app.execute(Heartbeat(sid), AGENT, render)
     return sid

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sessions.store.clock import ManualClock, system_clock
 
 
 def test_manual_clock_stands_still_until_told():
-    start = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
+    start = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
     clock = ManualClock(start)
     assert clock() == start
     assert clock() == start
 
 
 def test_manual_clock_advances_by_seconds_and_other_units():
-    start = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2030, 1, 1, tzinfo=UTC)
     clock = ManualClock(start)
     assert clock.advance(1.5) == start + timedelta(seconds=1.5)
     assert clock.advance(minutes=2, microseconds=3) == start + timedelta(
@@ -30,7 +30,7 @@ def test_manual_clock_default_start_is_timezone_aware():
 
 
 def test_manual_clock_advances_are_not_lost_under_threads():
-    clock = ManualClock(datetime(2030, 1, 1, tzinfo=timezone.utc))
+    clock = ManualClock(datetime(2030, 1, 1, tzinfo=UTC))
     start = clock()
 
     def tick() -> None:
@@ -46,8 +46,8 @@ def test_manual_clock_advances_are_not_lost_under_threads():
 
 
 def test_system_clock_is_utc_and_current():
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     now = system_clock()
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
     assert now.utcoffset() == timedelta(0)
     assert before <= now <= after

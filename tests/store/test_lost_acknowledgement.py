@@ -73,7 +73,9 @@ def _opened(server: Any, container: str) -> str:
 
 
 def _created(server: Any, session_id: str) -> int:
-    return created_users(server.sessions.GetSession(service_pb2.GetSessionRequest(session_id=session_id), timeout=10).session)
+    return created_users(
+        server.sessions.GetSession(service_pb2.GetSessionRequest(session_id=session_id), timeout=10).session
+    )
 
 
 def _versions(server: Any, session_id: str) -> int:

@@ -28,7 +28,7 @@ import contextvars
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import grpc
 
@@ -188,7 +188,7 @@ def _wrapped(handler: grpc.RpcMethodHandler, method: str, admit: Admit) -> grpc.
             response_serializer=handler.response_serializer,
         )
     return grpc.stream_stream_rpc_method_handler(
-        _streaming(handler.stream_stream, method, admit),
+        _streaming(cast(Callable[..., Any], handler.stream_stream), method, admit),
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )

@@ -3,7 +3,7 @@ the domain decides, this module only maps names and numbers."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -14,7 +14,7 @@ from sessions.domain.enums import SessionStatus, SessionType
 from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.domain.session import EXPIRY_REASON, Session, visible_status
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def micros(moment: datetime) -> int:

@@ -25,7 +25,7 @@ they are sent as they are, with no parse and no encode.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -67,7 +67,7 @@ def add_service(
 
 
 def _guarded(method: str, generated: grpc.RpcMethodHandler, as_is: bool) -> grpc.RpcMethodHandler:
-    request_type: type[Message] = generated.request_deserializer.__self__  # Type.FromString
+    request_type: type[Message] = cast(Any, generated.request_deserializer).__self__  # Type.FromString
     serializer = _as_is if as_is else generated.response_serializer
     decode = _decoder(method, request_type)
     if generated.unary_unary is not None:

@@ -25,9 +25,9 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
-from sessions.domain.enums import SessionStatus, SessionType, SyncMode
+from sessions.domain.enums import DomainEnum, SessionStatus, SessionType, SyncMode
 from sessions.domain.errors import InvalidArgument
 from sessions.projection import listing
 from sessions.projection.listing import IN, Condition
@@ -37,7 +37,7 @@ FIELD, STRING, OPERATOR, LPAREN, RPAREN, COMMA, END = (
     "name", "string", "operator", "(", ")", ",", "end of filter"
 )
 
-ENUMS: dict[str, type] = {
+ENUMS: dict[str, type[DomainEnum]] = {
     listing.STATUS: SessionStatus,
     listing.SESSION_TYPE: SessionType,
     listing.SYNC_MODE: SyncMode,
@@ -263,7 +263,7 @@ _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})",
     re.ASCII,  # digits are 0-9 only
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _time_value(field: str, token: Token) -> int:
@@ -282,7 +282,7 @@ def _time_value(field: str, token: Token) -> int:
         )
     try:
         if offset in ("Z", "z"):
-            zone = timezone.utc
+            zone = UTC
         else:
             hours, minutes = int(offset[1:3]), int(offset[4:6])
             if hours > 23 or minutes > 59:

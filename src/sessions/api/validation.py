@@ -4,6 +4,7 @@ domain. Each refusal names the field."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -56,7 +57,7 @@ def check_message(message: Message, path: str = "") -> None:
     out of its type's range, anywhere in ``message``. Only the fields that
     can hold a string or a timestamp are looked at (worked out once per
     message type); strings are scanned in C (a regular expression)."""
-    descriptor = message.DESCRIPTOR
+    descriptor: Any = message.DESCRIPTOR
     checks = _CHECKS.get(descriptor.full_name)
     if checks is None:
         checks = _CHECKS[descriptor.full_name] = _checks_of(descriptor)

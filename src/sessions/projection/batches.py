@@ -144,7 +144,9 @@ class FoldAndSave:
             # A row the store refuses (a poison event): the batch again, each
             # row on its own, and the events of a refused row parked instead
             # of retried forever.
-            log.warning("projector: batch up to %d refused (%s); writing its rows one by one", tracking.notification_id, e)
+            log.warning(
+                "projector: batch up to %d refused (%s); writing its rows one by one", tracking.notification_id, e
+            )
         already = {event.position for event in parked}
 
         def refused(row: SessionRow, error: str) -> list[ParkedEvent]:
@@ -160,9 +162,7 @@ class FoldAndSave:
     def _remember(self, sessions: dict[str, Session]) -> None:
         """Keep recently folded sessions (this projector is the only one
         folding into its table; writers' rows are passed over, above)."""
-        self._cache.update(
-            (sid, s) for sid, s in sessions.items() if sid not in self._parked_streams
-        )
+        self._cache.update((sid, s) for sid, s in sessions.items() if sid not in self._parked_streams)
         while len(self._cache) > self.cache_size:
             del self._cache[next(iter(self._cache))]
 

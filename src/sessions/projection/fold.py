@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from eventsourcing.persistence import DatetimeAsISO, Mapper, Notification, StoredEvent
 from eventsourcing.utils import resolve_topic
@@ -37,7 +37,7 @@ from sessions.store.transcodings import EnumAsName, ProgressEntryAsDict
 
 def session_event_topics() -> frozenset[str]:
     return frozenset(
-        value.TOPIC
+        getattr(value, "TOPIC")  # noqa: B009 - checked just below
         for value in vars(Session).values()
         if isinstance(value, type)
         and issubclass(value, Session.Event)
@@ -48,12 +48,9 @@ def session_event_topics() -> frozenset[str]:
 SESSION_TOPICS = session_event_topics()
 
 
-def _topics_of(aggregate: type) -> set[str]:
-    return {
-        value.TOPIC
-        for value in vars(aggregate).values()
-        if isinstance(value, type) and hasattr(value, "TOPIC") and value.TOPIC != aggregate.TOPIC
-    }
+def _topics_of(aggregate: Any) -> set[str]:
+    topics = {getattr(value, "TOPIC", None) for value in vars(aggregate).values() if isinstance(value, type)}
+    return {t for t in topics if t is not None and t != aggregate.TOPIC}
 
 
 # Events the fold knows it can pass by: the other streams' own topics. Any
@@ -127,7 +124,8 @@ class SessionFold:
 
     def resume(self, session_id: str, version: int, state: bytes) -> Session:
         stored = StoredEvent(session_id, version, SnapshotOfState.TOPIC, state)
-        return self.mapper.to_domain_event(stored).mutate(None)  # type: ignore[return-value]
+        event: Any = self.mapper.to_domain_event(stored)
+        return cast(Session, event.mutate(None))
 
     def apply(
         self, sessions: dict[str, Session], notifications: Iterable[Notification]
@@ -205,7 +203,7 @@ def _event(topic: str, stream: Any, version: int, state: dict[str, Any]) -> Any:
     """The event object the mapper would make of these decoded values."""
     state["originator_id"] = stream
     state["originator_version"] = version
-    event = object.__new__(_event_class(topic))
+    event: Any = object.__new__(_event_class(topic))
     object.__setattr__(event, "__dict__", state)
     return event
 
@@ -216,7 +214,7 @@ def session_ids_in(notifications: Sequence[Notification]) -> set[str]:
 
 # --- decoding -----------------------------------------------------------------------------
 
-_SCAN = json.JSONDecoder().scan_once
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # there, not in the stubs
 
 
 def _parse(data: bytes) -> Any:

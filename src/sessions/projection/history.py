@@ -102,10 +102,12 @@ def session_at_version(app: SessionsApplication, session_id: str, version: int) 
     return session
 
 
-def session_as_of(app: SessionsApplication, session_id: str, moment: datetime) -> tuple[Session, session_pb2.SynchronizationSession]:
+def session_as_of(
+    app: SessionsApplication, session_id: str, moment: datetime
+) -> tuple[Session, session_pb2.SynchronizationSession]:
     """The session as GetSession would have shown it at ``moment``: the events
     recorded by then, and read-time expiry applied at that moment."""
-    events = list(app.events.get(session_id))
+    events: list[Any] = list(app.events.get(session_id))
     if not events:
         raise NotFound(f"session {session_id!r} not found")
     recorded = [e for e in events if e.timestamp <= moment]

@@ -42,14 +42,17 @@ def retry_parked(app: Any, view: SessionRows) -> RetryResult:
             for e in events
         ]
         notifications = [
-            Notification(id=e.position, originator_id=e.stream, originator_version=e.version, topic=e.topic, state=e.state)
+            Notification(
+                id=e.position, originator_id=e.stream, originator_version=e.version, topic=e.topic, state=e.state
+            )
             for e in events
         ]
         changed, failures = fold.apply(sessions, notifications)
         failed_positions = {n.id: error for n, error in failures}
         for event in events:
             if event.position in failed_positions:
-                still.append(ParkedEvent(event.position, stream, event.version, event.topic, event.state, failed_positions[event.position]))
+                error = failed_positions[event.position]
+                still.append(ParkedEvent(event.position, stream, event.version, event.topic, event.state, error))
             else:
                 applied.append(event.position)
         if changed:

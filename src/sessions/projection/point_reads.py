@@ -22,6 +22,7 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
+from contextlib import suppress
 from typing import Any
 
 from eventsourcing.persistence import OperationalError
@@ -156,10 +157,8 @@ class PostgresPointReads:
     def _discard(self, conn: Any) -> None:
         with self._lock:
             self._count -= 1
-        try:
+        with suppress(Exception):  # it is broken already
             conn.close()
-        except Exception:  # noqa: BLE001, S110 - it is broken already
-            pass
 
     def close(self) -> None:
         while True:

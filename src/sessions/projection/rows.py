@@ -117,6 +117,10 @@ class SessionRows(ABC):
         """Run a query; return its rows as tuples."""
 
     @abstractmethod
+    def drop(self) -> None:
+        """Drop the table, its parked events and its tracking."""
+
+    @abstractmethod
     def _write(self) -> Any:
         """A context manager giving a cursor inside one committed transaction."""
 

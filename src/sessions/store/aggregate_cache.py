@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from copy import deepcopy
 from typing import Any
 
@@ -69,10 +69,8 @@ class CachedAggregates(Application[str]):
     def uncache(self, aggregate_id: str) -> None:
         cache = self.repository.cache
         if cache is not None:
-            try:
+            with suppress(KeyError):
                 cache.get(aggregate_id, evict=True)
-            except KeyError:
-                pass
 
     def save_aggregates(self, aggregates: Sequence[Aggregate], **kwargs: Any) -> list[Any]:
         """The library's ``save`` for what commands save (aggregates, never

@@ -33,6 +33,7 @@ from sessions.store.operations import OperationRecord
 from sessions.store.unit_of_work import (
     Caller,
     ConcurrencyConflict,
+    Handler,
     Outcome,
     Render,
     UnitOfWork,
@@ -64,11 +65,12 @@ class SessionsApplication(StoreApplication):
                 # writes nothing to the streams it read, so no collision
                 # would show them stale.
                 return run(self, self._open, command, caller, render, session_id="", fresh=True)
-        handler = {
+        handlers: dict[type, Handler] = {
             ReportProgress: self._report_progress,
             Heartbeat: self._heartbeat,
             CloseSession: self._close,
-        }[type(command)]
+        }
+        handler = handlers[type(command)]
         with self.stream_lock(command.session_id):
             return run(self, handler, command, caller, render, session_id=command.session_id)
 
@@ -165,7 +167,7 @@ class SessionsApplication(StoreApplication):
                 schedule = self.get(SyncSchedule, _schedule_of(session))
                 if not schedule.expire(session, now=self.clock()):
                     return 0
-                return self.save(session, schedule)
+                return self.commit(session, schedule)
             except IntegrityError:
                 return 0
 
@@ -176,7 +178,7 @@ class SessionsApplication(StoreApplication):
                 session = self.get(Session, session_id)
                 if not session.stall(now=self.clock(), policy=self.policy, principal=SYSTEM_PRINCIPAL):
                     return 0
-                return self.save(session)
+                return self.commit(session)
             except IntegrityError:
                 return 0
 

@@ -24,7 +24,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ def export_events(app: Any, out: Path, on_progress: Progress | None = None) -> i
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "application": app.name,
-            "exported_at": datetime.now(timezone.utc).isoformat(),
+            "exported_at": datetime.now(UTC).isoformat(),
             "head": head,
         }
         f.write(_line(header))

@@ -140,7 +140,7 @@ class StoreApplication(CachedAggregates):
         except NotFound:
             return None
 
-    def save(self, *aggregates: Aggregate) -> int:
+    def commit(self, *aggregates: Aggregate) -> int:
         """Save these aggregates' new events in one atomic write, with what
         ``with_events`` writes for them; return the position (notification
         id) of the last event written."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from contextlib import suppress
 from typing import Any
 
 from eventsourcing.postgres import ConnectionPool, PostgresDatastore, PostgresFactory
@@ -156,10 +157,8 @@ class StorePool(ConnectionPool[Any]):
         try:
             if time.monotonic() - self._probed_at < PROBE_INTERVAL:
                 return False
-            try:
+            with suppress(Exception):  # reported to the health by _connect
                 self._connect(timeout=PROBE_TIMEOUT).close()
-            except Exception:  # noqa: BLE001, S110 - reported to the health by _connect
-                pass
             self._probed_at = time.monotonic()
             return True
         finally:

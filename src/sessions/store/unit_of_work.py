@@ -169,7 +169,7 @@ def _save(
 ) -> Outcome | None:
     """Save the attempt; None when it collided with another writer."""
     try:
-        position = app.save(*uow.changed(), record)
+        position = app.commit(*uow.changed(), record)
     except IntegrityError:
         # Either another writer got there first (nothing of this call was
         # stored), or this very save committed and its acknowledgement was
