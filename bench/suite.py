@@ -33,6 +33,15 @@ folder, or a database ``sessions_bench_<random>`` created on the server of
            thread switches per call (from /proc) in the details.
   rebuild  projection rebuild events/s against the library's decoded read
            rate (select_notifications + mapping), bench/rebuild.py's functions.
+  metrics  GetSession QPS of the service with Prometheus metrics on
+           (``--metrics-listen``, scraped every 5 s) against the same
+           service with metrics off; the qps part's load generator drives
+           both, in turns. Details: the servers' CPU per call, and the
+           counting path timed alone.
+  rest     GetSession over REST (``serve --http-listen``, bench/rest_load.py:
+           raw HTTP/1.1 on keep-alive connections) against GetSession over
+           gRPC (bench/load.py) on the same server process, in turns: QPS
+           with 16 calls in flight, and p50 with one.
 
 Rounds: figure and baseline are measured in turns (--rounds times each);
 the best of the rounds is kept (highest rate, lowest p50), so that load from
@@ -77,6 +86,7 @@ import list_pages  # noqa: E402
 import load  # noqa: E402
 import projector_and_writes as writes_bench  # noqa: E402
 import rebuild as rebuild_bench  # noqa: E402
+import rest_load  # noqa: E402
 from bare_server import FAIL_REASON  # noqa: E402
 
 from sessions.api.operations import renderer  # noqa: E402
@@ -91,7 +101,7 @@ from sessions.projection.write_through import WriteThrough  # noqa: E402
 from sessions.store.application import Caller, SessionsApplication  # noqa: E402
 from sessions.store.urls import parse_store_url  # noqa: E402
 
-PARTS = ("qps", "history", "scale", "rss", "ryw", "agents", "rebuild")
+PARTS = ("qps", "history", "scale", "rss", "ryw", "agents", "rebuild", "metrics", "rest")
 PRINCIPAL = "bench"
 CALLER = Caller(PRINCIPAL)
 POLICY = Policy()
@@ -563,6 +573,244 @@ def part_qps(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     ))
 
 
+SCRAPE_EVERY = 5.0  # seconds; Prometheus scrapes every 15 s to 1 min as a rule
+
+
+def part_metrics(backend: str, url: str, sizes: Sizes, folder: str) -> None:
+    """GetSession QPS with metrics on against off: two servers on one store,
+    the same load, in turns. The server with metrics is scraped every
+    SCRAPE_EVERY seconds meanwhile (a scrape's queries and rendering are part
+    of what metrics cost)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    app = open_app(url)
+    try:
+        ids = populated_sessions(app, sizes.qps_sessions, "metrics")
+    finally:
+        app.close()
+    requests = get_requests(ids)
+    metrics_port = free_port()
+    scrape_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    on = ServerProcess.sessions(
+        url, folder, "--metrics-listen", f"127.0.0.1:{metrics_port}", profile=f"metrics-{backend}-on"
+    )
+    off = ServerProcess.sessions(url, folder, profile=f"metrics-{backend}-off")
+    scrapes: list[float] = []
+    stop = threading.Event()
+
+    def scrape() -> str:
+        with urllib.request.urlopen(scrape_url, timeout=10) as answer:
+            return str(answer.read().decode())
+
+    def scraper() -> None:
+        while not stop.wait(SCRAPE_EVERY):
+            began = time.perf_counter()
+            scrape()
+            scrapes.append(time.perf_counter() - began)
+
+    servers = {"on": on, "off": off}
+    runs: dict[str, list[load.LoadResult]] = {"on": [], "off": []}
+    cpu_per_call: dict[str, list[float]] = {"on": [], "off": []}
+    # An even number of rounds, the order swapped every round: neither
+    # server is always the one measured first.
+    rounds = sizes.qps_rounds + sizes.qps_rounds % 2
+    with on, off:
+        handled_before = _handled_gets(text_string_to_metric_families(scrape()))
+        thread = threading.Thread(target=scraper, daemon=True)
+        thread.start()
+        try:
+            for turn in range(rounds):
+                for name in ("off", "on") if turn % 2 == 0 else ("on", "off"):
+                    server = servers[name]
+                    cpu_before = server.usage()[0]
+                    result = load.run(server.target, GET, requests, duration=sizes.qps_seconds,
+                                      concurrency=sizes.qps_concurrency, processes=sizes.qps_processes)
+                    runs[name].append(result)
+                    cpu_per_call[name].append((server.usage()[0] - cpu_before) / max(result.calls, 1))
+        finally:
+            stop.set()
+            thread.join()
+        handled = _handled_gets(text_string_to_metric_families(scrape())) - handled_before
+    check_errors("metrics", runs["on"] + runs["off"])
+    with_metrics, without = best_qps(runs["on"]), best_qps(runs["off"])
+    answered = sum(r.calls for r in runs["on"])
+    qps_ratios = [a.qps / b.qps for a, b in zip(runs["on"], runs["off"], strict=True)]
+    cpu_on, cpu_off = median(cpu_per_call["on"]), median(cpu_per_call["off"])
+    added = counting_cost()
+    detail(f"[{backend}] metrics: on  {with_metrics.describe()}")
+    detail(f"[{backend}] metrics: off {without.describe()}")
+    detail(
+        f"[{backend}] metrics: all rounds on {[round(r.qps) for r in runs['on']]}, "
+        f"off {[round(r.qps) for r in runs['off']]}; ratio in each round "
+        f"{', '.join(f'{x:.3f}' for x in qps_ratios)}; median {median(qps_ratios):.3f}"
+    )
+    detail(
+        f"[{backend}] metrics: server CPU per GetSession (median of the rounds, warm-up included) "
+        f"on {cpu_on * 1e6:.0f} us, off {cpu_off * 1e6:.0f} us ({cpu_on / cpu_off:.3f}x); "
+        f"the counting path timed alone in this process: {added * 1e6:.2f} us per call "
+        f"({added / cpu_off * 100:.1f}% of a call's CPU)"
+    )
+    plain, counted = served_call_cost()
+    detail(
+        f"[{backend}] metrics: one unary call through grpc in this process (best of 30 batches): "
+        f"{plain * 1e6:.1f} us without, {counted * 1e6:.1f} us with the metrics interceptor "
+        f"({counted / plain:.3f}x)"
+    )
+    detail(
+        f"[{backend}] metrics: {len(scrapes)} scrapes, median {median(scrapes) * 1e3:.1f} ms; "
+        f"GetSession OK counted {handled:.0f}, answered OK at least {answered} (with warm-up calls)"
+        if scrapes else f"[{backend}] metrics: no scrape during the runs"
+    )
+    FIGURES.append(Figure(
+        "metrics", "GetSession QPS, metrics on", backend, with_metrics.qps, "calls/s", without.qps,
+        "the same service, metrics off", ">= 0.95x", ratio_target=lambda r: r >= 0.95,
+    ))
+
+
+def counting_cost(calls: int = 200_000) -> float:
+    """Seconds that metrics add to one unary call on the serving path: grpc's
+    pipeline and the interceptor (on grpc's polling thread) and the counting
+    wrapper (on the worker), timed alone against the same call without them
+    (the best of three runs of ``calls`` calls)."""
+    from sessions.metrics import Metrics
+
+    class Context:  # what the wrapper asks of grpc's context
+        def code(self) -> None:
+            return None
+
+    class Details:
+        method = GET
+        invocation_metadata = ()
+
+    def behavior(request: Any, context: Any) -> bytes:
+        return b""
+
+    handler = grpc.unary_unary_rpc_method_handler(behavior)
+    interceptor = Metrics().interceptor()
+    continuation = lambda details: handler  # noqa: E731
+    wrapped = interceptor.intercept_service(continuation, Details()).unary_unary
+    context, details = Context(), Details()
+
+    def timed(call: Callable[[], Any]) -> float:
+        best = float("inf")
+        for _ in range(3):
+            began = time.perf_counter()
+            for _ in range(calls):
+                call()
+            best = min(best, time.perf_counter() - began)
+        return best / calls
+
+    try:  # grpc's own pipeline of interceptors, as its server runs it (a private module)
+        from grpc._interceptor import service_pipeline
+
+        pipeline = service_pipeline([interceptor])
+        assert pipeline is not None
+        execute: Callable[[], Any] = lambda: pipeline.execute(continuation, details)  # noqa: E731
+    except ImportError:
+        execute = lambda: interceptor.intercept_service(continuation, details)  # noqa: E731
+    bare = timed(lambda: (continuation(details), behavior(b"", context)))
+    counted = timed(lambda: (execute(), wrapped(b"", context)))
+    return max(counted - bare, 0.0)
+
+
+def served_call_cost(batches: int = 30, calls: int = 300) -> tuple[float, float]:
+    """Seconds per unary call through a real grpc server in this process,
+    without and with the metrics interceptor (a trivial handler, one call in
+    flight; the best of ``batches`` batches, in turns): what metrics add to
+    the whole of grpc's path, with little of the machine's noise."""
+    from concurrent import futures
+
+    from sessions.metrics import Metrics
+
+    def behavior(request: Any, context: Any) -> bytes:
+        return b"x" * 200
+
+    handler = grpc.unary_unary_rpc_method_handler(behavior)
+    servers, channels, calls_of = [], [], {}
+    for name, interceptors in (("off", None), ("on", [Metrics().interceptor()])):
+        server = grpc.server(futures.ThreadPoolExecutor(8), interceptors=interceptors)
+        server.add_registered_method_handlers("bench.Metrics", {"Call": handler})
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        channels.append(channel)
+        calls_of[name] = channel.unary_unary("/bench.Metrics/Call", _registered_method=True)
+        calls_of[name](b"", timeout=10)
+    best = {name: float("inf") for name in calls_of}
+    try:
+        for _ in range(batches):
+            for name, call in calls_of.items():
+                began = time.perf_counter()
+                for _ in range(calls):
+                    call(b"", timeout=10)
+                best[name] = min(best[name], (time.perf_counter() - began) / calls)
+    finally:
+        for channel in channels:
+            channel.close()
+        for server in servers:
+            server.stop(None)
+    return best["off"], best["on"]
+
+
+def _handled_gets(families: Any) -> float:
+    return sum(
+        sample.value
+        for family in families
+        if family.name == "grpc_server_handled"
+        for sample in family.samples
+        if sample.labels.get("grpc_method") == "GetSession" and sample.labels.get("grpc_code") == "OK"
+    )
+
+
+def part_rest(backend: str, url: str, sizes: Sizes, folder: str) -> None:
+    """GetSession over REST against over gRPC: one server process, both faces."""
+    app = open_app(url)
+    try:
+        ids = populated_sessions(app, sizes.qps_sessions, "rest")
+    finally:
+        app.close()
+    http_port = free_port()
+    paths = [f"/organization-manager/v1/idp/synchronization-sessions/{sid}" for sid in ids]
+    requests = get_requests(ids)
+    with ServerProcess.sessions(url, folder, "--http-listen", f"127.0.0.1:{http_port}", profile=f"rest-{backend}") as server:
+        concurrency = sizes.qps_concurrency
+
+        def over_rest(n: int, seconds: float) -> Callable[[], load.LoadResult]:
+            return lambda: rest_load.run("127.0.0.1", http_port, paths, duration=seconds, concurrency=n)
+
+        def over_grpc(n: int, seconds: float) -> Callable[[], load.LoadResult]:
+            return lambda: load.run(server.target, GET, requests, duration=seconds, concurrency=n, processes=1)
+
+        qps = in_turns(sizes.qps_rounds, {
+            "grpc": over_grpc(concurrency, sizes.qps_seconds), "rest": over_rest(concurrency, sizes.qps_seconds),
+        })
+        latency = in_turns(sizes.rounds, {
+            "grpc": over_grpc(1, sizes.latency_seconds), "rest": over_rest(1, sizes.latency_seconds),
+        })
+    check_errors("rest", qps["rest"] + qps["grpc"] + latency["rest"] + latency["grpc"])
+    rest, grpc_ = best_qps(qps["rest"]), best_qps(qps["grpc"])
+    rest_p50, grpc_p50 = best_p50(latency["rest"]), best_p50(latency["grpc"])
+    detail(f"[{backend}] rest: REST {rest.describe()}")
+    detail(f"[{backend}] rest: gRPC {grpc_.describe()}")
+    detail(f"[{backend}] rest: one in flight: REST {rest_p50.describe()}")
+    detail(f"[{backend}] rest: one in flight: gRPC {grpc_p50.describe()}")
+    detail(
+        f"[{backend}] rest: all rounds REST {[round(r.qps) for r in qps['rest']]}, "
+        f"gRPC {[round(r.qps) for r in qps['grpc']]}"
+    )
+    FIGURES.append(Figure(
+        "rest", f"GetSession QPS over REST ({concurrency} in flight)", backend, rest.qps, "calls/s", grpc_.qps,
+        "GetSession over gRPC, same server",
+    ))
+    FIGURES.append(Figure(
+        "rest", "GetSession p50 over REST (1 in flight)", backend, rest_p50.p50, "ms", grpc_p50.p50,
+        "GetSession over gRPC, same server",
+    ))
+
+
 def part_history(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     app = open_app(url)
     try:
@@ -983,7 +1231,7 @@ def main() -> int:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sessions_suite_") as folder:
         for backend in backends:
-            for part in ("qps", "history", "ryw", "agents", "rebuild"):
+            for part in ("qps", "history", "ryw", "agents", "rebuild", "metrics", "rest"):
                 if part not in parts:
                     continue
                 print(f"\n[{backend}] {part} ...", flush=True)

@@ -43,6 +43,8 @@ class TcpProxy:
         """Refuse new connections and reset the open ones; return the moment."""
         listener, self._listener = self._listener, None
         if listener is not None:
+            with contextlib.suppress(OSError):  # wakes the acceptor (a close alone leaves it in accept())
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         if self._acceptor is not None:
             self._acceptor.join(5)

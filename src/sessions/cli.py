@@ -11,7 +11,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sessions import audit_cli, projections_cli, security_cli, version
@@ -70,6 +71,39 @@ def _add_deadlines(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_metrics(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-listen",
+        default=_env("metrics_listen"),
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (env SESSIONS_METRICS_LISTEN; "
+        "default off)",
+    )
+
+
+@contextmanager
+def _metrics_usage() -> Iterator[None]:
+    """A --metrics-listen that is not HOST:PORT, or cannot be bound: exit 2."""
+    from sessions.metrics import MetricsConfigError
+
+    try:
+        yield
+    except MetricsConfigError as e:
+        raise UsageError(str(e)) from None
+
+
+def _serve_metrics(listen: str | None) -> Any:
+    """Metrics served on ``listen`` (None: off)."""
+    if not listen:
+        return None
+    from sessions.metrics import Metrics
+
+    metrics = Metrics()
+    with _metrics_usage():
+        metrics.listen(listen)
+    return metrics
+
+
 def _policy(args: argparse.Namespace) -> Policy:
     try:
         return Policy.from_seconds(**{name: getattr(args, name) for name in POLICY_FLAGS})
@@ -89,7 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sessions.security_cli import reload_on_sighup, server_kwargs, usage_errors
     from sessions.server import SessionsServer
 
-    with usage_errors():
+    with usage_errors(), _metrics_usage():
         server = SessionsServer(
             args.store or default_store_url(),
             args.listen,
@@ -98,10 +132,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             run_deadlines=not args.no_deadlines,
             deadline_interval=args.deadline_interval,
             rebuild_on_start=args.rebuild_on_start,
+            http_listen=args.http_listen,
+            metrics_listen=args.metrics_listen,
             **server_kwargs(args),
         )
     reload_on_sighup(server)
-    server.start()
+    with _metrics_usage():
+        server.start()
     _wait_for_signal()
     server.stop(grace=args.grace)
     return 0
@@ -113,9 +150,12 @@ def cmd_project(args: argparse.Namespace) -> int:
     from sessions.projection.read_model import ReadModel
     from sessions.projection.write_through import WriteThrough
 
+    metrics = _serve_metrics(args.metrics_listen)  # before the store is opened
     app = open_app(args, policy=_policy(args), with_events=WriteThrough)
     log.info("store: %s", app.settings.description)
     read_model = ReadModel(app)
+    if metrics is not None:
+        metrics.observe(app, read_model.registry)
     projector = read_model.projector
     assert projector is not None
     projector.batch_size = args.batch_size
@@ -127,6 +167,8 @@ def cmd_project(args: argparse.Namespace) -> int:
     projector.on_batch = None
     log.info("projector: caught up at %d; tailing the log", projector.position)
     if args.once:
+        if metrics is not None:
+            metrics.close()
         app.close()
         return 0
     read_model.start()
@@ -141,6 +183,8 @@ def cmd_project(args: argparse.Namespace) -> int:
     if deadlines is not None:
         deadlines.stop()
     read_model.stop()
+    if metrics is not None:
+        metrics.close()
     app.close()
     return 0
 
@@ -183,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="address to listen on (env SESSIONS_LISTEN; default 127.0.0.1:50051)",
     )
+    serve.add_argument(
+        "--http-listen",
+        default=_env("http_listen"),
+        metavar="HOST:PORT",
+        help="also serve the REST face (HTTP/JSON) there (env SESSIONS_HTTP_LISTEN; default off)",
+    )
     _add_store(serve)
     _add_policy(serve)
     serve.add_argument(
@@ -197,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="if the stored read model is an older version, rebuild it while it serves",
     )
     serve.add_argument("--grace", type=float, default=10.0, help="shutdown grace in seconds")
+    _add_metrics(serve)
     security_cli.add_serve_options(serve)
     serve.set_defaults(run=cmd_serve)
 
@@ -206,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_deadlines(project)
     project.add_argument("--once", action="store_true", help="catch up, then exit")
     project.add_argument("--batch-size", type=int, default=500, help="events per transaction")
+    _add_metrics(project)
     project.set_defaults(run=cmd_project)
 
     audit_cli.add_commands(commands)

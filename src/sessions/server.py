@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 from concurrent import futures
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,6 +29,7 @@ from sessions.api.protos import (
 from sessions.api.servicers import OperationService, SessionService
 from sessions.deadlines import DEFAULT_INTERVAL, DeadlineWorker
 from sessions.domain.policy import Policy
+from sessions.metrics import Metrics, parse_listen
 from sessions.projection.read_model import ReadModel
 from sessions.projection.write_through import WriteThrough
 from sessions.store.application import SessionsApplication
@@ -40,8 +42,12 @@ from sessions.transport import (
     SecurityConfigError,
     ServerTLS,
     is_loopback,
+    listen_host,
     server_options,
 )
+
+if TYPE_CHECKING:
+    from sessions.rest.serving import HttpServer
 
 log = logging.getLogger("sessions.server")
 
@@ -72,14 +78,23 @@ class SessionsServer:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_concurrent_rpcs: int | None = DEFAULT_MAX_CONCURRENT_RPCS,
         max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION,
+        http_listen: str | None = None,
+        metrics_listen: str | None = None,
     ):
         """Security (issue 7): with ``auth_file`` every call is authenticated
         and authorized (sessions.api.access); without, the server is open and
         may listen only on loopback unless ``insecure_no_auth``. Raises
         SecurityConfigError or credentials.CredentialsError before anything
-        is opened when the configuration is unsafe or unreadable."""
+        is opened when the configuration is unsafe or unreadable.
+
+        ``metrics_listen`` (HOST:PORT): serve Prometheus metrics there
+        (sessions.metrics); a value that is not HOST:PORT raises
+        MetricsConfigError here, an address that cannot be bound in start()."""
         self.settings = parse_store_url(store_url)
         self.listen = listen
+        self.http_listen = http_listen or None  # the REST face (sessions.rest); off by default
+        self.http_port = 0
+        self.http: HttpServer | None = None
         self.policy = policy or Policy()
         self.run_projector = run_projector
         self.run_deadlines = run_deadlines
@@ -97,6 +112,11 @@ class SessionsServer:
         self.max_message_bytes = max_message_bytes
         self.max_concurrent_rpcs = max_concurrent_rpcs
         self.max_streams_per_connection = max_streams_per_connection
+        self.metrics_listen = metrics_listen
+        self.metrics: Metrics | None = None
+        if metrics_listen:
+            parse_listen(metrics_listen)
+            self.metrics = Metrics()
         self.access = (
             AccessInterceptor(credentials_file.load(self.auth_file)) if self.auth_file else None
         )
@@ -106,6 +126,12 @@ class SessionsServer:
                 "accepted. Give --auth-file (SESSIONS_AUTH_FILE) with tokens made by "
                 "`sessions auth add-token`, listen on 127.0.0.1, or pass --insecure-no-auth "
                 "if an open server on this address is really intended."
+            )
+        if self.http_listen:
+            listen_host(self.http_listen)  # HOST:PORT, or SecurityConfigError (bad usage)
+        if self.http_listen and self.access is None and not is_loopback(self.http_listen) and not insecure_no_auth:
+            raise SecurityConfigError(
+                f"refusing to serve REST on {self.http_listen} without credentials (see --listen)"
             )
 
     def reload_credentials(self) -> bool:
@@ -127,6 +153,9 @@ class SessionsServer:
     def start(self) -> int:
         """Start serving; return the bound port. Health says SERVING once the
         projector has folded the log as it was at start."""
+        if self.metrics is not None:
+            assert self.metrics_listen is not None
+            self.metrics.listen(self.metrics_listen)  # first: a busy port fails before anything opens
         log.info("sessions %s", sessions.version())
         log.info("store: %s", self.settings.description)
         log.info("policy: %s", self.policy.describe())
@@ -136,6 +165,8 @@ class SessionsServer:
         )
         self.read_model = read_model = ReadModel(self.app, run_projector=self.run_projector)
         self.projector = read_model.projector
+        if self.metrics is not None:
+            self.metrics.observe(self.app, read_model.registry)
         self.deadlines = (
             DeadlineWorker(
                 self.app,
@@ -155,6 +186,11 @@ class SessionsServer:
             self.port = self.server.add_insecure_port(self.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.listen}")
+        if self.http_listen:  # before gRPC serves: a REST address that cannot be bound stops the start
+            from sessions.rest import http_server
+
+            self.http = http_server(self, self.http_listen)
+            self.http_port = self.http.start()
         self.server.start()
         host = self.listen.rsplit(":", 1)[0]
         transport = self.tls.describe() if self.tls is not None else "plaintext"
@@ -169,7 +205,7 @@ class SessionsServer:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="grpc"),
             options=server_options(self.max_message_bytes, self.max_streams_per_connection),
-            interceptors=[self.access] if self.access is not None else None,
+            interceptors=self._interceptors() or None,
             maximum_concurrent_rpcs=self.max_concurrent_rpcs,
         )
         # Every request is decoded and checked at the edge (api.edge).
@@ -227,6 +263,15 @@ class SessionsServer:
             log.info("deadlines: sweeping every %gs", self.deadline_interval)
         if self.rebuild_on_start and read_model.outdated:
             threading.Thread(target=self._rebuild, name="rebuild", daemon=True).start()
+
+    def _interceptors(self) -> list[grpc.ServerInterceptor]:
+        """Metrics first: they count the calls access control refuses."""
+        interceptors: list[grpc.ServerInterceptor] = []
+        if self.metrics is not None:
+            interceptors.append(self.metrics.interceptor())
+        if self.access is not None:
+            interceptors.append(self.access)
+        return interceptors
 
     def _rebuild(self) -> None:
         """Build the current version while the old one serves; it takes over
@@ -304,9 +349,13 @@ class SessionsServer:
         log.info("shutting down: finishing in-flight calls (up to %gs)", grace)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.http is not None:
+            self.http.stop()
         self.server.stop(grace).wait()
         if self.deadlines is not None:
             self.deadlines.stop()
         self.read_model.stop()
+        if self.metrics is not None:
+            self.metrics.close()
         self.app.close()
         log.info("stopped")

@@ -77,12 +77,12 @@ def _build_status(app: Any, registry: Registry, table: str, version: int, head: 
         version=version,
         position=position,
         lag_events=max(head - position, 0),
-        lag_seconds=_lag_seconds(app, position),
+        lag_seconds=lag_seconds(app, position),
         parked=view.parked_count(),
     )
 
 
-def _lag_seconds(app: Any, position: int) -> float | None:
+def lag_seconds(app: Any, position: int) -> float | None:
     """How long the oldest event not yet folded has waited."""
     pending = app.recorder.select_notifications(start=position, limit=1, inclusive_of_start=False)
     if not pending:

@@ -18,6 +18,7 @@ deadline worker.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from eventsourcing.persistence import IntegrityError
@@ -53,10 +54,18 @@ Result = Opened | Changed
 
 class SessionsApplication(StoreApplication):
     name = "sessions"  # fixed: table names derive from it (the library names a class by itself)
+    # Told the method of each answer given from a stored record (metrics).
+    on_replay: Callable[[str], None] | None = None
 
     def execute(self, command: Command, caller: Caller, render: Render) -> Outcome:
         """Handle ``command`` for ``caller``; ``render`` makes the answer
         that is stored with the events (and returned)."""
+        outcome = self._handle(command, caller, render)
+        if outcome.replayed and self.on_replay is not None:
+            self.on_replay(command.method)
+        return outcome
+
+    def _handle(self, command: Command, caller: Caller, render: Render) -> Outcome:
         if isinstance(command, OpenSession):
             require_acting_for(command.agent_id, caller.acting_for, "open a session")
             stream = schedule_id(command.subject_container_id, command.session_type)

@@ -60,6 +60,15 @@ class _Save:
         self.wake.acquire()
 
 
+class CommitObserver(Protocol):
+    """Told what was committed (metrics): each commit's number of saves, and
+    the events of each save that committed."""
+
+    def group_committed(self, saves: int) -> None: ...
+
+    def events_appended(self, events: Sequence[StoredEvent]) -> None: ...
+
+
 class GroupCommit:
     """Mixed into a library recorder, before it in the bases."""
 
@@ -68,11 +77,15 @@ class GroupCommit:
         self._committing = False  # someone holds the commit turn
         self._turns = threading.Lock()  # guards the queue and the turn
         self.group_sizes = _GroupSizes()
+        self.observer: CommitObserver | None = None
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         if kwargs.get("tracking") is not None or not stored_events:
             # A tracked write (a process application's) stays on its own.
-            return self._insert_one(stored_events, kwargs)
+            ids = self._insert_one(stored_events, kwargs)
+            if self.observer is not None:
+                self.observer.events_appended(stored_events)
+            return ids
         save = _Save(stored_events, kwargs)
         with self._turns:
             self._queue.append(save)
@@ -86,6 +99,8 @@ class GroupCommit:
             self._commit_queued()
         if save.error is not None:
             raise save.error
+        if self.observer is not None:
+            self.observer.events_appended(stored_events)
         return save.ids
 
     def _commit_queued(self) -> None:
@@ -112,6 +127,8 @@ class GroupCommit:
 
     def _commit(self, group: list[_Save]) -> None:
         self.group_sizes.add(len(group))
+        if self.observer is not None:
+            self.observer.group_committed(len(group))
         if len(group) == 1:
             self._commit_alone(group[0])
             return
