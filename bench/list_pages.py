@@ -144,7 +144,7 @@ def fill_sql(
 
 def load(server: SessionsServer, url: str, backend: str, sessions: int) -> float:
     """Fill the table (untimed for the pages; returned for the record)."""
-    view = server.read_model.projector.view
+    view = server.read_model.projector.table
     params = {"session": placeholder_session()}
     started = time.perf_counter()
     with view.datastore.transaction(commit=True) as c:  # type: ignore[attr-defined]
@@ -183,7 +183,7 @@ def timed(calls: dict[str, Callable[[], object]], fetches: int, warmup: int = 10
 def middle_cursor(server: SessionsServer, backend: str, filter_text: str) -> Cursor:
     """The row in the middle of the big container's listing (for this filter):
     a deep page starts after it. Found once, by an OFFSET query (slow, untimed)."""
-    view = server.read_model.projector.view
+    view = server.read_model.projector.table
     conditions = filters.parse(filter_text).conditions
     count_query = PageQuery(BIG, conditions, NOW, None, 10**9)
     built = page_sql(count_query, "{table}" if backend == "postgresql" else view.table, "%s" if backend == "postgresql" else "?")
@@ -204,7 +204,7 @@ def middle_cursor(server: SessionsServer, backend: str, filter_text: str) -> Cur
 
 
 def explain(server: SessionsServer, backend: str, query: PageQuery) -> list[str]:
-    view = server.read_model.projector.view
+    view = server.read_model.projector.table
     if backend == "sqlite":
         built = page_sql(query, view.table, "?")
         assert built is not None
@@ -231,8 +231,8 @@ def bench_backend(backend: str, url: str, args: argparse.Namespace) -> dict[str,
     try:
         out["load_s"] = load(server, url, backend, args.sessions)
         print(f"  {backend}: loaded {args.sessions + args.sessions // 2 + 10:,} rows in {out['load_s']:.1f} s", file=sys.stderr)
-        key = server.read_model.projector.view.page_token_key()
-        read_model_list = server.read_model.projector.view.list_page
+        key = server.read_model.projector.table.page_token_key()
+        read_model_list = server.read_model.projector.table.list_page
         size = args.page_size
         figures: dict[str, dict[str, float]] = {}
         rows: dict[str, int] = {}

@@ -44,12 +44,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sessions.api.operations import renderer
 from sessions.api.protos import service_pb2, service_pb2_grpc, session_pb2
+from sessions.domain.commands import OpenSession, ReportProgress
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType, SyncMode
 from sessions.domain.policy import Policy
 from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.domain.session import Session
-from sessions.projection.runner import DEFAULT_BATCH_SIZE, Projector
-from sessions.projection.snapshots import open_snapshots
+from sessions.projection.projector import DEFAULT_BATCH_SIZE, Projector
+from sessions.projection.row_tables import open_rows
 from sessions.server import SessionsServer
 from sessions.store.application import Caller, SessionsApplication
 from sessions.store.operations import OperationRecord
@@ -118,7 +119,7 @@ def write_log(app: SessionsApplication, events: int) -> int:
         return renderer("OpenSession", PRINCIPAL)(operation_id, now, result)
 
     for i in range(sessions):
-        app.open_session(f"bench-container-{i}", "agent", SessionType.AD_SYNC, Caller(PRINCIPAL), capture)
+        app.execute(OpenSession(f"bench-container-{i}", "agent", SessionType.AD_SYNC), Caller(PRINCIPAL), capture)
     loaded = [app.get_session(sid) for sid in session_ids]
     round_number = 0
     while head(app) < events:
@@ -172,7 +173,7 @@ def bench_fold_and_read(url: str, batch_size: int) -> dict[str, float]:
     app = open_app(url)
     try:
         read_all(app, batch_size)  # warm the caches the same way for both
-        view = open_snapshots(app)
+        view = open_rows(app)
         projector = Projector(app, view, batch_size=batch_size)
         began = time.perf_counter()
         folded = projector.catch_up()
@@ -287,7 +288,7 @@ def bench_command(url: str, session_id: str, calls: int, warmup: int = 20) -> di
         latencies = []
         for i in range(warmup + calls):
             began = time.perf_counter()
-            app.report_progress(session_id, entries, Caller(PRINCIPAL), render)
+            app.execute(ReportProgress(session_id, entries), Caller(PRINCIPAL), render)
             if i >= warmup:
                 latencies.append(time.perf_counter() - began)
         return percentiles(latencies)

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from sessions.api.operations import renderer
+from sessions.domain.commands import CloseSession, Heartbeat, OpenSession, ReportProgress
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType
 from sessions.domain.policy import Policy
 from sessions.domain.progress import ChangeCount, ProgressEntry
@@ -60,19 +61,19 @@ def write_log(url: str, sessions: int) -> int:
         return run
 
     for i in range(sessions):
-        app.open_session(f"container-{i % 500}-{i}", "agent", SessionType.AD_SYNC, AGENT, capture("OpenSession"))
+        app.execute(OpenSession(f"container-{i % 500}-{i}", "agent", SessionType.AD_SYNC), AGENT, capture("OpenSession"))
         sid = ids[-1]
         for _ in range(rng.randint(4, 12)):
             clock.advance(1)
             if rng.random() < 0.25:
-                app.heartbeat(sid, AGENT, renderer("Heartbeat", AGENT.principal))
+                app.execute(Heartbeat(sid), AGENT, renderer("Heartbeat", AGENT.principal))
             else:
                 entries = [
                     ProgressEntry(t, tuple(ChangeCount(c, rng.randint(0, 500), rng.randint(0, 3)) for c in rng.sample(list(ChangeType), rng.randint(1, 4))))
                     for t in rng.sample(list(RelatedObjectType), rng.randint(1, 3))
                 ]
-                app.report_progress(sid, entries, AGENT, renderer("ReportSessionProgress", AGENT.principal))
-        app.close_session(sid, rng.random() < 0.1, "", AGENT, renderer("CloseSession", AGENT.principal))
+                app.execute(ReportProgress(sid, entries), AGENT, renderer("ReportSessionProgress", AGENT.principal))
+        app.execute(CloseSession(sid, rng.random() < 0.1, ""), AGENT, renderer("CloseSession", AGENT.principal))
         clock.advance(1)
     head = app.recorder.max_notification_id() or 0
     app.close()

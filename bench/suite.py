@@ -94,12 +94,12 @@ from bare_server import FAIL_REASON  # noqa: E402
 
 from sessions.api.operations import renderer  # noqa: E402
 from sessions.api.protos import service_pb2, service_pb2_grpc  # noqa: E402
+from sessions.domain.commands import CloseSession, OpenSession, ReportProgress
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType  # noqa: E402
 from sessions.domain.policy import Policy  # noqa: E402
 from sessions.domain.progress import ChangeCount, ProgressEntry  # noqa: E402
-from sessions.projection.fold import SessionFold  # noqa: E402
 from sessions.projection.rebuild import rebuild as rebuild_read_model  # noqa: E402
-from sessions.projection.snapshots import open_snapshots, snapshots_on  # noqa: E402
+from sessions.projection.row_tables import open_rows, rows_on
 from sessions.projection.write_through import WriteThrough  # noqa: E402
 from sessions.store.application import Caller, SessionsApplication  # noqa: E402
 from sessions.store.urls import parse_store_url  # noqa: E402
@@ -472,7 +472,7 @@ def open_sessions(app: SessionsApplication, count: int, tag: str) -> list[str]:
         return render(operation_id, now, result)
 
     for i in range(count):
-        app.open_session(f"bench-{tag}-{i}", f"agent-{i % 7}", SessionType.AD_SYNC, CALLER, capture)
+        app.execute(OpenSession(f"bench-{tag}-{i}", f"agent-{i % 7}", SessionType.AD_SYNC), CALLER, capture)
     return ids
 
 
@@ -483,8 +483,8 @@ def populated_sessions(app: SessionsApplication, count: int, tag: str) -> list[s
     report = renderer("ReportSessionProgress", PRINCIPAL)
     close = renderer("CloseSession", PRINCIPAL)
     for sid in ids:
-        app.report_progress(sid, FULL_REPORT, CALLER, report)
-        app.close_session(sid, True, FAIL_REASON, CALLER, close)
+        app.execute(ReportProgress(sid, FULL_REPORT), CALLER, report)
+        app.execute(CloseSession(sid, True, FAIL_REASON), CALLER, close)
     return ids
 
 
@@ -888,7 +888,7 @@ def fill_read_model(url: str, total: int, real: int, tag: str) -> tuple[list[str
     app = open_app(url)
     try:
         ids = populated_sessions(app, real, tag)
-        table = open_snapshots(app).table
+        table = open_rows(app).table
     finally:
         app.close()
     start = 100
@@ -985,16 +985,17 @@ def write_breakdown(url: str, session_id: str, calls: int, warmup: int = 20) -> 
     row, in turns. The rows go to a table of its own (dropped at the end), so
     the server's read model is untouched."""
     app = open_app(url)
-    view = snapshots_on(app, f"bench_breakdown_{uuid.uuid4().hex[:8]}")
-    with_rows = WriteThrough(SessionFold(app.mapper), _OneTable(view), lambda written, position: None)  # type: ignore[arg-type]
+    view = rows_on(app, f"bench_breakdown_{uuid.uuid4().hex[:8]}")
+    with_rows = WriteThrough(app)
+    with_rows.tables = _OneTable(view)  # type: ignore[assignment]
     try:
         render = renderer("ReportSessionProgress", PRINCIPAL)
         times: dict[str, list[float]] = {"with_rows": [], "without": []}
         for i in range(warmup + calls):
             for kind, hook in (("with_rows", with_rows), ("without", None)):
-                app.write_through = hook
+                app.with_events = hook
                 t0 = time.perf_counter()
-                app.report_progress(session_id, ONE_REPORT, CALLER, render)
+                app.execute(ReportProgress(session_id, ONE_REPORT), CALLER, render)
                 if i >= warmup:
                     times[kind].append(time.perf_counter() - t0)
         return {kind: writes_bench.percentiles(values) for kind, values in times.items()}
@@ -1018,7 +1019,7 @@ def command_rate(url: str, session_ids: list[str], seconds: float) -> float:
         def agent(k: int, sid: str) -> None:
             start.wait()
             while time.perf_counter() < deadline[0]:
-                app.report_progress(sid, ONE_REPORT, CALLER, render)
+                app.execute(ReportProgress(sid, ONE_REPORT), CALLER, render)
                 counts[k] += 1
 
         threads = [threading.Thread(target=agent, args=(k, sid)) for k, sid in enumerate(session_ids)]

@@ -45,13 +45,13 @@ class DeadlineWorker:
     def __init__(
         self,
         app: SessionsApplication,
-        view: DueSessions,
+        due: DueSessions,
         *,
         interval: float = DEFAULT_INTERVAL,
         on_sweep: Callable[[Sweep], None] | None = None,
     ):
         self.app = app
-        self.view = view
+        self.due = due
         self.interval = interval
         self.on_sweep = on_sweep
         self._stop = threading.Event()
@@ -61,12 +61,12 @@ class DeadlineWorker:
         """Record every stall and expiry due now; return what was recorded."""
         result = Sweep()
         now = self.app.clock()
-        for session_id in self.view.due_to_expire(micros(now), BATCH):
+        for session_id in self.due.due_to_expire(micros(now), BATCH):
             if position := self.app.expire_session(session_id):
                 result.expired += 1
                 result.position = max(result.position, position)
         silent_since = micros(now - self.app.policy.heartbeat_grace)
-        for session_id in self.view.due_to_stall(silent_since, BATCH):
+        for session_id in self.due.due_to_stall(silent_since, BATCH):
             if position := self.app.stall_session(session_id):
                 result.stalled += 1
                 result.position = max(result.position, position)

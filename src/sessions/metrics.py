@@ -335,12 +335,13 @@ class StoreCollector(Collector):
             yield family
 
     def _read(self) -> dict[str, float] | None:
-        from sessions.projection.snapshots import NAME, snapshots_named
+        from sessions.projection.row_tables import rows_named
+        from sessions.projection.rows import NAME
         from sessions.projection.status import lag_seconds
 
         try:
             live = self.registry.get(NAME).live_table
-            view = snapshots_named(self.app, live)
+            view = rows_named(self.app, live)
             position = view.position()
             head = self.app.recorder.max_notification_id() or 0
             lag = lag_seconds(self.app, position) if head > position else 0.0

@@ -31,6 +31,7 @@ from sessions.deadlines import DEFAULT_INTERVAL, DeadlineWorker
 from sessions.domain.policy import Policy
 from sessions.metrics import Metrics, parse_listen
 from sessions.projection.read_model import ReadModel
+from sessions.projection.write_through import WriteThrough
 from sessions.store.application import SessionsApplication
 from sessions.store.clock import Clock, system_clock
 from sessions.store.urls import parse_store_url
@@ -158,7 +159,10 @@ class SessionsServer:
         log.info("sessions %s", sessions.version())
         log.info("store: %s", self.settings.description)
         log.info("policy: %s", self.policy.describe())
-        self.app = SessionsApplication(self.settings, policy=self.policy, clock=self.clock)
+        # Each command writes its sessions' rows with its events (read-your-writes).
+        self.app = SessionsApplication(
+            self.settings, policy=self.policy, clock=self.clock, with_events=WriteThrough
+        )
         self.read_model = read_model = ReadModel(self.app, run_projector=self.run_projector)
         self.projector = read_model.projector
         if self.metrics is not None:
@@ -174,46 +178,7 @@ class SessionsServer:
             else None
         )
 
-        self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="grpc"),
-            options=server_options(self.max_message_bytes, self.max_streams_per_connection),
-            interceptors=self._interceptors() or None,
-            maximum_concurrent_rpcs=self.max_concurrent_rpcs,
-        )
-        # Every request is decoded and checked at the edge (api.edge).
-        add_service(
-            service_pb2_grpc.add_SynchronizationSessionServiceServicer_to_server,
-            SessionService(self.app, read_model),
-            self.server,
-            SessionService.SERIALIZED_RESPONSES,
-        )
-        add_service(
-            operation_service_pb2_grpc.add_OperationServiceServicer_to_server,
-            OperationService(self.app),
-            self.server,
-            OperationService.SERIALIZED_RESPONSES,
-        )
-        add_service(
-            audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditService(self.app), self.server
-        )
-        self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        # Liveness: SERVING while the process runs, whatever the store does.
-        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
-        # Readiness follows the store: NOT_SERVING while it cannot be reached.
-        self.app.store_health.on_down(self._update_health)
-        self.app.store_health.on_back(self._update_health)
-        reflection.enable_server_reflection(
-            (
-                SESSION_SERVICE,
-                OPERATION_SERVICE,
-                AUDIT_SERVICE,
-                health.SERVICE_NAME,
-                reflection.SERVICE_NAME,
-            ),
-            self.server,
-        )
+        self.server = self._grpc_server(read_model)
         if self.tls is not None:
             assert self._tls_credentials is not None  # made with self.tls
             self.port = self.server.add_secure_port(self.listen, self._tls_credentials)
@@ -240,7 +205,57 @@ class SessionsServer:
         log.info("listening on %s:%d (gRPC, %s)", host, self.port, transport)
         self._log_security()
 
-        log.info("read model: serving %s", read_model.table)
+        self._start_workers(read_model)
+        return self.port
+
+    def _grpc_server(self, read_model: ReadModel) -> grpc.Server:
+        """The gRPC server with every service registered (not yet listening)."""
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="grpc"),
+            options=server_options(self.max_message_bytes, self.max_streams_per_connection),
+            interceptors=self._interceptors() or None,
+            maximum_concurrent_rpcs=self.max_concurrent_rpcs,
+        )
+        # Every request is decoded and checked at the edge (api.edge).
+        add_service(
+            service_pb2_grpc.add_SynchronizationSessionServiceServicer_to_server,
+            SessionService(self.app, read_model),
+            server,
+            SessionService.SERIALIZED_RESPONSES,
+        )
+        add_service(
+            operation_service_pb2_grpc.add_OperationServiceServicer_to_server,
+            OperationService(self.app),
+            server,
+            OperationService.SERIALIZED_RESPONSES,
+        )
+        add_service(
+            audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditService(self.app), server
+        )
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        # Liveness: SERVING while the process runs, whatever the store does.
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        # Readiness follows the store: NOT_SERVING while it cannot be reached.
+        self.app.store_health.on_down(self._update_health)
+        self.app.store_health.on_back(self._update_health)
+        reflection.enable_server_reflection(
+            (
+                SESSION_SERVICE,
+                OPERATION_SERVICE,
+                AUDIT_SERVICE,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        return server
+
+    def _start_workers(self, read_model: ReadModel) -> None:
+        """The read model (and its projector, unless elsewhere), the deadline
+        worker, and a rebuild if asked for (--rebuild-on-start)."""
+        log.info("read model: serving %s", read_model.live_table)
         if self.projector is None:
             log.info("projector: not in this process (--no-projector)")
             read_model.start()
@@ -256,7 +271,6 @@ class SessionsServer:
             log.info("deadlines: sweeping every %gs", self.deadline_interval)
         if self.rebuild_on_start and read_model.outdated:
             threading.Thread(target=self._rebuild, name="rebuild", daemon=True).start()
-        return self.port
 
     def _interceptors(self) -> list[grpc.ServerInterceptor]:
         """Metrics first: they count the calls access control refuses."""

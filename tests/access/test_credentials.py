@@ -15,7 +15,7 @@ import pytest
 from sessions import credentials
 from sessions.api.protos import service_pb2, service_pb2_grpc
 from sessions.cli import main
-from sessions.projection.runner import wait_until
+from sessions.projection.projector import wait_until
 from sessions.server import SessionsServer
 from tests.access.conftest import bearer
 from tests.server_process import ServerProcess

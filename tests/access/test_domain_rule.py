@@ -9,6 +9,7 @@ import pytest
 
 from sessions.api.operations import renderer
 from sessions.api.protos import operation_pb2, service_pb2
+from sessions.domain.commands import CloseSession, Heartbeat, OpenSession
 from sessions.domain.enums import SessionType
 from sessions.domain.errors import PermissionDenied
 from sessions.domain.policy import Policy
@@ -29,7 +30,9 @@ def app() -> Iterator[SessionsApplication]:
 
 
 def _open(app: SessionsApplication, caller: Caller, agent_id: str = "agent-1") -> str:
-    outcome = app.open_session("c-1", agent_id, SessionType.AD_SYNC, caller, renderer("OpenSession", caller.principal))
+    outcome = app.execute(
+        OpenSession("c-1", agent_id, SessionType.AD_SYNC), caller, renderer("OpenSession", caller.principal)
+    )
     opened = service_pb2.OpenSessionResponse()
     assert operation_pb2.Operation.FromString(outcome.payload).response.Unpack(opened)
     return opened.opened_session.session_id
@@ -46,14 +49,14 @@ def test_other_agents_may_not_touch_a_session_admins_may(app: SessionsApplicatio
     session_id = _open(app, OWNER)
     head = app.recorder.max_notification_id()
     for call in (
-        lambda c: app.heartbeat(session_id, c, renderer("Heartbeat", c.principal)),
-        lambda c: app.close_session(session_id, False, "", c, renderer("CloseSession", c.principal)),
+        lambda c: app.execute(Heartbeat(session_id), c, renderer("Heartbeat", c.principal)),
+        lambda c: app.execute(CloseSession(session_id, False, ""), c, renderer("CloseSession", c.principal)),
     ):
         with pytest.raises(PermissionDenied):
             call(OTHER)
     assert app.recorder.max_notification_id() == head
-    app.heartbeat(session_id, ADMIN, renderer("Heartbeat", ADMIN.principal))
-    app.close_session(session_id, False, "", OWNER, renderer("CloseSession", OWNER.principal))
+    app.execute(Heartbeat(session_id), ADMIN, renderer("Heartbeat", ADMIN.principal))
+    app.execute(CloseSession(session_id, False, ""), OWNER, renderer("CloseSession", OWNER.principal))
 
 
 def test_a_refused_caller_does_not_even_trigger_the_expiry(app: SessionsApplication) -> None:
@@ -63,5 +66,5 @@ def test_a_refused_caller_does_not_even_trigger_the_expiry(app: SessionsApplicat
     clock.advance(Policy().session_ttl.total_seconds() + 1)
     head = app.recorder.max_notification_id()
     with pytest.raises(PermissionDenied):
-        app.heartbeat(session_id, OTHER, renderer("Heartbeat", OTHER.principal))
+        app.execute(Heartbeat(session_id), OTHER, renderer("Heartbeat", OTHER.principal))
     assert app.recorder.max_notification_id() == head

@@ -12,7 +12,7 @@ import pytest
 from sessions.api.protos import service_pb2, service_pb2_grpc
 from sessions.domain.enums import SessionType
 from sessions.domain.schedule import schedule_id
-from sessions.projection.runner import wait_until
+from sessions.projection.projector import wait_until
 from sessions.server import SessionsServer
 from sessions.transport import server_options
 
@@ -63,7 +63,7 @@ def test_calls_over_the_bound_are_resource_exhausted_and_deadlines_are_honoured(
     stub = service_pb2_grpc.SynchronizationSessionServiceStub(channel)
 
     def held(container: str):  # type: ignore[no-untyped-def]
-        return server.app._stream_lock(schedule_id(container, SessionType.AD_SYNC))
+        return server.app.stream_lock(schedule_id(container, SessionType.AD_SYNC))
 
     try:
         # A client deadline shorter than the wait: DEADLINE_EXCEEDED.

@@ -19,6 +19,7 @@ import psycopg
 
 from sessions.api.operations import renderer
 from sessions.api.protos import operation_pb2, service_pb2, session_pb2
+from sessions.domain.commands import CloseSession, Heartbeat, OpenSession, ReportProgress
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType
 from sessions.domain.policy import Policy
 from sessions.domain.progress import ChangeCount, ProgressEntry
@@ -234,7 +235,8 @@ def build_store(store_url: str) -> Built:
         return Caller(principal, key), renderer(method, principal)
 
     def open_(container: str, principal: str = ANONYMOUS, key: str = "") -> str:
-        outcome = app.open_session(container, "agent-ü", SessionType.AD_SYNC, *call("OpenSession", principal, key))
+        command = OpenSession(container, "agent-ü", SessionType.AD_SYNC)
+        outcome = app.execute(command, *call("OpenSession", principal, key))
         answer = service_pb2.OpenSessionResponse()
         assert operation_pb2.Operation.FromString(outcome.payload).response.Unpack(answer)
         assert answer.result == service_pb2.SUCCESS, answer
@@ -253,27 +255,27 @@ def build_store(store_url: str) -> Built:
 
     built.closed = open_("container-a", TOKEN, "open-a")
     clock.advance(1)
-    app.report_progress(built.closed, users, *call("ReportSessionProgress", TOKEN, "r-1"))
+    app.execute(ReportProgress(built.closed, users), *call("ReportSessionProgress", TOKEN, "r-1"))
     clock.advance(1)
-    app.report_progress(built.closed, groups, *call("ReportSessionProgress"))
+    app.execute(ReportProgress(built.closed, groups), *call("ReportSessionProgress"))
     clock.advance(1)
-    app.heartbeat(built.closed, *call("Heartbeat", TOKEN))
+    app.execute(Heartbeat(built.closed), *call("Heartbeat", TOKEN))
     clock.advance(1)
-    app.close_session(built.closed, False, "", *call("CloseSession", TOKEN, "close-a"))
+    app.execute(CloseSession(built.closed, False, ""), *call("CloseSession", TOKEN, "close-a"))
 
     built.failed = open_("container-b")
     clock.advance(1)
-    app.report_progress(built.failed, users, *call("ReportSessionProgress"))
+    app.execute(ReportProgress(built.failed, users), *call("ReportSessionProgress"))
     clock.advance(1)
-    app.close_session(built.failed, True, FAIL_REASON, *call("CloseSession"))
+    app.execute(CloseSession(built.failed, True, FAIL_REASON), *call("CloseSession"))
 
     clock.advance(61)  # past the sync interval after `closed`
     built.running = open_("container-a")
-    app.report_progress(built.running, users, *call("ReportSessionProgress"))
+    app.execute(ReportProgress(built.running, users), *call("ReportSessionProgress"))
 
     built.stalled = open_("container-d")
     clock.advance(1)
-    app.report_progress(built.stalled, groups, *call("ReportSessionProgress"))
+    app.execute(ReportProgress(built.stalled, groups), *call("ReportSessionProgress"))
     clock.advance(121)
     assert app.stall_session(built.stalled)
     return built

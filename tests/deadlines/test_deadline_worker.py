@@ -8,10 +8,11 @@ from datetime import timedelta
 from sessions.api.operations import renderer
 from sessions.api.protos import operation_pb2, service_pb2
 from sessions.deadlines import DeadlineWorker
+from sessions.domain.commands import Heartbeat, OpenSession
 from sessions.domain.enums import SessionStatus, SessionType
 from sessions.domain.policy import Policy
-from sessions.projection.runner import Projector
-from sessions.projection.snapshots import open_snapshots
+from sessions.projection.projector import Projector
+from sessions.projection.row_tables import open_rows
 from sessions.store.application import Caller, SessionsApplication
 from sessions.store.clock import ManualClock
 from sessions.store.urls import parse_store_url
@@ -27,13 +28,13 @@ class World:
     def __init__(self, store_url: str, clock: ManualClock):
         self.clock = clock
         self.app = SessionsApplication(parse_store_url(store_url), policy=POLICY, clock=clock)
-        self.view = open_snapshots(self.app)
+        self.view = open_rows(self.app)
         self.projector = Projector(self.app, self.view)
         self.worker = DeadlineWorker(self.app, self.view)
 
     def open(self, container: str = "c1") -> str:
-        outcome = self.app.open_session(
-            container, "a1", SessionType.AD_SYNC, AGENT, renderer("OpenSession", "agent")
+        outcome = self.app.execute(
+            OpenSession(container, "a1", SessionType.AD_SYNC), AGENT, renderer("OpenSession", "agent")
         )
         self.projector.catch_up()
         opened = service_pb2.OpenSessionResponse()
@@ -41,7 +42,7 @@ class World:
         return opened.opened_session.session_id
 
     def heartbeat(self, session_id: str) -> None:
-        self.app.heartbeat(session_id, AGENT, renderer("Heartbeat", "agent"))
+        self.app.execute(Heartbeat(session_id), AGENT, renderer("Heartbeat", "agent"))
         self.projector.catch_up()
 
     def sweep(self):  # type: ignore[no-untyped-def]
@@ -50,10 +51,7 @@ class World:
         return result
 
     def history(self, session_id: str) -> list[tuple[str, object]]:
-        return [
-            (type(e).__name__, e.timestamp)
-            for e in self.app.events.get(session_id)
-        ]
+        return [(type(e).__name__, e.timestamp) for e in self.app.events.get(session_id)]
 
     def close(self) -> None:
         self.app.close()
@@ -87,7 +85,7 @@ def test_left_alone_a_session_stalls_then_expires_and_the_next_open_is_full(stor
         assert world.sweep().expired == 0
 
         clock.advance(1)
-        opened = world.app.open_session("c1", "a1", SessionType.AD_SYNC, AGENT, lambda *a: repr(a[2]).encode())
+        opened = world.app.execute(OpenSession("c1", "a1", SessionType.AD_SYNC), AGENT, lambda *a: repr(a[2]).encode())
         assert b"SUCCESS" in opened.payload and b"FULL_SYNC" in opened.payload
     finally:
         world.close()
@@ -121,7 +119,7 @@ def test_expiry_racing_a_heartbeat_never_expires_a_live_session(store_url) -> No
         clock.advance(59)
         world.app.get_session(sid)  # the worker's process has the session cached
         # Another process heartbeats, then the clock passes the old expires_at.
-        other.heartbeat(sid, AGENT, renderer("Heartbeat", "agent"))
+        other.execute(Heartbeat(sid), AGENT, renderer("Heartbeat", "agent"))
         clock.advance(2)
         assert world.app.expire_session(sid) == 0
         assert world.app.get_session(sid).status == SessionStatus.OPENED
@@ -134,7 +132,7 @@ def test_two_workers_racing_record_each_expiry_once(store_url) -> None:  # type:
     clock = ManualClock()
     world = World(store_url, clock)
     second = SessionsApplication(parse_store_url(store_url), policy=POLICY, clock=clock)
-    second_worker = DeadlineWorker(second, open_snapshots(second))
+    second_worker = DeadlineWorker(second, open_rows(second))
     try:
         ids = [world.open(f"c{i}") for i in range(20)]
         clock.advance(61)

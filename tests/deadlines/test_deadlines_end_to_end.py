@@ -9,7 +9,7 @@ import pytest
 
 from sessions.api.protos import service_pb2, service_pb2_grpc, session_pb2
 from sessions.domain.policy import Policy
-from sessions.projection.runner import wait_until
+from sessions.projection.projector import wait_until
 from sessions.store.application import SessionsApplication
 from sessions.store.urls import parse_store_url
 from tests.server_process import ServerProcess

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
 from datetime import timedelta
 
 import pytest
@@ -9,7 +10,8 @@ from domain_support import POLICY, T0, at, state
 
 from sessions.domain.enums import OpenResult, SessionStatus, SessionType, SyncMode
 from sessions.domain.policy import Policy
-from sessions.domain.schedule import OpenDecision, SyncSchedule, schedule_id
+from sessions.domain.schedule import Opened, StaleState, SyncSchedule, schedule_id
+from sessions.domain.session import EXPIRY_REASON, SYSTEM_PRINCIPAL, Session
 
 INTERVAL = POLICY.sync_interval
 PERIOD = POLICY.full_sync_period
@@ -42,20 +44,31 @@ def ended(schedule: SyncSchedule, session_id: str, outcome: SessionStatus, ended
     )
 
 
+def open_(schedule: SyncSchedule, now, running: Session | None = None, policy=POLICY, sid="ses-new") -> Opened:
+    return schedule.open_session(
+        running, session_id=sid, agent_id="agent-a", now=now, policy=policy, principal="agent:a"
+    )
+
+
+def decide(schedule: SyncSchedule, now, running: Session | None = None, policy=POLICY) -> Opened:
+    """What the schedule would answer at ``now``, leaving it as it is."""
+    return open_(deepcopy(schedule), now, deepcopy(running), policy)
+
+
 def run(schedule: SyncSchedule, session_id: str, outcome: SessionStatus, start, end) -> SyncMode:
     """Open a session as the schedule decides it, and end it."""
-    decision = schedule.decide_open(start, POLICY)
-    assert decision.result is OpenResult.SUCCESS, decision
-    assert decision.sync_mode is not None
-    started(schedule, session_id, decision.sync_mode, start)
+    opened = open_(schedule, start, sid=session_id)
+    assert opened.result is OpenResult.SUCCESS, opened
+    assert opened.session is not None
     ended(schedule, session_id, outcome, end)
-    return decision.sync_mode
+    return opened.session.sync_mode
 
 
 def mode_at(schedule: SyncSchedule, now) -> SyncMode | None:
-    decision = schedule.decide_open(now, POLICY)
-    assert decision.result is OpenResult.SUCCESS, decision
-    return decision.sync_mode
+    opened = decide(schedule, now)
+    assert opened.result is OpenResult.SUCCESS, opened
+    assert opened.session is not None
+    return opened.session.sync_mode
 
 
 # --- ids and start ---------------------------------------------------------------
@@ -84,23 +97,79 @@ def test_start_names_the_stream_and_records_who_started_it():
     assert (e.principal, e.idempotency_key, e.timestamp) == ("agent:z", "k", at(3))
 
 
-# --- decide_open -------------------------------------------------------------------
+# --- open_session ------------------------------------------------------------------
 
 
-def test_a_fresh_schedule_opens_a_full_sync():
-    decision = fresh().decide_open(T0, POLICY)
-    assert decision == OpenDecision(OpenResult.SUCCESS, sync_mode=SyncMode.FULL_SYNC)
-
-
-def test_an_active_session_blocks_a_second_one():
+def test_a_fresh_schedule_opens_a_full_sync_session_and_records_it():
     s = fresh()
-    started(s, "ses-1", SyncMode.FULL_SYNC, T0)
-    for now in (T0, at(1), T0 + timedelta(days=30)):
-        decision = s.decide_open(now, POLICY)
-        assert decision.result is OpenResult.OPENED_SESSION_EXISTS
-        assert decision.open_session_id == "ses-1"
-        assert decision.sync_mode is None
-        assert decision.next_session_at is None
+    s.collect_events()
+    opened = open_(s, at(2), sid="ses-1")
+    assert opened.result is OpenResult.SUCCESS
+    session = opened.session
+    assert session is not None
+    assert (session.id, session.agent_id, session.subject_container_id) == ("ses-1", "agent-a", "container-1")
+    assert (session.session_type, session.sync_mode) == (SessionType.AD_SYNC, SyncMode.FULL_SYNC)
+    assert session.created_at == at(2)
+    assert session.expires_at == at(2) + POLICY.session_ttl
+    assert s.active_session_id == "ses-1"
+    assert [type(e).__name__ for e in s.collect_events()] == ["SessionStarted"]
+
+
+def running_session(s: SyncSchedule, now=T0) -> Session:
+    opened = open_(s, now, sid="ses-1")
+    assert opened.session is not None
+    return opened.session
+
+
+def test_a_running_session_blocks_a_second_one_until_it_expires():
+    s = fresh()
+    running = running_session(s)
+    s.collect_events()
+    for now in (T0, at(1), T0 + POLICY.session_ttl - MICRO):
+        opened = open_(s, now, running)
+        assert opened == Opened(OpenResult.OPENED_SESSION_EXISTS, session=running)
+    assert s.collect_events() == [] and running.collect_events()[1:] == []
+
+
+def test_a_running_session_past_its_expiry_is_expired_and_ended_first():
+    s = fresh()
+    running = running_session(s)
+    running.collect_events()
+    now = T0 + POLICY.session_ttl + INTERVAL
+    opened = open_(s, now, running, sid="ses-2")
+    assert running.status is SessionStatus.EXPIRED
+    assert running.fail_reason == EXPIRY_REASON
+    [expired] = running.collect_events()
+    assert expired.principal == SYSTEM_PRINCIPAL
+    assert s.last_ended_at == running.expires_at
+    # ended at expires_at: the interval counts from there
+    assert opened.result is OpenResult.SUCCESS
+    assert opened.session is not None and opened.session.id == "ses-2"
+    assert s.active_session_id == "ses-2"
+
+
+def test_a_running_session_that_expired_inside_the_interval_answers_too_early():
+    s = fresh()
+    running = running_session(s)
+    now = T0 + POLICY.session_ttl + INTERVAL - MICRO
+    opened = open_(s, now, running)
+    assert running.status is SessionStatus.EXPIRED
+    assert opened == Opened(OpenResult.TOO_EARLY, next_session_at=T0 + POLICY.session_ttl + INTERVAL)
+
+
+def test_a_schedule_naming_an_ended_session_was_read_stale():
+    s = fresh()
+    running = running_session(s)
+    running.close(failed=False, fail_reason="", now=at(1), principal="agent:a")
+    with pytest.raises(StaleState):
+        open_(s, at(2), running)
+
+
+def test_the_running_session_must_be_given():
+    s = fresh()
+    running_session(s)
+    with pytest.raises(ValueError):
+        open_(s, at(1), None)
 
 
 @pytest.mark.parametrize(
@@ -112,19 +181,15 @@ def test_too_early_until_the_interval_after_the_last_end(outcome):
     ended(s, "ses-1", outcome, at(100))
     assert s.active_session_id is None
     for now in (at(100), at(100) + INTERVAL - MICRO):
-        decision = s.decide_open(now, POLICY)
-        assert decision.result is OpenResult.TOO_EARLY
-        assert decision.next_session_at == at(100) + INTERVAL
-        assert decision.sync_mode is None
-        assert decision.open_session_id is None
-    assert s.decide_open(at(100) + INTERVAL, POLICY).result is OpenResult.SUCCESS
+        assert decide(s, now) == Opened(OpenResult.TOO_EARLY, next_session_at=at(100) + INTERVAL)
+    assert decide(s, at(100) + INTERVAL).result is OpenResult.SUCCESS
 
 
 def test_too_early_counts_from_the_end_not_the_start():
     s = fresh()
     started(s, "ses-1", SyncMode.FULL_SYNC, T0)
     ended(s, "ses-1", SessionStatus.COMPLETED, T0 + timedelta(hours=2))
-    decision = s.decide_open(T0 + timedelta(hours=2, seconds=1), POLICY)
+    decision = decide(s, T0 + timedelta(hours=2, seconds=1))
     assert decision.result is OpenResult.TOO_EARLY
     assert decision.next_session_at == T0 + timedelta(hours=2) + INTERVAL
 
@@ -134,7 +199,7 @@ def test_no_interval_means_never_too_early():
     s = fresh()
     started(s, "ses-1", SyncMode.FULL_SYNC, T0)
     ended(s, "ses-1", SessionStatus.COMPLETED, at(5))
-    assert s.decide_open(at(5), policy).result is OpenResult.SUCCESS
+    assert decide(s, at(5), policy=policy).result is OpenResult.SUCCESS
 
 
 def test_delta_after_a_completed_full_sync_within_the_period():
@@ -232,7 +297,10 @@ def test_the_schedule_replays_to_an_equal_state():
     for e in events:
         replayed = e.mutate(replayed)
     assert state(replayed) == state(s)
-    assert replayed.decide_open(at(901), POLICY) == s.decide_open(at(901), POLICY)
+    assert replayed.active_session_id == s.active_session_id == "ses-3"
+    ended(s, "ses-3", SessionStatus.COMPLETED, at(950))
+    ended(replayed, "ses-3", SessionStatus.COMPLETED, at(950))
+    assert decide(replayed, at(2000)) == decide(s, at(2000))
 
 
 # --- policy ----------------------------------------------------------------------

@@ -16,8 +16,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sessions.api.protos import service_pb2, service_pb2_grpc
+from sessions.domain.commands import OpenSession
 from sessions.domain.enums import SessionType
-from sessions.projection.runner import wait_until
+from sessions.projection.projector import wait_until
 from sessions.projection.status import read_model_status
 from sessions.store.application import Caller, SessionsApplication
 from sessions.store.urls import parse_store_url
@@ -53,9 +54,7 @@ def test_a_row_the_store_refuses_is_parked_and_the_server_goes_on(
         # with its events) stores a session whose agent id has a NUL.
         writer = SessionsApplication(parse_store_url(postgres_url))
         try:
-            outcome = writer.open_session(
-                "c-poison", "agent\x00", SessionType.AD_SYNC, Caller("test"), _render
-            )
+            outcome = writer.execute(OpenSession("c-poison", "agent\x00", SessionType.AD_SYNC), Caller("test"), _render)
         finally:
             writer.close()
         assert not outcome.replayed

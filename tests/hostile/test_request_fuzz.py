@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 
 from sessions.api.protos import audit_pb2, service_pb2
-from sessions.projection.runner import wait_until
+from sessions.projection.projector import wait_until
 from tests.hostile.hostile_support import (
     CLOSE,
     GARBAGE,
@@ -134,7 +134,7 @@ def test_hostile_requests_get_contract_answers(store_url, start_server) -> None:
             failures.append(failure_report(method, error))
     try:
         wait_for_projector(running, PROJECTOR_TIMEOUT, wait_until)
-        parked = running.server.projector.view.parked_count()
+        parked = running.server.projector.table.parked_count()
         assert parked == 0, f"the projector parked {parked} events"
     except AssertionError as error:
         failures.append(f"--- after all methods: {error}")

@@ -15,6 +15,7 @@ import grpc
 
 from sessions.api.operations import renderer
 from sessions.api.protos import service_pb2, session_pb2, settings_pb2
+from sessions.domain.commands import OpenSession
 from sessions.domain.enums import SessionType
 from sessions.store.application import Caller, Outcome, SessionsApplication
 
@@ -40,13 +41,18 @@ def open_over_grpc(stub, container: str, agent_id: str, session_type: int) -> st
 def open_in_app(
     app: SessionsApplication, container: str, agent_id: str, session_type: SessionType
 ) -> Outcome:
-    return app.open_session(
-        container, agent_id, session_type, Caller(PRINCIPAL), renderer("OpenSession", PRINCIPAL)
+    return app.execute(
+        OpenSession(container, agent_id, session_type), Caller(PRINCIPAL), renderer("OpenSession", PRINCIPAL)
     )
 
 
 def list_page(
-    stub, container: str, *, filter: str = "", page_size: int = 0, page_token: str = ""  # noqa: A002
+    stub,
+    container: str,
+    *,
+    filter: str = "",
+    page_size: int = 0,
+    page_token: str = "",  # noqa: A002
 ) -> service_pb2.ListSessionsResponse:
     return stub.ListSessions(
         service_pb2.ListSessionsRequest(
@@ -56,7 +62,12 @@ def list_page(
 
 
 def list_all(
-    stub, container: str, *, filter: str = "", page_size: int = 0, between: Callable[[], None] | None = None  # noqa: A002
+    stub,
+    container: str,
+    *,
+    filter: str = "",
+    page_size: int = 0,
+    between: Callable[[], None] | None = None,  # noqa: A002
 ) -> tuple[list[session_pb2.SynchronizationSession], int]:
     """Every page in order; returns the sessions and the number of pages."""
     sessions: list[session_pb2.SynchronizationSession] = []

@@ -96,7 +96,7 @@ class World:
         return [by_id[i] for i in self.ids(filter)]
 
     def stored_status(self, session_id: str) -> int:
-        row = self.server.server.read_model.view.get(session_id)
+        row = self.server.server.read_model.live.get(session_id)
         assert row is not None
         return row.status
 

@@ -10,7 +10,7 @@ import pytest
 
 from sessions.api import filters
 from sessions.projection.listing import Cursor, PageQuery, page_sql
-from sessions.projection.snapshots import open_snapshots
+from sessions.projection.row_tables import open_rows
 from sessions.store.application import SessionsApplication
 from sessions.store.urls import parse_store_url
 
@@ -44,7 +44,7 @@ def fill_sql(backend: str, table: str) -> str:
 def view(store_url: str):  # type: ignore[no-untyped-def]
     settings = parse_store_url(store_url)
     app = SessionsApplication(settings)
-    snapshots = open_snapshots(app)
+    snapshots = open_rows(app)
     with snapshots.datastore.transaction(commit=True) as c:  # type: ignore[attr-defined]
         c.execute(fill_sql(settings.backend, snapshots.table))
         if settings.backend == "postgresql":  # as autovacuum would; SQLite runs without statistics

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 import sessions
+from sessions.domain.commands import OpenSession
 from sessions.domain.enums import SessionType
-from sessions.projection.runner import wait_until
+from sessions.projection.projector import wait_until
 from sessions.store.application import Caller, Result, SessionsApplication
 from sessions.store.urls import parse_store_url
 from tests.metrics.metrics_support import Scrape, try_scrape
@@ -32,7 +33,7 @@ def _render(operation_id: str, now: datetime, result: Result) -> bytes:
 
 def _open(app: SessionsApplication, count: int, tag: str) -> None:
     for i in range(count):
-        app.open_session(f"{tag}-{i}", "agent", SessionType.AD_SYNC, CALLER, _render)
+        app.execute(OpenSession(f"{tag}-{i}", "agent", SessionType.AD_SYNC), CALLER, _render)
 
 
 def test_project_reports_its_position_and_lag(store_url: str, tmp_path: Path) -> None:

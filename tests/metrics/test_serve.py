@@ -13,7 +13,7 @@ import sessions
 from sessions import credentials
 from sessions.api.protos import SESSION_SERVICE, service_pb2, service_pb2_grpc
 from sessions.domain.policy import Policy
-from sessions.projection.runner import wait_until
+from sessions.projection.projector import wait_until
 from sessions.server import SessionsServer
 from tests.metrics.metrics_support import Scrape, scrape
 from tests.requests import report_request

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from sessions.projection.runner import wait_until
+from sessions.projection.projector import wait_until
 from tests.metrics.metrics_support import Scrape
 from tests.metrics.test_serve import Served
 from tests.tcp_proxy import TcpProxy

@@ -18,11 +18,13 @@ from psycopg.sql import SQL, Identifier
 
 from sessions.api.operations import renderer
 from sessions.api.protos import session_pb2
+from sessions.domain.commands import CloseSession, Heartbeat, OpenSession, ReportProgress
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType
 from sessions.domain.policy import Policy
 from sessions.domain.progress import ChangeCount, ProgressEntry
-from sessions.projection.runner import wait_until
-from sessions.projection.snapshots import PostgresSessionSnapshots, SessionSnapshots
+from sessions.projection.projector import wait_until
+from sessions.projection.row_tables import PostgresSessionRows
+from sessions.projection.rows import SessionRows
 from sessions.store.application import Caller, Outcome, SessionsApplication
 from sessions.store.clock import ManualClock
 from sessions.store.operations import OperationRecord
@@ -84,9 +86,7 @@ class Workload:
             return render(operation_id, now, result)
 
         self._tick()
-        self.last = self.app.open_session(
-            container, "agent-1", session_type, Caller(PRINCIPAL), capture
-        )
+        self.last = self.app.execute(OpenSession(container, "agent-1", session_type), Caller(PRINCIPAL), capture)
         session_id = opened[-1]
         self.expected.setdefault(session_id, {})
         self.open_ids.append(session_id)
@@ -111,22 +111,20 @@ class Workload:
     def report(self, session_id: str) -> Outcome:
         entries = self._entries(session_id)
         self._tick()
-        self.last = self.app.report_progress(
-            session_id, entries, Caller(PRINCIPAL), renderer("ReportSessionProgress", PRINCIPAL)
+        self.last = self.app.execute(
+            ReportProgress(session_id, entries), Caller(PRINCIPAL), renderer("ReportSessionProgress", PRINCIPAL)
         )
         return self.last
 
     def heartbeat(self, session_id: str) -> Outcome:
         self._tick()
-        self.last = self.app.heartbeat(session_id, Caller(PRINCIPAL), renderer("Heartbeat", PRINCIPAL))
+        self.last = self.app.execute(Heartbeat(session_id), Caller(PRINCIPAL), renderer("Heartbeat", PRINCIPAL))
         return self.last
 
     def close(self, session_id: str, failed: bool = False) -> Outcome:
         self._tick()
-        self.last = self.app.close_session(
-            session_id,
-            failed,
-            "gave up" if failed else "",
+        self.last = self.app.execute(
+            CloseSession(session_id, failed, "gave up" if failed else ""),
             Caller(PRINCIPAL),
             renderer("CloseSession", PRINCIPAL),
         )
@@ -155,7 +153,6 @@ class Workload:
             else:
                 self.report(session_id)
 
-
     def bulk(self, sessions: int, rounds: int) -> None:
         """A faster way to a long, interleaved log: open ``sessions`` sessions
         through the command, then in each of ``rounds`` rounds let every
@@ -171,9 +168,7 @@ class Workload:
                 if self.random.random() < 0.1:
                     session.heartbeat(now=now, policy=POLICY, principal=PRINCIPAL)
                 else:
-                    session.report_progress(
-                        self._entries(session.id), now=now, policy=POLICY, principal=PRINCIPAL
-                    )
+                    session.report_progress(self._entries(session.id), now=now, policy=POLICY, principal=PRINCIPAL)
             record = OperationRecord(
                 id=f"opbulk{round_number:014d}",
                 method="Bulk",
@@ -198,9 +193,9 @@ def served_totals(served: bytes) -> Totals:
     }
 
 
-def stored_versions(view: SessionSnapshots) -> dict[str, int]:
+def stored_versions(view: SessionRows) -> dict[str, int]:
     """session_id -> version, for every committed row of the read model."""
-    if isinstance(view, PostgresSessionSnapshots):
+    if isinstance(view, PostgresSessionRows):
         with view.datastore.get_connection() as conn, conn.cursor() as curs:
             return versions_in(curs, view.table)
     with view.datastore.transaction(commit=False) as c:  # type: ignore[attr-defined]

@@ -27,8 +27,10 @@ from projection_support import (
     versions_in,
 )
 
-from sessions.projection.runner import SESSION_TOPIC_LIST, Projector
-from sessions.projection.snapshots import SessionSnapshots, open_snapshots
+from sessions.projection.fold import SESSION_TOPICS
+from sessions.projection.projector import Projector
+from sessions.projection.row_tables import open_rows
+from sessions.projection.rows import SessionRows
 from sessions.projection.verify import differences
 from sessions.store.application import SessionsApplication
 from sessions.wire import session_bytes
@@ -46,7 +48,7 @@ def app(store_url: str) -> Iterator[SessionsApplication]:
 
 
 def assert_read_model_matches_log(
-    app: SessionsApplication, view: SessionSnapshots, workload: Workload
+    app: SessionsApplication, view: SessionRows, workload: Workload
 ) -> None:
     assert list(differences(app, view)) == []
     assert view.position() == head(app)
@@ -68,12 +70,12 @@ def test_crash_inside_a_batch_rolls_back_rows_and_position(
     workload = Workload(app)
     workload.run(300, containers=6)
     log_head = head(app)
-    view = open_snapshots(app)
+    view = open_rows(app)
     batch_size = 25
     projector = Projector(app, view, batch_size=batch_size)
     # The projector reads only session events, in batches of that many.
     session_events = len(
-        app.recorder.select_notifications(start=0, limit=log_head, topics=SESSION_TOPIC_LIST)
+        app.recorder.select_notifications(start=0, limit=log_head, topics=sorted(SESSION_TOPICS))
     )
     batches = math.ceil(session_events / batch_size)
     healthy_batches = {"first": 0, "middle": batches // 2, "last": batches - 1}[crash_at]
@@ -120,7 +122,7 @@ def test_a_new_projector_after_a_crash_resumes_at_the_last_commit(
     only what the store says (the tracking position and the stored rows)."""
     workload = Workload(app)
     workload.run(200, containers=4)
-    view = open_snapshots(app)
+    view = open_rows(app)
     crashing = Projector(app, view, batch_size=20)
     for _ in range(3):
         crashing.run_batch()
@@ -137,7 +139,7 @@ def test_a_new_projector_after_a_crash_resumes_at_the_last_commit(
         crashing.run_batch()
     monkeypatch.undo()
 
-    restarted = Projector(app, open_snapshots(app), batch_size=20)
+    restarted = Projector(app, open_rows(app), batch_size=20)
     assert restarted.position == committed
     assert restarted.catch_up() == head(app) - committed
     assert_read_model_matches_log(app, view, workload)
@@ -162,7 +164,7 @@ def start_projector(store_url: str, workdir: Path, run: int) -> subprocess.Popen
 
 
 def kill_when_past(
-    process: subprocess.Popen[bytes], view: SessionSnapshots, position: int, workdir: Path, run: int
+    process: subprocess.Popen[bytes], view: SessionRows, position: int, workdir: Path, run: int
 ) -> int:
     """SIGKILL ``process`` as soon as its committed position passes ``position``;
     return the committed position after the kill."""
@@ -187,7 +189,7 @@ def test_killed_projector_process_resumes_exactly_once(
         workload.bulk(sessions=100, rounds=27)  # about 3200 events
         log_head = head(app)
         assert log_head >= 3000
-        view = open_snapshots(app)
+        view = open_rows(app)
         assert view.position() == 0
 
         positions = []

@@ -24,7 +24,7 @@ def test_the_point_read_is_the_views_row(store_url, start_server) -> None:  # ty
     session_id = _open(server)
     read_model = server.server.read_model
     assert read_model.point is not None
-    assert read_model.point.get(session_id) == read_model.rows.get(session_id)
+    assert read_model.point.get(session_id) == read_model.live.get(session_id)
     assert read_model.point.get("ses-missing") is None
 
 

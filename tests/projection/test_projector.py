@@ -24,8 +24,9 @@ from projection_support import (
 
 from sessions.domain.enums import SessionType
 from sessions.domain.schedule import SyncSchedule
-from sessions.projection.runner import Projector
-from sessions.projection.snapshots import SessionSnapshots, open_snapshots
+from sessions.projection.projector import Projector
+from sessions.projection.row_tables import open_rows
+from sessions.projection.rows import SessionRows
 from sessions.projection.verify import differences
 from sessions.store.application import SessionsApplication
 from sessions.store.operations import OperationRecord
@@ -60,7 +61,7 @@ def started() -> Iterator[Callable[[Projector], Projector]]:
         projector.stop()
 
 
-def spy_on_saves(monkeypatch: pytest.MonkeyPatch, view: SessionSnapshots) -> list[tuple[list[str], int]]:
+def spy_on_saves(monkeypatch: pytest.MonkeyPatch, view: SessionRows) -> list[tuple[list[str], int]]:
     """Record each save of ``view``: (session ids of the rows, tracking position)."""
     saves: list[tuple[list[str], int]] = []
     save = view.save
@@ -86,7 +87,7 @@ def spy_on_reads(monkeypatch: pytest.MonkeyPatch, app: SessionsApplication) -> l
     return starts
 
 
-def assert_matches_log(app: SessionsApplication, view: SessionSnapshots, workload: Workload) -> None:
+def assert_matches_log(app: SessionsApplication, view: SessionRows, workload: Workload) -> None:
     assert list(differences(app, view)) == []
     assert stored_versions(view) == {sid: app.get_session(sid).version for sid in workload.expected}
     for session_id, expected in workload.expected.items():
@@ -101,7 +102,7 @@ def test_tailing_projector_folds_writes_made_after_it_started(apps, started) -> 
     app = apps()
     workload = Workload(app)
     workload.run(40, containers=3)
-    view = open_snapshots(app)
+    view = open_rows(app)
     projector = started(Projector(app, view, batch_size=16))
     assert projector.wait_for(head(app), timeout=10) is True
 
@@ -131,7 +132,7 @@ def test_tailing_projector_folds_writes_made_after_it_started(apps, started) -> 
 def test_wait_for_wakes_the_projector_instead_of_waiting_for_its_poll(apps, started) -> None:  # type: ignore[no-untyped-def]
     app = apps()
     workload = Workload(app)
-    projector = started(Projector(app, open_snapshots(app), poll_interval=60))
+    projector = started(Projector(app, open_rows(app), poll_interval=60))
     session_id = workload.open("container-1")
     outcome = workload.report(session_id)
     began = time.monotonic()
@@ -143,7 +144,7 @@ def test_wait_for_a_position_beyond_the_head_times_out(apps, started) -> None:  
     app = apps()
     workload = Workload(app)
     workload.run(20, containers=2)
-    projector = started(Projector(app, open_snapshots(app)))
+    projector = started(Projector(app, open_rows(app)))
     assert projector.wait_for(head(app), timeout=10) is True
     began = time.monotonic()
     assert projector.wait_for(head(app) + 1, timeout=0.3) is False
@@ -161,7 +162,7 @@ def test_postgres_notify_wakes_a_projector_in_another_process(postgres_url: str)
     """With a 60 s poll, only the NOTIFY of a write made elsewhere can bring
     the projector to it in time."""
     app, writer = make_app(postgres_url), make_app(postgres_url)
-    view = open_snapshots(app)
+    view = open_rows(app)
     projector = Projector(app, view, poll_interval=60)
     try:
         projector.start()
@@ -191,7 +192,7 @@ def test_tailing_loop_redoes_a_failed_batch(apps, started, monkeypatch) -> None:
     app = apps()
     workload = Workload(app)
     workload.run(60, containers=3)
-    view = open_snapshots(app)
+    view = open_rows(app)
     failures: list[BaseException] = []
     insert_tracking = view._insert_tracking  # type: ignore[attr-defined]
 
@@ -216,9 +217,9 @@ def test_projector_overtaken_in_the_store_continues_from_the_stored_position(app
     app = apps()
     workload = Workload(app)
     workload.run(60, containers=3)
-    view = open_snapshots(app)
+    view = open_rows(app)
     late = Projector(app, view, batch_size=16)  # read its position: 0
-    Projector(app, open_snapshots(app), batch_size=16).catch_up()  # the other instance
+    Projector(app, open_rows(app), batch_size=16).catch_up()  # the other instance
     started(late)
     session_id = workload.open("container-late")
     outcome = workload.report(session_id)
@@ -234,7 +235,7 @@ def test_projector_whose_commit_landed_but_raised_does_not_fold_twice(apps, star
     app = apps()
     workload = Workload(app)
     workload.run(60, containers=3)
-    view = open_snapshots(app)
+    view = open_rows(app)
     lost: list[int] = []
     save = view.save
 
@@ -276,7 +277,7 @@ def write_non_session_events(app: SessionsApplication, count: int, tag: str) -> 
 def test_non_session_streams_advance_the_position_without_rows(apps, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     app = apps()
     write_non_session_events(app, 15, "a")  # 30 events
-    view = open_snapshots(app)
+    view = open_rows(app)
     saves = spy_on_saves(monkeypatch, view)
     projector = Projector(app, view, batch_size=8)
     assert projector.catch_up() == 30
@@ -311,17 +312,17 @@ def test_restarted_projector_resumes_from_its_tracking_position(apps, monkeypatc
     first_app = apps()
     workload = Workload(first_app)
     workload.run(150, containers=4)
-    first = Projector(first_app, open_snapshots(first_app), batch_size=40)
+    first = Projector(first_app, open_rows(first_app), batch_size=40)
     first.catch_up()
     stopped_at = head(first_app)
     assert first.position == stopped_at
-    rows_before = stored_versions(first.view)
+    rows_before = stored_versions(first.table)
     first_app.close()
 
     # The restart: a new application, a new view, a new projector.
     app = apps()
     workload.reattach(app)
-    view = open_snapshots(app)
+    view = open_rows(app)
     reads = spy_on_reads(monkeypatch, app)
     saves = spy_on_saves(monkeypatch, view)
     projector = Projector(app, view, batch_size=40)

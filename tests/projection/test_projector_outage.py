@@ -8,8 +8,8 @@ import logging
 import pytest
 from projection_support import Workload, make_app
 
-from sessions.projection.runner import Projector
-from sessions.projection.snapshots import open_snapshots
+from sessions.projection.projector import Projector
+from sessions.projection.row_tables import open_rows
 from sessions.store.health import StoreUnavailable
 
 
@@ -17,7 +17,7 @@ def test_an_unavailable_store_is_not_a_refused_row(tmp_path, caplog) -> None:  #
     app = make_app(f"sqlite://{tmp_path}/s.db")
     try:
         Workload(app).open("c")
-        view = open_snapshots(app)
+        view = open_rows(app)
         projector = Projector(app, view)
         save = view.save
         calls = []
@@ -27,7 +27,7 @@ def test_an_unavailable_store_is_not_a_refused_row(tmp_path, caplog) -> None:  #
             raise StoreUnavailable("the event store is unavailable")
 
         view.save = unavailable  # type: ignore[method-assign]
-        caplog.set_level(logging.INFO, "sessions.projection.runner")
+        caplog.set_level(logging.INFO, "sessions.projection.projector")
         with pytest.raises(StoreUnavailable):
             projector.run_batch()
         assert len(calls) == 1 and "refused" not in calls[0]  # not tried row by row

@@ -18,7 +18,7 @@ import grpc
 
 from sessions.api.protos import service_pb2, session_pb2
 from sessions.projection.registry import Registry
-from sessions.projection.snapshots import NAME
+from sessions.projection.rows import NAME
 from sessions.store.application import SessionsApplication
 
 AD_SYNC = 1

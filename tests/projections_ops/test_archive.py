@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from sessions.audit.archive import BATCH
+from sessions.projection.projector import Projector
 from sessions.projection.rebuild import rebuild
-from sessions.projection.runner import Projector
-from sessions.projection.snapshots import open_snapshots
+from sessions.projection.row_tables import open_rows
 from tests.projection.projection_support import Workload, head
 
 from .ops_support import described, live_table, sessions_command, sessions_of, stored_events
@@ -46,7 +46,7 @@ def test_export_sqlite_import_postgresql_rebuild_verify_serve_the_same(postgres_
     workload = Workload(source)
     workload.bulk(sessions=40, rounds=10)
     workload.run(300, containers=6)
-    Projector(source, open_snapshots(source), batch_size=2000).catch_up()
+    Projector(source, open_rows(source), batch_size=2000).catch_up()
     archive = tmp_path / "log.jsonl.gz"
     assert export(source_url, archive) == head(source)
     lines = archive_lines(archive)

@@ -15,8 +15,9 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 
 from sessions.projection.parked import RetryResult, retry_parked
-from sessions.projection.runner import Projector
-from sessions.projection.snapshots import SessionSnapshots, open_snapshots
+from sessions.projection.projector import Projector
+from sessions.projection.row_tables import open_rows
+from sessions.projection.rows import SessionRows
 from sessions.projection.status import read_model_status
 from sessions.projection.verify import differences
 from sessions.store.application import SessionsApplication
@@ -54,7 +55,7 @@ def next_events(store_url: str, apps, workload: Workload, session_id: str) -> li
 class Poisoned:
     app: SessionsApplication
     workload: Workload
-    view: SessionSnapshots
+    view: SessionRows
     projector: Projector
     session_id: str  # the poisoned session
     version: int  # its version before the poison
@@ -70,7 +71,7 @@ def poisoned_store(store_url: str, apps, spoil: Callable[[bytes], bytes]) -> Poi
     app = apps(store_url)
     workload = Workload(app)
     workload.run(150, containers=4)
-    view = open_snapshots(app)
+    view = open_rows(app)
     projector = Projector(app, view, batch_size=40)
     projector.catch_up()
 
@@ -97,7 +98,7 @@ SPOILS = pytest.mark.parametrize("spoil", [_unparseable, _fields_missing], ids=[
 def test_poison_event_is_parked_and_every_other_stream_goes_on(
     store_url, apps, caplog, spoil: Callable[[bytes], bytes]
 ) -> None:  # type: ignore[no-untyped-def]
-    with caplog.at_level(logging.ERROR, logger="sessions.projection.runner"):
+    with caplog.at_level(logging.ERROR, logger="sessions.projection.projector"):
         p = poisoned_store(store_url, apps, spoil)
     app, view = p.app, p.view
     assert p.projector.position == view.position() == head(app)
@@ -165,7 +166,7 @@ def _caught_up_with_a_spoiled_event(store_url: str, apps, topic: str | None, spo
     app = apps(store_url)
     workload = Workload(app)
     workload.run(60, containers=2)
-    view = open_snapshots(app)
+    view = open_rows(app)
     projector = Projector(app, view)
     projector.catch_up()
     poisoned, other = workload.open_ids[:2]

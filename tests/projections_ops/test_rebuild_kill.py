@@ -11,9 +11,10 @@ import sys
 from datetime import timedelta
 
 from sessions.api.protos import service_pb2, session_pb2
+from sessions.projection.projector import Projector, wait_until
 from sessions.projection.registry import Registry
-from sessions.projection.runner import Projector, wait_until
-from sessions.projection.snapshots import NAME, SessionSnapshots, open_snapshots, snapshots_on
+from sessions.projection.row_tables import open_rows, rows_on
+from sessions.projection.rows import NAME, SessionRows
 from sessions.projection.verify import differences
 from sessions.store.clock import ManualClock
 from sessions.wire import session_bytes
@@ -30,7 +31,7 @@ def test_kill_9_during_rebuild_leaves_the_live_model_serving_and_the_next_run_re
     workload.bulk(sessions=100, rounds=25)
     log_head = head(app)
     assert log_head > 2500
-    live = open_snapshots(app)
+    live = open_rows(app)
     Projector(app, live, batch_size=2000).catch_up()
     rows_before = rows_of(app, live.table)
     registry = Registry.of(app)
@@ -43,7 +44,7 @@ def test_kill_9_during_rebuild_leaves_the_live_model_serving_and_the_next_run_re
         stdout=output,
         stderr=subprocess.STDOUT,
     )
-    building: list[SessionSnapshots] = []
+    building: list[SessionRows] = []
 
     def part_way() -> bool:
         if rebuilding.poll() is not None:
@@ -57,7 +58,7 @@ def test_kill_9_during_rebuild_leaves_the_live_model_serving_and_the_next_run_re
         if table is None or not table_exists(app, table):
             return False
         if not building or building[0].table != table:
-            building[:] = [snapshots_on(app, table)]
+            building[:] = [rows_on(app, table)]
         return 0 < building[0].position() < log_head
 
     try:
@@ -77,7 +78,7 @@ def test_kill_9_during_rebuild_leaves_the_live_model_serving_and_the_next_run_re
     assert (after.live_table, after.live_version) == (before.live_table, before.live_version)
     assert after.building_table == building[0].table  # the unfinished build, to resume
     assert rows_of(app, live.table) == rows_before
-    assert server.server.read_model.table == live.table
+    assert server.server.read_model.live_table == live.table
     for session_id in list(workload.expected)[::7]:
         answer = server.sessions.GetSession(service_pb2.GetSessionRequest(session_id=session_id)).session
         assert answer == session_pb2.SynchronizationSession.FromString(rows_before[session_id][1])
@@ -96,7 +97,7 @@ def test_kill_9_during_rebuild_leaves_the_live_model_serving_and_the_next_run_re
 
     now = registry.get(NAME)
     assert now.live_table == building[0].table and now.building_table is None
-    rebuilt = snapshots_on(app, now.live_table)
+    rebuilt = rows_on(app, now.live_table)
     assert rebuilt.position() == log_head
     assert list(differences(app, rebuilt)) == []
     assert rows_of(app, rebuilt.table) == rows_before

@@ -17,11 +17,12 @@ import grpc
 from eventsourcing.persistence import OperationalError
 
 from sessions.api.protos import service_pb2, session_pb2
+from sessions.projection.projector import Projector, wait_until
 from sessions.projection.rebuild import rebuild
 from sessions.projection.registry import Registry
-from sessions.projection.runner import Projector, wait_until
+from sessions.projection.row_tables import open_rows, rows_on
+from sessions.projection.rows import NAME
 from sessions.projection.schema import version as code_version
-from sessions.projection.snapshots import NAME, open_snapshots, snapshots_on
 from sessions.projection.status import read_model_status
 from sessions.projection.verify import differences
 from sessions.server import SessionsServer
@@ -55,7 +56,7 @@ def test_rebuild_under_concurrent_writes_takes_over_without_a_failed_call(store_
     # The server's clock stands still after the workload's: nothing expires
     # or stalls, so every write in the log is one the test made.
     server = start_server(store_url, clock=ManualClock(workload.clock() + timedelta(seconds=1)), policy=POLICY)
-    old = server.server.read_model.table
+    old = server.server.read_model.live_table
     assert wait_until(lambda: server.server.projector.position >= head(writer), 30)
 
     app = apps(store_url)  # the rebuild's own application, as another process
@@ -74,7 +75,7 @@ def test_rebuild_under_concurrent_writes_takes_over_without_a_failed_call(store_
         assert registration.building_table is None
         assert result.replaced == old
         # The server moves to the new table by itself, and keeps being written.
-        assert wait_until(lambda: server.server.read_model.table == result.table, 20)
+        assert wait_until(lambda: server.server.read_model.live_table == result.table, 20)
         moved_at = traffic.writes
         assert wait_until(lambda: traffic.writes >= moved_at + 20 or bool(traffic.failures), 30)
     finally:
@@ -89,8 +90,8 @@ def test_rebuild_under_concurrent_writes_takes_over_without_a_failed_call(store_
 
     projector = server.server.projector
     assert projector.wait_for(head(app), timeout=20)
-    assert server.server.read_model.table == result.table
-    view = snapshots_on(app, result.table)
+    assert server.server.read_model.live_table == result.table
+    view = rows_on(app, result.table)
     assert list(differences(app, view)) == []
     assert set(rows_of(app, view.table)) == set(workload.expected) | set(traffic.open_ids)
     for session_id in traffic.open_ids[-5:]:
@@ -109,7 +110,7 @@ def test_rebuild_keep_old_leaves_the_replaced_table_as_it_was(store_url, start_s
     workload = Workload(app)
     workload.run(150, containers=4)
     server = start_server(store_url, clock=ManualClock(workload.clock()), policy=POLICY)
-    old = server.server.read_model.table
+    old = server.server.read_model.live_table
     assert server.server.projector.wait_for(head(app), timeout=20)
     before = rows_of(app, old)
     assert set(before) == set(workload.expected)
@@ -117,7 +118,7 @@ def test_rebuild_keep_old_leaves_the_replaced_table_as_it_was(store_url, start_s
     result = rebuild(apps(store_url), keep_old=True)
     assert (result.replaced, result.kept, result.dropped) == (old, [old], [])
     assert Registry.of(app).get(NAME).live_table == result.table != old
-    assert wait_until(lambda: server.server.read_model.table == result.table, 20)
+    assert wait_until(lambda: server.server.read_model.live_table == result.table, 20)
     assert rows_of(app, result.table) == before
     assert table_exists(app, old) and rows_of(app, old) == before
     for session_id in list(workload.expected)[:10]:
@@ -135,7 +136,7 @@ def stored_at_version_zero(store_url: str, apps) -> tuple:  # type: ignore[no-un
     app = apps(store_url)
     workload = Workload(app)
     workload.run(300, containers=6)
-    view = open_snapshots(app)
+    view = open_rows(app)
     Projector(app, view).catch_up()
     sql(app, "UPDATE read_models SET live_version = 0 WHERE name = ?", (NAME,))
     return app, workload, view
@@ -150,7 +151,7 @@ def test_an_older_stored_version_keeps_serving_and_says_to_rebuild(store_url, st
     assert any("version 0" in m and f"version {code_version(NAME)}" in m and "rebuild" in m for m in warnings), warnings
 
     assert server.server.read_model.outdated
-    assert server.server.read_model.table == view.table
+    assert server.server.read_model.live_table == view.table
     for session_id in list(workload.expected)[:20]:
         assert served(server.sessions, session_id) == session_pb2.SynchronizationSession.FromString(rows[session_id])
     # A write is folded into the old table, which keeps serving.
@@ -207,7 +208,7 @@ def test_rebuild_on_start_builds_the_current_version_while_the_old_one_serves(st
             assert wait_until(lambda: registry.get(NAME).live_version == code_version(NAME), 30, interval=0.02)
             new = registry.get(NAME).live_table
             assert new != old
-            assert wait_until(lambda: server.read_model.table == new, 20)
+            assert wait_until(lambda: server.read_model.live_table == new, 20)
             moved_at = traffic.writes
             assert wait_until(lambda: traffic.writes >= moved_at + 10 or bool(traffic.failures), 30)
         finally:
@@ -215,7 +216,7 @@ def test_rebuild_on_start_builds_the_current_version_while_the_old_one_serves(st
         assert traffic.failures == []
         assert traffic.reads and [r for r in traffic.reads if not r.ok] == []
         assert server.projector is not None and server.projector.wait_for(head(app), timeout=20)
-        assert list(differences(app, snapshots_on(app, new))) == []
+        assert list(differences(app, rows_on(app, new))) == []
         status = read_model_status(app)
         assert (status.state, status.live.table, status.live.version, status.advice) == (
             "live",
@@ -237,13 +238,13 @@ def test_a_new_table_waits_for_a_concurrent_sqlite_writer(tmp_path, apps) -> Non
     path = tmp_path / "sessions.db"
     app = apps(f"sqlite://{path}")
     Workload(app).run(30)
-    open_snapshots(app)
+    open_rows(app)
     writer = sqlite3.connect(path, isolation_level=None)
     outcome: list[BaseException | str] = []
 
     def create() -> None:
         try:
-            snapshots_on(app, "session_snapshots_v1_b7")
+            rows_on(app, "session_snapshots_v1_b7")
             outcome.append("created")
         except BaseException as e:  # noqa: BLE001 - the outcome is asserted below
             outcome.append(e)
@@ -269,12 +270,12 @@ def test_a_takeover_never_shows_less_than_was_answered(store_url, start_server, 
     app = apps(store_url)
     workload = Workload(app)
     workload.run(100, containers=3)
-    live = open_snapshots(app)
+    live = open_rows(app)
     Projector(app, live).catch_up()
     server = start_server(store_url, clock=ManualClock(workload.clock()), policy=POLICY, run_projector=False)
     registry = Registry.of(app)
     table = registry.next_build_table(NAME, code_version(NAME))
-    building = snapshots_on(app, table)
+    building = rows_on(app, table)
     registry.start_build(NAME, table, code_version(NAME))
     cut = head(app)
 
@@ -302,6 +303,6 @@ def test_a_takeover_never_shows_less_than_was_answered(store_url, start_server, 
 
     result = rebuild(apps(store_url), feed=log_until_cut)
     assert result.table == building.table and building.position() == cut
-    assert server.server.read_model.table == result.table
+    assert server.server.read_model.live_table == result.table
     assert served(server.sessions, session_id) == shown
     assert not table_exists(app, live.table)

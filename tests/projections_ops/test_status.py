@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from sessions.projection.projector import Projector
 from sessions.projection.registry import Registry
-from sessions.projection.runner import Projector
+from sessions.projection.row_tables import open_rows, rows_on
+from sessions.projection.rows import NAME
 from sessions.projection.schema import version as code_version
-from sessions.projection.snapshots import NAME, open_snapshots, snapshots_on
 from sessions.projection.status import BEHIND_EVENTS, read_model_status
 from sessions.store.clock import ManualClock
 from tests.projection.projection_support import Workload, head
@@ -37,7 +38,7 @@ def test_status_numbers_before_during_and_after_catching_up(store_url, apps) -> 
     assert status.state == "behind"  # more than BEHIND_EVENTS to fold
     assert status.building is None and status.advice == ""
 
-    view = open_snapshots(app)
+    view = open_rows(app)
     projector = Projector(app, view, batch_size=100)
     while head(app) - projector.position > BEHIND_EVENTS:
         projector.run_batch()
@@ -68,11 +69,11 @@ def test_status_while_a_rebuild_is_under_way(store_url, apps) -> None:  # type: 
     app = apps(store_url)
     workload = Workload(app)
     workload.run(200, containers=5)
-    live = open_snapshots(app)
+    live = open_rows(app)
     Projector(app, live).catch_up()
     registry = Registry.of(app)
     table = registry.next_build_table(NAME, code_version(NAME))
-    building = snapshots_on(app, table)
+    building = rows_on(app, table)
     registry.start_build(NAME, table, code_version(NAME))
     partial = Projector(app, building, batch_size=100)
     partial.run_batch()

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from sessions.api.protos import session_pb2
-from sessions.projection.runner import Projector
-from sessions.projection.snapshots import open_snapshots
+from sessions.projection.projector import Projector
+from sessions.projection.row_tables import open_rows
 from tests.projection.projection_support import Workload
 
 from .ops_support import described, differs_lines, rows_of, sessions_command, sql
@@ -19,7 +19,7 @@ def verified_store(store_url, apps):  # type: ignore[no-untyped-def]
     """(url, app, table): a store with a caught-up read model."""
     app = apps(store_url)
     Workload(app).run(150, containers=5)
-    view = open_snapshots(app)
+    view = open_rows(app)
     Projector(app, view).catch_up()
     return store_url, app, view.table
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from google.rpc import code_pb2
 
-from sessions.projection.runner import wait_until
+from sessions.projection.projector import wait_until
 from sessions.rest.gateway import HTTP_STATUS
 from sessions.server import SessionsServer
 from tests.rest.conftest import SESSIONS

@@ -19,6 +19,7 @@ from store_support import (
     state,
 )
 
+from sessions.domain.commands import CloseSession, Heartbeat, OpenSession, ReportProgress
 from sessions.domain.enums import (
     ChangeType,
     OpenResult,
@@ -49,7 +50,7 @@ INTERVAL = POLICY.sync_interval
 
 
 def open_(app, render, caller: Caller = AGENT, container=CONTAINER, session_type=AD) -> Outcome:
-    return app.open_session(container, "agent-a", session_type, caller, render)
+    return app.execute(OpenSession(container, "agent-a", session_type), caller, render)
 
 
 def opened(app, render, caller: Caller = AGENT, **kw) -> str:
@@ -60,7 +61,7 @@ def opened(app, render, caller: Caller = AGENT, **kw) -> str:
 
 
 def close(app, render, sid, caller: Caller = AGENT, failed=False, reason="") -> Outcome:
-    return app.close_session(sid, failed, reason, caller, render)
+    return app.execute(CloseSession(sid, failed, reason), caller, render)
 
 
 def notifications(app: SessionsApplication) -> int:
@@ -88,10 +89,10 @@ def test_open_report_heartbeat_close(app, clock, render):
     assert first.position == notifications(app)
 
     clock.advance(30)
-    rep = app.report_progress(sid, USERS_CREATED, Caller("agent:a", "k-rep"), render)
+    rep = app.execute(ReportProgress(sid, USERS_CREATED), Caller("agent:a", "k-rep"), render)
     assert answer(rep.payload)["version"] == 2
     clock.advance(30)
-    hb = app.heartbeat(sid, Caller("agent:a", "k-hb"), render)
+    hb = app.execute(Heartbeat(sid), Caller("agent:a", "k-hb"), render)
     assert answer(hb.payload)["expires_at"] == (T0 + timedelta(seconds=60) + TTL).isoformat()
     clock.advance(30)
     done = close(app, render, sid, Caller("agent:a", "k-close"))
@@ -126,11 +127,10 @@ def test_open_report_heartbeat_close(app, clock, render):
 def test_the_answer_of_each_call_is_what_get_session_returns_right_after(app, clock, render):
     sid = opened(app, render)
     calls = [
-        lambda: app.report_progress(sid, USERS_CREATED, AGENT, render),
-        lambda: app.heartbeat(sid, AGENT, render),
-        lambda: app.report_progress(
-            sid,
-            [ProgressEntry(RelatedObjectType.GROUP, (ChangeCount(ChangeType.DELETE, 1, 2),))],
+        lambda: app.execute(ReportProgress(sid, USERS_CREATED), AGENT, render),
+        lambda: app.execute(Heartbeat(sid), AGENT, render),
+        lambda: app.execute(
+            ReportProgress(sid, [ProgressEntry(RelatedObjectType.GROUP, (ChangeCount(ChangeType.DELETE, 1, 2),))]),
             AGENT,
             render,
         ),
@@ -148,7 +148,7 @@ def test_the_answer_of_each_call_is_what_get_session_returns_right_after(app, cl
 def test_every_outcome_position_is_the_last_notification(app, clock, render):
     sid = opened(app, render)
     before = notifications(app)
-    outcome = app.heartbeat(sid, AGENT, render)
+    outcome = app.execute(Heartbeat(sid), AGENT, render)
     assert notifications(app) == before + 2  # the heartbeat and the operation record
     assert outcome.position == notifications(app)
 
@@ -160,7 +160,7 @@ def test_opened_session_exists_is_answered_and_stored(app, clock, render):
     sid = opened(app, render)
     clock.advance(5)
     before = notifications(app)
-    second = app.open_session(CONTAINER, "agent-b", AD, Caller("agent:b"), render)
+    second = app.execute(OpenSession(CONTAINER, "agent-b", AD), Caller("agent:b"), render)
     body = answer(second.payload)
     assert body["result"] == "OPENED_SESSION_EXISTS"
     assert body["session_id"] == sid
@@ -212,10 +212,10 @@ def test_delta_follows_a_completed_full_sync(app, clock, render):
 def _keyed_calls(app, render, sid):
     caller = Caller("agent:a", "the-key")
     return {
-        "open": lambda: app.open_session("container-x", "agent-a", AD, caller, render),
-        "report": lambda: app.report_progress(sid, USERS_CREATED, caller, render),
-        "heartbeat": lambda: app.heartbeat(sid, caller, render),
-        "close": lambda: app.close_session(sid, False, "", caller, render),
+        "open": lambda: app.execute(OpenSession("container-x", "agent-a", AD), caller, render),
+        "report": lambda: app.execute(ReportProgress(sid, USERS_CREATED), caller, render),
+        "heartbeat": lambda: app.execute(Heartbeat(sid), caller, render),
+        "close": lambda: app.execute(CloseSession(sid, False, ""), caller, render),
     }
 
 
@@ -239,20 +239,18 @@ def test_a_keyed_retry_returns_the_first_answer_and_appends_nothing(app, clock, 
     assert app.get_operation_payload(first.operation_id) == first.payload
 
 
-def test_a_keyed_retry_of_a_report_after_the_close_still_gets_the_report_answer(
-    app, clock, render
-):
+def test_a_keyed_retry_of_a_report_after_the_close_still_gets_the_report_answer(app, clock, render):
     sid = opened(app, render)
     clock.advance(10)
-    report = app.report_progress(sid, USERS_CREATED, Caller("agent:a", "rep-1"), render)
+    report = app.execute(ReportProgress(sid, USERS_CREATED), Caller("agent:a", "rep-1"), render)
     clock.advance(10)
     close(app, render, sid)
     written = notifications(app)
     # A fresh report is refused now ...
     with pytest.raises(StateConflict):
-        app.report_progress(sid, USERS_CREATED, Caller("agent:a", "rep-2"), render)
+        app.execute(ReportProgress(sid, USERS_CREATED), Caller("agent:a", "rep-2"), render)
     # ... but the retry of the first one is answered as the first time.
-    retry = app.report_progress(sid, USERS_CREATED, Caller("agent:a", "rep-1"), render)
+    retry = app.execute(ReportProgress(sid, USERS_CREATED), Caller("agent:a", "rep-1"), render)
     assert retry.payload == report.payload
     assert answer(retry.payload)["status"] == "OPENED"
     assert notifications(app) == written
@@ -261,9 +259,9 @@ def test_a_keyed_retry_of_a_report_after_the_close_still_gets_the_report_answer(
 
 def test_a_keyed_retry_of_a_heartbeat_after_expiry_is_still_answered(app, clock, render):
     sid = opened(app, render)
-    hb = app.heartbeat(sid, Caller("agent:a", "hb-1"), render)
+    hb = app.execute(Heartbeat(sid), Caller("agent:a", "hb-1"), render)
     clock.advance((TTL + timedelta(hours=1)).total_seconds())
-    retry = app.heartbeat(sid, Caller("agent:a", "hb-1"), render)
+    retry = app.execute(Heartbeat(sid), Caller("agent:a", "hb-1"), render)
     assert retry.payload == hb.payload
     assert retry.replayed
 
@@ -285,9 +283,9 @@ def test_a_keyed_retry_of_open_does_not_open_another_session(app, clock, render)
 
 def test_the_same_key_from_another_principal_is_another_operation(app, clock, render):
     sid = opened(app, render)
-    a = app.heartbeat(sid, Caller("agent:a", "shared-key"), render)
+    a = app.execute(Heartbeat(sid), Caller("agent:a", "shared-key"), render)
     clock.advance(1)
-    b = app.heartbeat(sid, Caller("agent:b", "shared-key"), render)
+    b = app.execute(Heartbeat(sid), Caller("agent:b", "shared-key"), render)
     assert a.operation_id != b.operation_id
     assert b.replayed is False
     assert b.payload != a.payload
@@ -300,7 +298,7 @@ def test_calls_without_a_key_are_each_applied(app, clock, render):
     ids = set()
     for _ in range(3):
         clock.advance(1)
-        outcome = app.heartbeat(sid, AGENT, render)
+        outcome = app.execute(Heartbeat(sid), AGENT, render)
         assert outcome.replayed is False
         ids.add(outcome.operation_id)
     assert len(ids) == 3
@@ -309,9 +307,7 @@ def test_calls_without_a_key_are_each_applied(app, clock, render):
 
 def test_concurrent_first_tries_with_one_key_apply_once(tmp_path, render):
     clock = ManualClock(T0)
-    app = SessionsApplication(
-        parse_store_url(f"sqlite://{tmp_path}/k.db"), policy=POLICY, clock=clock
-    )
+    app = SessionsApplication(parse_store_url(f"sqlite://{tmp_path}/k.db"), policy=POLICY, clock=clock)
     try:
         sid = opened(app, render)
         barrier = threading.Barrier(8)
@@ -321,7 +317,7 @@ def test_concurrent_first_tries_with_one_key_apply_once(tmp_path, render):
         def worker() -> None:
             try:
                 barrier.wait()
-                outcomes.append(app.heartbeat(sid, Caller("agent:a", "same"), render))
+                outcomes.append(app.execute(Heartbeat(sid), Caller("agent:a", "same"), render))
             except BaseException as e:  # noqa: BLE001 - reported below
                 errors.append(e)
 
@@ -349,9 +345,9 @@ def test_commands_on_an_unknown_session_are_not_found(app, render, command):
     missing = "sesdoesnotexist00000"
     with pytest.raises(NotFound):
         if command == "report":
-            app.report_progress(missing, USERS_CREATED, Caller("agent:a", "k"), render)
+            app.execute(ReportProgress(missing, USERS_CREATED), Caller("agent:a", "k"), render)
         elif command == "heartbeat":
-            app.heartbeat(missing, Caller("agent:a", "k"), render)
+            app.execute(Heartbeat(missing), Caller("agent:a", "k"), render)
         else:
             close(app, render, missing, Caller("agent:a", "k"))
     assert notifications(app) == written
@@ -381,11 +377,11 @@ def test_an_invalid_report_writes_nothing(app, clock, render):
     written = notifications(app)
     bad = [ProgressEntry(RelatedObjectType.USER, (ChangeCount(ChangeType.CREATE, -1, 0),))]
     with pytest.raises(InvalidArgument) as err:
-        app.report_progress(sid, bad, Caller("agent:a", "bad"), render)
+        app.execute(ReportProgress(sid, bad), Caller("agent:a", "bad"), render)
     assert err.value.field == "progress_entries[0].change_info[0].successful"
     assert notifications(app) == written
     # The key was not used up by the refusal: a corrected retry is applied.
-    ok = app.report_progress(sid, USERS_CREATED, Caller("agent:a", "bad"), render)
+    ok = app.execute(ReportProgress(sid, USERS_CREATED), Caller("agent:a", "bad"), render)
     assert ok.replayed is False
     assert app.get_session(sid).progress == USERS_CREATED
 
@@ -393,10 +389,10 @@ def test_an_invalid_report_writes_nothing(app, clock, render):
 def test_an_overflowing_report_writes_nothing(app, render):
     sid = opened(app, render)
     full = [ProgressEntry(RelatedObjectType.USER, (ChangeCount(ChangeType.CREATE, INT64_MAX, 0),))]
-    app.report_progress(sid, full, AGENT, render)
+    app.execute(ReportProgress(sid, full), AGENT, render)
     written = notifications(app)
     with pytest.raises(InvalidArgument):
-        app.report_progress(sid, USERS_CREATED, AGENT, render)
+        app.execute(ReportProgress(sid, USERS_CREATED), AGENT, render)
     assert notifications(app) == written
     assert app.get_session(sid).progress == tuple(full)
 
@@ -425,14 +421,14 @@ def test_repeating_a_close_answers_with_the_session_as_it_is(app, clock, render)
 def test_a_call_after_expires_at_records_the_expiry_and_is_refused(app, clock, render, command):
     sid = opened(app, render)
     clock.advance(100)
-    app.heartbeat(sid, AGENT, render)
+    app.execute(Heartbeat(sid), AGENT, render)
     expires_at = T0 + timedelta(seconds=100) + TTL
     clock.advance((TTL + timedelta(seconds=30)).total_seconds())
     with pytest.raises(StateConflict):
         if command == "report":
-            app.report_progress(sid, USERS_CREATED, AGENT, render)
+            app.execute(ReportProgress(sid, USERS_CREATED), AGENT, render)
         elif command == "heartbeat":
-            app.heartbeat(sid, AGENT, render)
+            app.execute(Heartbeat(sid), AGENT, render)
         else:
             close(app, render, sid, failed=command == "fail", reason="late" if command == "fail" else "")
     assert event_names(app, sid) == ["SessionOpened", "HeartbeatReceived", "SessionExpired"]
@@ -454,7 +450,7 @@ def test_a_call_at_exactly_expires_at_is_refused(app, clock, render):
     sid = opened(app, render)
     clock.advance(TTL.total_seconds())
     with pytest.raises(StateConflict):
-        app.heartbeat(sid, AGENT, render)
+        app.execute(Heartbeat(sid), AGENT, render)
     assert app.get_session(sid).status is SessionStatus.EXPIRED
 
 
@@ -477,9 +473,7 @@ def test_after_expiry_the_next_open_is_a_full_sync(app, clock, render):
     assert schedule_of(app).active_session_id == nxt["session_id"]
 
 
-def test_an_open_within_the_interval_after_an_expiry_is_too_early_and_records_it(
-    app, clock, render
-):
+def test_an_open_within_the_interval_after_an_expiry_is_too_early_and_records_it(app, clock, render):
     sid = opened(app, render)
     expires_at = T0 + TTL
     clock.advance((TTL + INTERVAL / 2).total_seconds())
@@ -531,9 +525,7 @@ def _open_concurrently(apps: list[SessionsApplication], render: Render) -> list[
     def worker(i: int) -> None:
         try:
             barrier.wait()
-            results[i] = apps[i].open_session(
-                CONTAINER, f"agent-{i}", AD, Caller(f"agent:{i}"), render
-            )
+            results[i] = apps[i].execute(OpenSession(CONTAINER, f"agent-{i}", AD), Caller(f"agent:{i}"), render)
         except BaseException as e:  # noqa: BLE001 - asserted below
             results[i] = e
 
@@ -566,9 +558,7 @@ def _assert_exactly_one_success(bodies: list[dict[str, Any]], app: SessionsAppli
 
 def test_sixteen_concurrent_opens_yield_exactly_one_success(tmp_path, render):
     clock = ManualClock(T0)
-    app = SessionsApplication(
-        parse_store_url(f"sqlite://{tmp_path}/s.db"), policy=POLICY, clock=clock
-    )
+    app = SessionsApplication(parse_store_url(f"sqlite://{tmp_path}/s.db"), policy=POLICY, clock=clock)
     try:
         bodies = _open_concurrently([app] * 16, render)
         _assert_exactly_one_success(bodies, app)
@@ -587,8 +577,6 @@ def test_concurrent_opens_from_separate_applications_yield_exactly_one_success(t
     finally:
         for a in apps:
             a.close()
-
-
 
 
 def _with_interleaving(monkeypatch, app: SessionsApplication, action) -> None:
@@ -648,9 +636,7 @@ def test_an_open_racing_an_expiry_does_not_name_the_expired_session(tmp_path, mo
 # answer with the ended session; the two deterministic tests above pin it down.
 def test_concurrent_opens_after_an_expiry_yield_one_success_and_one_expiry(tmp_path, render):
     clock = ManualClock(T0)
-    app = SessionsApplication(
-        parse_store_url(f"sqlite://{tmp_path}/s.db"), policy=POLICY, clock=clock
-    )
+    app = SessionsApplication(parse_store_url(f"sqlite://{tmp_path}/s.db"), policy=POLICY, clock=clock)
     try:
         stale = opened(app, render)
         clock.advance((TTL + INTERVAL).total_seconds())
@@ -672,9 +658,7 @@ def test_concurrent_opens_after_an_expiry_yield_one_success_and_one_expiry(tmp_p
 
 def test_concurrent_reports_on_an_expired_session_record_one_expiry(tmp_path, render):
     clock = ManualClock(T0)
-    app = SessionsApplication(
-        parse_store_url(f"sqlite://{tmp_path}/s.db"), policy=POLICY, clock=clock
-    )
+    app = SessionsApplication(parse_store_url(f"sqlite://{tmp_path}/s.db"), policy=POLICY, clock=clock)
     try:
         sid = opened(app, render)
         clock.advance(TTL.total_seconds() + 1)
@@ -684,7 +668,7 @@ def test_concurrent_reports_on_an_expired_session_record_one_expiry(tmp_path, re
         def worker() -> None:
             barrier.wait()
             try:
-                app.report_progress(sid, USERS_CREATED, AGENT, render)
+                app.execute(ReportProgress(sid, USERS_CREATED), AGENT, render)
             except BaseException as e:  # noqa: BLE001 - asserted below
                 errors.append(e)
 
@@ -708,29 +692,33 @@ def _busy_session(app: SessionsApplication, clock: ManualClock, render: Render) 
     caller = Caller("agent:ü", "kéy-1")
     sid = answer(open_(app, render, caller).payload)["session_id"]
     clock.advance(seconds=1, microseconds=1)
-    app.report_progress(
-        sid,
-        [
-            ProgressEntry(
-                RelatedObjectType.MEMBERSHIP,
-                (ChangeCount(ChangeType.PASSWORD_HASH_UPDATE, INT64_MAX - 5, 0),
-                 ChangeCount(ChangeType.ACTIVATE, 0, 7)),
-            ),
-            ProgressEntry(RelatedObjectType.USER, (ChangeCount(ChangeType.DEACTIVATE, 2, 3),)),
-        ],
+    app.execute(
+        ReportProgress(
+            sid,
+            [
+                ProgressEntry(
+                    RelatedObjectType.MEMBERSHIP,
+                    (
+                        ChangeCount(ChangeType.PASSWORD_HASH_UPDATE, INT64_MAX - 5, 0),
+                        ChangeCount(ChangeType.ACTIVATE, 0, 7),
+                    ),
+                ),
+                ProgressEntry(RelatedObjectType.USER, (ChangeCount(ChangeType.DEACTIVATE, 2, 3),)),
+            ],
+        ),
         Caller("agent:ü", "kéy-2"),
         render,
     )
     clock.advance(seconds=2, microseconds=999_998)
-    app.report_progress(
-        sid,
-        [ProgressEntry(RelatedObjectType.MEMBERSHIP,
-                       (ChangeCount(ChangeType.PASSWORD_HASH_UPDATE, 5, 1),))],
+    app.execute(
+        ReportProgress(
+            sid, [ProgressEntry(RelatedObjectType.MEMBERSHIP, (ChangeCount(ChangeType.PASSWORD_HASH_UPDATE, 5, 1),))]
+        ),
         AGENT,
         render,
     )
     clock.advance(seconds=3, microseconds=7)
-    app.heartbeat(sid, AGENT, render)
+    app.execute(Heartbeat(sid), AGENT, render)
     return sid
 
 
@@ -804,7 +792,7 @@ def test_everything_survives_a_restart(tmp_path, render):
     first = SessionsApplication(parse_store_url(url), policy=POLICY, clock=clock)
     try:
         sid = _busy_session(first, clock, render)
-        op = first.heartbeat(sid, Caller("agent:a", "hb-key"), render)
+        op = first.execute(Heartbeat(sid), Caller("agent:a", "hb-key"), render)
         before = state(first.get_session(sid))
         written = first.recorder.max_notification_id()
     finally:
@@ -816,7 +804,7 @@ def test_everything_survives_a_restart(tmp_path, render):
         assert state(after) == before
         _assert_exact_types(after)
         assert second.get_operation_payload(op.operation_id) == op.payload
-        retry = second.heartbeat(sid, Caller("agent:a", "hb-key"), render)
+        retry = second.execute(Heartbeat(sid), Caller("agent:a", "hb-key"), render)
         assert retry.replayed and retry.payload == op.payload
         assert second.recorder.max_notification_id() == written
         # the open session still blocks a new one after the restart

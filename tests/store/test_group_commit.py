@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from sessions.projection.runner import wait_until
+from sessions.projection.projector import wait_until
 from sessions.store.application import SessionsApplication
 from sessions.store.urls import parse_store_url
 

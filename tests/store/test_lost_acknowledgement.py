@@ -16,7 +16,7 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from sessions.api.protos import operation_service_pb2, service_pb2
-from sessions.projection.runner import wait_until
+from sessions.projection.projector import wait_until
 from sessions.store.health import StoreUnavailable
 from tests.requests import created_users, report_request
 
@@ -116,7 +116,7 @@ def test_every_caller_of_a_group_whose_commit_answer_was_lost_is_told_the_truth(
     while len(ids) < 6:
         sid = _opened(server, f"c-{k}")
         k += 1
-        if all(app._stream_lock(sid) is not app._stream_lock(other) for other in ids):
+        if all(app.stream_lock(sid) is not app.stream_lock(other) for other in ids):
             ids.append(sid)
     before = {sid: _versions(server, sid) for sid in ids}
     recorder = server.server.app.recorder

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 from store_support import POLICY, T0, USERS_CREATED, answer, event_names
 
+from sessions.domain.commands import CloseSession, Heartbeat, OpenSession, ReportProgress
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionStatus, SessionType
 from sessions.domain.errors import StateConflict
 from sessions.domain.progress import ChangeCount, ProgressEntry
@@ -43,7 +44,7 @@ def apps(store_url: str, clock: ManualClock) -> Iterator[tuple[SessionsApplicati
 
 
 def open_in(app: SessionsApplication, render, container: str = "c1") -> str:
-    body = answer(app.open_session(container, "agent-a", AD, AGENT, render).payload)
+    body = answer(app.execute(OpenSession(container, "agent-a", AD), AGENT, render).payload)
     assert body["result"] == "SUCCESS", body
     return body["session_id"]
 
@@ -55,13 +56,13 @@ def cached_version(app: SessionsApplication, session_id: str) -> int:
 def test_a_report_on_a_stale_copy_is_applied_on_top_of_the_other_write(apps, render, clock):
     a, b = apps
     sid = open_in(a, render)
-    a.report_progress(sid, USERS_CREATED, AGENT, render)  # a caches version 2
+    a.execute(ReportProgress(sid, USERS_CREATED), AGENT, render)  # a caches version 2
     clock.advance(1)
-    b.report_progress(sid, GROUPS_UPDATED, AGENT, render)  # version 3, unseen by a
+    b.execute(ReportProgress(sid, GROUPS_UPDATED), AGENT, render)  # version 3, unseen by a
     assert cached_version(a, sid) == 2
 
     clock.advance(1)
-    outcome = a.report_progress(sid, USERS_CREATED, AGENT, render)
+    outcome = a.execute(ReportProgress(sid, USERS_CREATED), AGENT, render)
 
     assert answer(outcome.payload)["version"] == 4
     names = event_names(a, sid)
@@ -78,11 +79,11 @@ def test_a_report_on_a_stale_copy_is_applied_on_top_of_the_other_write(apps, ren
 def test_a_report_after_another_process_closed_the_session_is_refused(apps, render, clock):
     a, b = apps
     sid = open_in(a, render)
-    a.heartbeat(sid, AGENT, render)
-    b.close_session(sid, False, "", AGENT, render)
+    a.execute(Heartbeat(sid), AGENT, render)
+    b.execute(CloseSession(sid, False, ""), AGENT, render)
 
     with pytest.raises(StateConflict):
-        a.report_progress(sid, USERS_CREATED, AGENT, render)
+        a.execute(ReportProgress(sid, USERS_CREATED), AGENT, render)
 
     assert event_names(a, sid) == ["SessionOpened", "HeartbeatReceived", "SessionCompleted"]
     assert a.get_session(sid).status is SessionStatus.COMPLETED
@@ -92,12 +93,12 @@ def test_a_stale_copy_past_its_expiry_is_checked_on_fresh_state_before_a_refusal
     # a's copy says the session is past expires_at; b's heartbeat moved it on.
     a, b = apps
     sid = open_in(a, render)
-    a.heartbeat(sid, AGENT, render)
+    a.execute(Heartbeat(sid), AGENT, render)
     clock.advance(POLICY.session_ttl.total_seconds() - 1)
-    b.heartbeat(sid, AGENT, render)
+    b.execute(Heartbeat(sid), AGENT, render)
     clock.advance(2)
 
-    outcome = a.report_progress(sid, USERS_CREATED, AGENT, render)
+    outcome = a.execute(ReportProgress(sid, USERS_CREATED), AGENT, render)
 
     assert answer(outcome.payload)["status"] == "OPENED"
     assert event_names(a, sid) == ["SessionOpened", "HeartbeatReceived", "HeartbeatReceived", "ProgressReported"]
@@ -106,12 +107,12 @@ def test_a_stale_copy_past_its_expiry_is_checked_on_fresh_state_before_a_refusal
 def test_an_open_sees_a_session_another_process_closed(apps, render, clock):
     a, b = apps
     first = open_in(a, render)
-    a.heartbeat(first, AGENT, render)
+    a.execute(Heartbeat(first), AGENT, render)
     clock.advance(1)
-    b.close_session(first, False, "", AGENT, render)
+    b.execute(CloseSession(first, False, ""), AGENT, render)
     clock.advance(POLICY.sync_interval.total_seconds() + 1)
 
-    body = answer(a.open_session("c1", "agent-a", AD, AGENT, render).payload)
+    body = answer(a.execute(OpenSession("c1", "agent-a", AD), AGENT, render).payload)
 
     assert body["result"] == "SUCCESS"
     assert body["session_id"] != first
@@ -120,11 +121,11 @@ def test_an_open_sees_a_session_another_process_closed(apps, render, clock):
 def test_an_open_shows_the_running_session_as_the_store_has_it(apps, render, clock):
     a, b = apps
     sid = open_in(a, render)
-    a.heartbeat(sid, AGENT, render)
+    a.execute(Heartbeat(sid), AGENT, render)
     clock.advance(1)
-    b.report_progress(sid, USERS_CREATED, AGENT, render)
+    b.execute(ReportProgress(sid, USERS_CREATED), AGENT, render)
 
-    body = answer(a.open_session("c1", "agent-a", AD, AGENT, render).payload)
+    body = answer(a.execute(OpenSession("c1", "agent-a", AD), AGENT, render).payload)
 
     assert (body["result"], body["session_id"]) == ("OPENED_SESSION_EXISTS", sid)
     assert body["version"] == 3  # with b's report
@@ -135,7 +136,7 @@ def test_the_deadline_worker_reads_fresh_state(apps, render, clock):
     # stale copy it would collide with the stall every time, and never land).
     a, b = apps
     sid = open_in(a, render)
-    a.heartbeat(sid, AGENT, render)
+    a.execute(Heartbeat(sid), AGENT, render)
     clock.advance(POLICY.heartbeat_grace.total_seconds() + 1)
     assert b.stall_session(sid) > 0
     clock.advance(POLICY.session_ttl.total_seconds())
@@ -148,7 +149,7 @@ def test_the_deadline_worker_reads_fresh_state(apps, render, clock):
 def test_answers_are_not_kept_in_the_aggregate_cache(apps, render):
     a, _ = apps
     sid = open_in(a, render)
-    outcome = a.report_progress(sid, USERS_CREATED, AGENT, render)
+    outcome = a.execute(ReportProgress(sid, USERS_CREATED), AGENT, render)
     with pytest.raises(KeyError):
         a.repository.cache.get(outcome.operation_id)
     assert cached_version(a, sid) == 2
@@ -168,7 +169,7 @@ def test_two_processes_reporting_to_one_session_lose_and_repeat_nothing(apps, re
         start.wait()
         for _ in range(per_thread):
             try:
-                app.report_progress(sid, USERS_CREATED, AGENT, render)
+                app.execute(ReportProgress(sid, USERS_CREATED), AGENT, render)
             except BaseException as e:  # noqa: BLE001 - asserted below
                 errors.append(e)
 

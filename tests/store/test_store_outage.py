@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sessions.api.protos import service_pb2, service_pb2_grpc
-from sessions.projection.runner import wait_until
+from sessions.projection.projector import wait_until
 from sessions.store.application import SessionsApplication
 from sessions.store.health import StoreUnavailable
 from sessions.store.urls import parse_store_url

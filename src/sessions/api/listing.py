@@ -16,7 +16,7 @@ size is not bound: a client may change it between pages.
 
 The HMAC key is 32 random bytes kept in the read model's database (created
 on first use by whichever process lists first; see
-``SessionSnapshots.page_token_key``), so tokens work across restarts and
+``SessionRows.page_token_key``), so tokens work across restarts and
 across any number of API processes on one store.
 """
 

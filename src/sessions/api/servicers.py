@@ -13,10 +13,11 @@ from sessions.api.protos import (
     service_pb2,
     service_pb2_grpc,
 )
+from sessions.domain import commands
 from sessions.domain.errors import NotFound
 from sessions.projection.listing import Cursor, PageQuery
 from sessions.projection.read_model import ReadModel
-from sessions.store.application import Outcome, SessionsApplication
+from sessions.store.application import SessionsApplication
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -31,7 +32,7 @@ class SessionService(service_pb2_grpc.SynchronizationSessionServiceServicer):
         self.app = app
         self.read_model = read_model
 
-    # --- writes -------------------------------------------------------------------
+    # --- writes: a command each, handled by the application -------------------------
 
     def OpenSession(self, request, context):  # noqa: N802 - gRPC method names
         with translated_errors(context, "OpenSession"):
@@ -39,57 +40,39 @@ class SessionService(service_pb2_grpc.SynchronizationSessionServiceServicer):
             validation.required_id("agent_id", request.agent_id)
             session_type = convert.session_type(request.session_type)
             validation.required_enum("session_type", session_type, request.session_type)
-            caller = caller_of(context)
-            outcome = self.app.open_session(
+            command = commands.OpenSession(
                 request.subject_container_id,
                 request.agent_id,
                 session_type,  # type: ignore[arg-type]
-                caller,
-                renderer("OpenSession", caller.principal),
             )
-            return self._answer(outcome)
+            return self._execute(command, context)
 
     def ReportSessionProgress(self, request, context):  # noqa: N802
         with translated_errors(context, "ReportSessionProgress"):
             validation.required_id("session_id", request.session_id)
             entries = convert.progress_entries(list(request.progress_entries))
-            caller = caller_of(context)
-            outcome = self.app.report_progress(
-                request.session_id,
-                entries,
-                caller,
-                renderer("ReportSessionProgress", caller.principal),
-            )
-            return self._answer(outcome)
+            command = commands.ReportProgress(request.session_id, tuple(entries))
+            return self._execute(command, context)
 
     def Heartbeat(self, request, context):  # noqa: N802
         with translated_errors(context, "Heartbeat"):
             validation.required_id("session_id", request.session_id)
-            caller = caller_of(context)
-            outcome = self.app.heartbeat(
-                request.session_id, caller, renderer("Heartbeat", caller.principal)
-            )
-            return self._answer(outcome)
+            return self._execute(commands.Heartbeat(request.session_id), context)
 
     def CloseSession(self, request, context):  # noqa: N802
         with translated_errors(context, "CloseSession"):
             validation.required_id("session_id", request.session_id)
             validation.max_length("fail_reason", request.fail_reason, 256)
-            caller = caller_of(context)
-            outcome = self.app.close_session(
-                request.session_id,
-                request.failed,
-                request.fail_reason,
-                caller,
-                renderer("CloseSession", caller.principal),
-            )
-            return self._answer(outcome)
+            command = commands.CloseSession(request.session_id, request.failed, request.fail_reason)
+            return self._execute(command, context)
 
-    def _answer(self, outcome: Outcome) -> bytes:
+    def _execute(self, command: commands.Command, context) -> bytes:
         """The stored answer, as stored: the serialized Operation (the server
         registers the write methods with a pass-through serializer). Nothing
         to wait for: the call's rows committed with its events, into the
         tables every read goes to (projection.registry)."""
+        caller = caller_of(context)
+        outcome = self.app.execute(command, caller, renderer(command.method, caller.principal))
         return outcome.payload
 
     # --- reads --------------------------------------------------------------------

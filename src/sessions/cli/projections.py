@@ -148,12 +148,12 @@ class _ArchiveFeed:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from sessions.projection.snapshots import open_snapshots
+    from sessions.projection.row_tables import open_rows
     from sessions.projection.verify import differences
 
     app = open_app(args)
     try:
-        view = open_snapshots(app)
+        view = open_rows(app)
         found = list(differences(app, view, sample=args.sample, seed=args.seed))
     finally:
         app.close()
@@ -167,11 +167,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_retry_parked(args: argparse.Namespace) -> int:
     from sessions.projection.parked import retry_parked
-    from sessions.projection.snapshots import open_snapshots
+    from sessions.projection.row_tables import open_rows
 
     app = open_app(args)
     try:
-        result = retry_parked(app, open_snapshots(app))
+        result = retry_parked(app, open_rows(app))
     finally:
         app.close()
     print(f"applied {result.applied} parked events; {result.still_parked} still parked")

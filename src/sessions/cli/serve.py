@@ -148,10 +148,11 @@ def cmd_project(args: argparse.Namespace) -> int:
     from sessions.cli.common import open_app, progress_bar
     from sessions.deadlines import DeadlineWorker
     from sessions.projection.read_model import ReadModel
+    from sessions.projection.write_through import WriteThrough
 
     metrics = _serve_metrics(args.metrics_listen)  # before the store is opened
     _log_settings(args)
-    app = open_app(args, policy=_policy(args))
+    app = open_app(args, policy=_policy(args), with_events=WriteThrough)
     log.info("store: %s", app.settings.description)
     read_model = ReadModel(app)
     if metrics is not None:
@@ -160,7 +161,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     assert projector is not None
     projector.batch_size = args.batch_size
     head = app.recorder.max_notification_id() or 0
-    with progress_bar(f"catching up {projector.view.table}", head) as update:
+    with progress_bar(f"catching up {projector.table.table}", head) as update:
         update(projector.position)
         projector.on_batch = lambda n, position: update(position)
         projector.catch_up()

@@ -21,6 +21,8 @@ from sessions.domain.progress import ProgressEntry, add_report, check_report
 
 MAX_FAIL_REASON = 256
 EXPIRY_REASON = "session expired: no heartbeat, progress or close before expires_at"
+# Who records what time decides (stalls, expiries), in the events' principal.
+SYSTEM_PRINCIPAL = "system:deadline"
 
 
 def visible_status(status: SessionStatus, expires_at: datetime, now: datetime) -> SessionStatus:

@@ -3,7 +3,7 @@
 The fold is the aggregate's own: each event's ``mutate`` runs the same method
 body that ran when the event happened, so the read model cannot drift from
 the write side. A row stores the aggregate's state at its version; the next
-batch resumes from it instead of replaying stream.
+batch resumes from it instead of replaying the stream.
 
 Events are read and states written through the store's mapper, that is
 through the one codec (store/codec.py), as the store itself does.
@@ -19,7 +19,7 @@ from eventsourcing.persistence import Mapper, Notification, StoredEvent
 from sessions.domain.base import SnapshotOfState
 from sessions.domain.schedule import SyncSchedule
 from sessions.domain.session import Session
-from sessions.projection.snapshots import SnapshotRow
+from sessions.projection.rows import SessionRow
 from sessions.store.codec import codec_of, event_of, stored_json
 from sessions.store.operations import OperationRecord
 from sessions.wire import micros, session_bytes
@@ -100,8 +100,8 @@ class SessionFold:
             changed.add(stream)
         return changed, failed
 
-    def row(self, session: Session) -> SnapshotRow:
-        return SnapshotRow(
+    def row(self, session: Session) -> SessionRow:
+        return SessionRow(
             session_id=session.id,
             subject_container_id=session.subject_container_id,
             session_type=session.session_type.value,

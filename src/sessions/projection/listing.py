@@ -108,7 +108,7 @@ class PageQuery:
 @dataclass(frozen=True)
 class ListedRow:
     """What a page needs of a row: the stored session and what read-time
-    expiry checks (as in ``snapshots.ServedRow``), plus its place in the order."""
+    expiry checks (as in ``rows.ServedRow``), plus its place in the order."""
 
     session: bytes
     status: int

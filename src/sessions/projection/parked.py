@@ -11,7 +11,7 @@ from typing import Any
 from eventsourcing.persistence import Notification
 
 from sessions.projection.fold import SessionFold
-from sessions.projection.snapshots import ParkedEvent, SessionSnapshots
+from sessions.projection.rows import ParkedEvent, SessionRows
 from sessions.store.records import stream_records
 
 
@@ -21,7 +21,7 @@ class RetryResult:
     still_parked: int
 
 
-def retry_parked(app: Any, view: SessionSnapshots) -> RetryResult:
+def retry_parked(app: Any, view: SessionRows) -> RetryResult:
     fold = SessionFold(app.mapper)
     by_stream: dict[str, list[ParkedEvent]] = defaultdict(list)
     for event in view.parked():

@@ -28,7 +28,7 @@ from typing import Any
 from eventsourcing.persistence import OperationalError
 
 from sessions.projection.registry import live_view
-from sessions.projection.snapshots import NAME, ServedRow
+from sessions.projection.rows import NAME, ServedRow
 
 SELECT = f"SELECT session, status, expires_at FROM {live_view(NAME)} WHERE session_id = "
 

@@ -13,21 +13,13 @@ from __future__ import annotations
 
 import logging
 
-from sessions.projection.fold import SessionFold
 from sessions.projection.listing import ListedRow, PageQuery
 from sessions.projection.point_reads import point_reads
+from sessions.projection.projector import Projector
 from sessions.projection.registry import Registry
-from sessions.projection.runner import Projector
+from sessions.projection.row_tables import live_rows, rows_on
+from sessions.projection.rows import NAME, ServedRow
 from sessions.projection.schema import version as code_version
-from sessions.projection.snapshots import (
-    NAME,
-    ServedRow,
-    SessionSnapshots,
-    live_rows,
-    snapshots_named,
-    snapshots_on,
-)
-from sessions.projection.write_through import SessionRows, Tables, WriteThrough
 from sessions.store.application import SessionsApplication
 
 log = logging.getLogger("sessions.read_model")
@@ -38,9 +30,9 @@ class ReadModel:
         self.app = app
         self.registry = Registry.of(app)
         registration = self.registry.get(NAME)
-        live = snapshots_on(app, registration.live_table)  # (created if new)
+        live = rows_on(app, registration.live_table)  # (created if new)
         self.registry.define_view(NAME)
-        self.rows = live_rows(app)
+        self.live = live_rows(app)  # reads: through the view on the live table
         self.point = point_reads(app)  # GetSession's shorter way to the same rows
         self.projector = Projector(app, live, registry=self.registry) if run_projector else None
         self.outdated = registration.live_version != code_version(NAME)
@@ -52,8 +44,8 @@ class ReadModel:
             )
 
     @property
-    def table(self) -> str:
-        """The live table as the registry names it now (for logs and status)."""
+    def live_table(self) -> str:
+        """The live table's name as the registry says it now (for logs and status)."""
         return self.registry.get(NAME).live_table
 
     # --- life ---------------------------------------------------------------------
@@ -61,44 +53,28 @@ class ReadModel:
     def start(self) -> None:
         if self.projector is not None:
             self.projector.start()
-        # From now on this process's commands write their rows themselves.
-        tables = Tables(self.registry, lambda table: snapshots_named(self.app, table))
-        self.app.write_through = WriteThrough(  # type: ignore[assignment]  # issue 14 makes it one typed hook
-            SessionFold(self.app.mapper), tables, self._written)
 
     def stop(self) -> None:
-        self.app.write_through = None
         if self.projector is not None:
             self.projector.stop()
         if self.point is not None:
             self.point.close()
 
-    def _written(self, written: SessionRows, position: int) -> None:
-        """A command's rows committed with its events: the projector here
-        need not fold those events again."""
-        if self.projector is not None:
-            self.projector.written(written.written_to, {r.session_id: r.version for r in written.rows})
-
     # --- reading --------------------------------------------------------------------
-
-    @property
-    def view(self) -> SessionSnapshots:
-        """The live view (reads only)."""
-        return self.rows
 
     def get(self, session_id: str) -> ServedRow | None:
         if self.point is not None:
             return self.point.get(session_id)  # type: ignore[no-any-return]
-        return self.rows.get(session_id)
+        return self.live.get(session_id)
 
     def list_page(self, query: PageQuery) -> list[ListedRow]:
-        return self.rows.list_page(query)
+        return self.live.list_page(query)
 
     def page_token_key(self) -> bytes:
-        return self.rows.page_token_key()
+        return self.live.page_token_key()
 
     def due_to_stall(self, silent_since: int, limit: int) -> list[str]:
-        return self.rows.due_to_stall(silent_since, limit)
+        return self.live.due_to_stall(silent_since, limit)
 
     def due_to_expire(self, now: int, limit: int) -> list[str]:
-        return self.rows.due_to_expire(now, limit)
+        return self.live.due_to_expire(now, limit)

@@ -23,10 +23,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from sessions.projection.projector import Feed, Projector
 from sessions.projection.registry import Registry
-from sessions.projection.runner import Feed, Projector
+from sessions.projection.row_tables import rows_on
+from sessions.projection.rows import NAME, SessionRows
 from sessions.projection.schema import version as code_version
-from sessions.projection.snapshots import NAME, SessionSnapshots, snapshots_on
 
 log = logging.getLogger("sessions.rebuild")
 
@@ -63,16 +64,16 @@ def rebuild(
     registry = Registry.of(app)
     registration = registry.get(NAME)
     version = code_version(NAME)
-    view = _build_table(app, registry, registration, version)
+    table = _build_table(app, registry, registration, version)
     # Registered: every write from now on has its rows in the new table too,
     # so it is complete once it has folded the log up to this head.
     head = app.recorder.max_notification_id() or 0
     projector = Projector(
-        app, view, batch_size=batch_size, cache_size=REBUILD_CACHE, feed=feed, registry=registry
+        app, table, batch_size=batch_size, cache_size=REBUILD_CACHE, feed=feed, registry=registry
     )
     resumed_from = projector.position
     if resumed_from:
-        log.info("rebuild: resuming %s from position %d", view.table, resumed_from)
+        log.info("rebuild: resuming %s from position %d", table.table, resumed_from)
     if on_progress:
         on_progress(resumed_from)
         projector.on_batch = lambda n, position: on_progress(position)
@@ -82,29 +83,29 @@ def rebuild(
     seconds = time.perf_counter() - began
     if feed is None and projector.position < head:
         raise RuntimeError(f"rebuild: stopped at {projector.position}, before the head {head}")
-    registry.take_over(NAME, view.table, version)
-    log.info("rebuild: %s took over from %s at position %d", view.table, registration.live_table, projector.position)
-    result = RebuildResult(view.table, version, events, seconds, resumed_from, registration.live_table)
-    if registration.live_table != view.table:
+    registry.take_over(NAME, table.table, version)
+    log.info("rebuild: %s took over from %s at position %d", table.table, registration.live_table, projector.position)
+    result = RebuildResult(table.table, version, events, seconds, resumed_from, registration.live_table)
+    if registration.live_table != table.table:
         if keep_old:
             result.kept.append(registration.live_table)
         else:
-            snapshots_on(app, registration.live_table).drop()
+            rows_on(app, registration.live_table).drop()
             result.dropped.append(registration.live_table)
     return result
 
 
-def _build_table(app: Any, registry: Registry, registration: Any, version: int) -> SessionSnapshots:
+def _build_table(app: Any, registry: Registry, registration: Any, version: int) -> SessionRows:
     """The unfinished build to resume, or a new, empty table."""
     if registration.building_table and registration.building_version == version:
-        return snapshots_on(app, registration.building_table)
+        return rows_on(app, registration.building_table)
     if registration.building_table:  # a build of another version: start over
-        snapshots_on(app, registration.building_table).drop()
+        rows_on(app, registration.building_table).drop()
     # The table exists before the registry names it: writes go there at once.
-    table = registry.next_build_table(NAME, version)
-    view = snapshots_on(app, table)
-    registry.start_build(NAME, table, version)
-    return view
+    name = registry.next_build_table(NAME, version)
+    table = rows_on(app, name)
+    registry.start_build(NAME, name, version)
+    return table
 
 
 @contextmanager

@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from sessions.projection.registry import Registry
+from sessions.projection.row_tables import rows_on
+from sessions.projection.rows import NAME
 from sessions.projection.schema import version as code_version
-from sessions.projection.snapshots import NAME, snapshots_on
 
 BEHIND_EVENTS = 1000  # lag beyond which a live model is reported "behind"
 
@@ -69,7 +70,7 @@ def read_model_status(app: Any) -> ReadModelStatus:
 
 
 def _build_status(app: Any, registry: Registry, table: str, version: int, head: int) -> BuildStatus:
-    view = snapshots_on(app, table)
+    view = rows_on(app, table)
     position = view.position()
     return BuildStatus(
         table=table,

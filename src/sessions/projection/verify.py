@@ -15,7 +15,7 @@ from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 
-from sessions.projection.snapshots import SessionSnapshots
+from sessions.projection.rows import SessionRows
 from sessions.store.records import stream_records
 from sessions.wire import session_bytes
 
@@ -43,7 +43,7 @@ class Difference:
 
 
 def differences(
-    app: Any, view: SessionSnapshots, sample: int | None = None, seed: int | None = None
+    app: Any, view: SessionRows, sample: int | None = None, seed: int | None = None
 ) -> Iterator[Difference]:
     position = view.position()
     ids = list(session_ids(app, up_to=position))
@@ -60,7 +60,7 @@ def differences(
                 yield Difference(session_id, "row without events in the log")
 
 
-def _check(app: Any, view: SessionSnapshots, session_id: str, position: int) -> str | None:
+def _check(app: Any, view: SessionRows, session_id: str, position: int) -> str | None:
     records = stream_records(app.recorder, session_id)
     folded_by_position = sum(1 for r in records if r.position <= position)
     version = view.row_version(session_id)

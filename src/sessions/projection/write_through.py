@@ -6,10 +6,10 @@ projector's own ``SessionFold.row``, from the aggregate the command just
 changed) and are upserted in the events' transaction into the tables the
 registry names in that same transaction (the live one, and the one being
 built, if any: see projection.registry). Rows only move forward (an upsert
-applies over an older version only), so when the projector folds the same
-events later it changes nothing, and the two may run in any order. The
-projector stays the source of truth for what no command wrote: its tracking
-position, parked events and rebuilds are unchanged.
+applies over an older version only), so the projector passes over the
+events a row already holds, and the two may run in any order. The projector
+stays the source of truth for what no command wrote: its tracking position,
+parked events and rebuilds are unchanged.
 
 If a row cannot be built, the command still commits without it (the
 projector parks the event with the same error, where an operator sees it).
@@ -18,13 +18,14 @@ projector parks the event with the same error, where an operator sees it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sessions.domain.session import Session
 from sessions.projection.fold import SessionFold
 from sessions.projection.registry import Registry
-from sessions.projection.snapshots import NAME, SessionSnapshots, SnapshotRow
+from sessions.projection.row_tables import rows_named, rows_on
+from sessions.projection.rows import NAME, SessionRow, SessionRows
 
 log = logging.getLogger("sessions.write_through")
 
@@ -33,58 +34,53 @@ class Tables:
     """The read model's tables as a write finds them: named by the registry
     inside the write's transaction, each opened once."""
 
-    def __init__(self, registry: Registry, open_table: Callable[[str], SessionSnapshots]):
+    def __init__(self, registry: Registry, open_table: Callable[[str], SessionRows]):
         self.registry = registry
         self._open = open_table
-        self._opened: dict[str, SessionSnapshots] = {}
+        self._opened: dict[str, SessionRows] = {}
 
-    def current(self, cursor: Any) -> list[SessionSnapshots]:
+    def current(self, cursor: Any) -> list[SessionRows]:
         names = self.registry.current(cursor, NAME).tables
         return [self._opened.get(n) or self._opened.setdefault(n, self._open(n)) for n in names]
 
 
-class SessionRows:
+class RowWrite:
     """One command's rows (or a group's), written into the current tables."""
 
-    def __init__(self, tables: Tables, rows: Sequence[SnapshotRow]):
+    def __init__(self, tables: Tables, rows: Sequence[SessionRow]):
         self.tables = tables
         self.rows = rows
         self.order = rows[0].session_id
-        self.session_ids = {r.session_id for r in rows}
-        self.written_to: tuple[str, ...] = ()  # the tables, once written
-        self.parts: list[SessionRows] = [self]  # the commands' own, when merged
 
     def write(self, cursor: Any) -> None:
-        views = self.tables.current(cursor)
-        for view in views:
-            view.upsert_in(cursor, self.rows)
-        for part in self.parts:
-            part.written_to = tuple(v.table for v in views)
+        for table in self.tables.current(cursor):
+            table.upsert_in(cursor, self.rows)
 
-    def merged_with(self, other: Any) -> SessionRows | None:
+    def merged_with(self, other: Any) -> RowWrite | None:
         """Several commands' rows as one write, when group commit puts them
         in one transaction; a session in both keeps its newer row."""
-        if not isinstance(other, SessionRows):
+        if not isinstance(other, RowWrite):
             return None
         latest = {r.session_id: r for r in self.rows}
         for row in other.rows:
             mine = latest.get(row.session_id)
             if mine is None or mine.version < row.version:
                 latest[row.session_id] = row
-        merged = SessionRows(self.tables, sorted(latest.values(), key=lambda r: r.session_id))
-        merged.parts = [*self.parts, *other.parts]
-        return merged
+        return RowWrite(self.tables, sorted(latest.values(), key=lambda r: r.session_id))
 
 
 class WriteThrough:
-    """The application's ``write_through`` hook (see store.application)."""
+    """The application's ``with_events`` hook (store.base): built with the
+    application (``SessionsApplication(settings, with_events=WriteThrough)``),
+    on its store; the read model's tables are created if new."""
 
-    def __init__(self, fold: SessionFold, tables: Tables, committed: Callable[[SessionRows, int], None]):
-        self.fold = fold
-        self.tables = tables
-        self._committed = committed
+    def __init__(self, app: Any):
+        self.fold = SessionFold(app.mapper)
+        registry = Registry.of(app)
+        rows_on(app, registry.get(NAME).live_table)  # (created if new)
+        self.tables = Tables(registry, lambda table: rows_named(app, table))
 
-    def prepare(self, aggregates: Sequence[Any]) -> SessionRows | None:
+    def rows_for(self, aggregates: Iterable[Any]) -> RowWrite | None:
         sessions = [a for a in aggregates if isinstance(a, Session)]
         if not sessions:
             return None
@@ -93,7 +89,4 @@ class WriteThrough:
         except Exception:  # the projector will park it and say why
             log.exception("write-through: cannot build the rows of %s", [s.id for s in sessions])
             return None
-        return SessionRows(self.tables, rows)
-
-    def committed(self, written: SessionRows, position: int) -> None:
-        self._committed(written, position)
+        return RowWrite(self.tables, rows)

@@ -86,5 +86,4 @@ class CachedAggregates(Application[str]):
         recordings = self._record(processing)
         self._take_snapshots(processing)
         self._notify(recordings)
-        self.notify(processing.events)  # (deprecated in the library; a no-op here)
         return recordings

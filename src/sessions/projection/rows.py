@@ -1,10 +1,11 @@
-"""The session_snapshots read model's storage.
+"""The session rows of the read model (``session_snapshots``): what a row
+holds, and the queries on a table of them, written once for both backends
+(projection.row_tables says how each runs them).
 
 Both backends extend the library's tracking recorders, so that a batch of
 row changes, the events parked in it and the new tracking position commit in
 one transaction: a crash anywhere leaves either all or none, and each event
-is applied exactly once. The queries are written once; each backend only
-says how to run them.
+is applied exactly once.
 """
 
 from __future__ import annotations
@@ -17,12 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.persistence import Tracking
-from eventsourcing.postgres import PostgresTrackingRecorder
-from eventsourcing.sqlite import SQLiteTrackingRecorder
-from psycopg.sql import SQL, Identifier
 
 from sessions.projection.listing import ACTIVE_SQL, ListedRow, PageQuery, page_sql
-from sessions.projection.schema import create_statements
 
 NAME = "session_snapshots"
 
@@ -45,7 +42,7 @@ PARKED_COLUMNS = ("position", "stream", "version", "topic", "state", "error", "p
 
 
 @dataclass(frozen=True)
-class SnapshotRow:
+class SessionRow:
     session_id: str
     subject_container_id: str
     session_type: int
@@ -98,10 +95,10 @@ class ParkedEvent:
 
 
 # (a row the store refused, its error) -> the events to park instead
-Refused = Callable[[SnapshotRow, str], list[ParkedEvent]]
+Refused = Callable[[SessionRow, str], list[ParkedEvent]]
 
 
-class SessionSnapshots(ABC):
+class SessionRows(ABC):
     """The read model in one table (``table``), whatever the backend.
 
     Subclasses provide ``_rows`` (run a query, return tuples), ``_write``
@@ -134,7 +131,7 @@ class SessionSnapshots(ABC):
         else:
             cursor.execute(sql, params)
 
-    def _upsert_rows(self, cursor: Any, rows: Sequence[SnapshotRow]) -> None:
+    def _upsert_rows(self, cursor: Any, rows: Sequence[SessionRow]) -> None:
         self._run(cursor, self._upsert, [r.values() for r in rows], many=True)
 
     def _sql(self, sql: str) -> Any:
@@ -164,7 +161,7 @@ class SessionSnapshots(ABC):
 
     def save(
         self,
-        rows: Sequence[SnapshotRow],
+        rows: Sequence[SessionRow],
         tracking: Tracking,
         parked: Sequence[ParkedEvent] = (),
         refused: Refused | None = None,
@@ -189,7 +186,7 @@ class SessionSnapshots(ABC):
         return parked
 
     def _upsert_each(
-        self, cursor: Any, rows: Sequence[SnapshotRow], refused: Refused
+        self, cursor: Any, rows: Sequence[SessionRow], refused: Refused
     ) -> list[ParkedEvent]:
         parked: list[ParkedEvent] = []
         for row in rows:
@@ -202,7 +199,7 @@ class SessionSnapshots(ABC):
             cursor.execute("RELEASE SAVEPOINT one_row")
         return parked
 
-    def upsert_in(self, cursor: Any, rows: Sequence[SnapshotRow]) -> None:
+    def upsert_in(self, cursor: Any, rows: Sequence[SessionRow]) -> None:
         """Write rows in a transaction someone else runs (a command's)."""
         self._upsert_rows(cursor, rows)
 
@@ -220,6 +217,18 @@ class SessionSnapshots(ABC):
                 params,
             )
             found.update({r[0]: (r[1], bytes(r[2])) for r in rows})
+        return found
+
+    def row_versions(self, session_ids: Iterable[str]) -> dict[str, int]:
+        """session_id -> the version its row holds, for the sessions that have rows."""
+        ids = list(session_ids)
+        found: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            condition, params = self._in(ids[start : start + 500])
+            rows = self._rows(
+                f"SELECT session_id, version FROM {self.table} WHERE session_id {condition}", params
+            )
+            found.update({r[0]: r[1] for r in rows})
         return found
 
     def get(self, session_id: str) -> ServedRow | None:
@@ -294,9 +303,6 @@ class SessionSnapshots(ABC):
         rows = self._rows(f"SELECT version FROM {self.table} WHERE session_id = ?", (session_id,))
         return rows[0][0] if rows else None
 
-    def count(self) -> int:
-        return int(self._rows(f"SELECT COUNT(*) FROM {self.table}")[0][0])
-
     # --- parked events -----------------------------------------------------------
 
     def _park(self, cursor: Any, parked: Sequence[ParkedEvent]) -> None:
@@ -318,7 +324,7 @@ class SessionSnapshots(ABC):
     def parked_count(self) -> int:
         return int(self._rows(f"SELECT COUNT(*) FROM {self.parked_table}")[0][0])
 
-    def unpark(self, rows: Sequence[SnapshotRow], applied: Sequence[int], still: Sequence[ParkedEvent]) -> None:
+    def unpark(self, rows: Sequence[SessionRow], applied: Sequence[int], still: Sequence[ParkedEvent]) -> None:
         """After a retry: write the rows, forget the applied events, and record
         the new errors of those still failing, in one transaction."""
         with self._write() as cursor:
@@ -333,163 +339,3 @@ class SessionSnapshots(ABC):
                 )
             if still:
                 self._park(cursor, still)
-
-
-class SQLiteSessionSnapshots(SQLiteTrackingRecorder, SessionSnapshots):
-    def __init__(self, datastore: Any, *, table: str, **kwargs: Any):
-        self._prepare(table)
-        super().__init__(datastore, **kwargs)
-
-    def construct_create_table_statements(self) -> list[str]:
-        return [
-            *super().construct_create_table_statements(),
-            *create_statements(NAME, "sqlite", self.table),
-        ]
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(sql, params)
-            return [tuple(r) for r in c.fetchall()]
-
-    def _write(self) -> Any:
-        return self.datastore.transaction(commit=True)
-
-    def exists(self) -> bool:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)",
-                (self.table, self.parked_table),
-            )
-            return int(c.fetchone()[0]) == 2
-
-    def drop(self) -> None:
-        with self.datastore.transaction(commit=True) as c:
-            for table in (self.parked_table, self.table):
-                c.execute(f"DROP TABLE IF EXISTS {table}")
-            c.execute("DELETE FROM tracking WHERE application_name = ?", (self.tracking_name,))
-
-
-class PostgresSessionSnapshots(PostgresTrackingRecorder, SessionSnapshots):
-    mark = "%s"
-    BULK = 200  # rows from which a batch is written with COPY
-
-    def __init__(self, datastore: Any, *, table: str, **kwargs: Any):
-        self._prepare(table)
-        super().__init__(datastore, **kwargs)
-        for statement in create_statements(NAME, "postgresql", self.table):
-            self.sql_create_statements.append(SQL(statement))  # type: ignore[arg-type]
-
-    def _in(self, values: Sequence[Any]) -> tuple[str, list[Any]]:
-        # One array parameter: the statement is the same whatever the length.
-        return "= ANY(?)", [list(values)]
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._sql(sql), params, prepare=True)
-            return [tuple(r.values()) for r in curs.fetchall()]
-
-    def _write(self) -> Any:
-        return self.datastore.transaction(commit=True)
-
-    def _upsert_rows(self, cursor: Any, rows: Sequence[SnapshotRow]) -> None:
-        if len(rows) < self.BULK:
-            super()._upsert_rows(cursor, rows)
-            return
-        # Large batches (catching up, rebuilding): COPY into a temporary
-        # table, then one INSERT ... ON CONFLICT from it.
-        cursor.execute(
-            SQL("CREATE TEMPORARY TABLE IF NOT EXISTS snapshot_batch (LIKE {table}) ON COMMIT DELETE ROWS").format(
-                table=Identifier(self.table)
-            )
-        )
-        with cursor.copy(
-            SQL("COPY snapshot_batch ({columns}) FROM STDIN").format(
-                columns=SQL(",").join(Identifier(c) for c in COLUMNS)
-            )
-        ) as copy:
-            for row in rows:
-                copy.write_row(row.values())
-        cursor.execute(
-            SQL(
-                "INSERT INTO {table} ({columns}) SELECT {columns} FROM snapshot_batch "
-                "ORDER BY session_id "
-                "ON CONFLICT (session_id) DO UPDATE SET {updates} WHERE {table}.version < excluded.version"
-            ).format(
-                table=Identifier(self.table),
-                columns=SQL(",").join(Identifier(c) for c in COLUMNS),
-                updates=SQL(",").join(
-                    SQL("{c}=excluded.{c}").format(c=Identifier(c)) for c in COLUMNS[1:]
-                ),
-            )
-        )
-
-    def drop(self) -> None:
-        with self.datastore.transaction(commit=True) as curs:
-            for table in (self.parked_table, self.table):
-                curs.execute(SQL("DROP TABLE IF EXISTS {0}").format(Identifier(table)))
-            curs.execute(
-                SQL("DELETE FROM {0} WHERE application_name = %s").format(
-                    Identifier(self.tracking_table_name)
-                ),
-                (self.tracking_name,),
-            )
-
-
-def snapshots_on(app: Any, table: str) -> SessionSnapshots:
-    """The read model in ``table``, on the application's own datastore (one
-    pool, and for in-memory SQLite the only way to see the same database);
-    its tables are created if they are not there."""
-    recorder = snapshots_named(app, table)
-    if isinstance(recorder, SQLiteSessionSnapshots) and recorder.exists():
-        return recorder
-    with app.schema_lock():
-        _create(recorder)
-    return recorder
-
-
-def snapshots_named(app: Any, table: str) -> SessionSnapshots:
-    """The read model in ``table``, which exists (nothing is created: this
-    may run inside another transaction)."""
-    datastore = app.factory.datastore
-    if app.settings.backend == "postgresql":
-        return PostgresSessionSnapshots(
-            datastore, table=table, tracking_table_name=f"{app.name}_tracking"
-        )
-    return SQLiteSessionSnapshots(datastore, table=table)
-
-
-def live_rows(app: Any) -> SessionSnapshots:
-    """Reads of the live read model, through the view the registry keeps on
-    the live table (see projection.registry)."""
-    from sessions.projection.registry import live_view
-
-    return snapshots_named(app, live_view(NAME))
-
-
-def _create(recorder: Any, attempts: int = 20) -> None:
-    """Create the tables. SQLite refuses a schema change at once (no busy
-    wait) while another connection writes; such a refusal is retried. Two
-    processes creating the same tables at once on SQLite (there is no
-    schema lock there) collide on the library's migration record: the
-    other one made them, which is checked."""
-    from eventsourcing.persistence import IntegrityError, OperationalError
-
-    for attempt in range(attempts):
-        try:
-            recorder.create_table()
-            return
-        except IntegrityError:
-            if isinstance(recorder, SQLiteSessionSnapshots) and recorder.exists():
-                return
-            raise
-        except OperationalError as e:
-            if "locked" not in str(e) or attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-
-
-def open_snapshots(app: Any) -> SessionSnapshots:
-    """The live read model, as the registry names it."""
-    from sessions.projection.registry import Registry
-
-    return snapshots_on(app, Registry.of(app).get(NAME).live_table)

@@ -1,0 +1,251 @@
+"""The projector: folds the event log into the session rows of the read
+model (``session_snapshots``), catching up in batches, then tailing.
+
+It is three things, each in its module: a batch, fold -> save, in one
+transaction (projection.batches); the thread that tails the log and its
+wake-ups (projection.tailing); and, here, the position and the table it
+folds into, which changes when a rebuild takes over.
+
+Commands write their sessions' rows themselves, with their events
+(projection.write_through), so no answer waits for the projector; its
+position is where the log has been folded, which ``wait_for`` waits for
+(tests, readiness at start).
+
+**Table switch-over.** Each batch checks, in its own transaction, that its
+table is still live or being built (projection.registry). When a rebuild
+has taken over, the batch writes nothing and the projector moves to the new
+live table: it catches it up to the head first, so its position never goes
+back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from eventsourcing.persistence import Notification
+
+from sessions.projection.batches import FoldAndSave
+from sessions.projection.fold import SKIPPED_TOPICS, SessionFold
+from sessions.projection.registry import Registry, Superseded
+from sessions.projection.row_tables import rows_on
+from sessions.projection.rows import NAME, SessionRows
+from sessions.projection.tailing import Tailing
+from sessions.store.application import SessionsApplication
+from sessions.store.health import log_failure
+from sessions.store.records import select_notifications_except
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 500
+DEFAULT_POLL_INTERVAL = 0.1
+DEFAULT_SETTLE = 0.1  # after a wake-up by a write, before folding it
+DEFAULT_CACHE_SIZE = 20_000
+SKIPPED_TOPIC_LIST = sorted(SKIPPED_TOPICS)
+
+# Where notifications come from: (after, limit) -> (batch, position reached).
+Feed = Callable[[int, int], tuple[list[Notification], int]]
+
+
+class Projector:
+    def __init__(
+        self,
+        app: SessionsApplication,
+        table: SessionRows,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        on_batch: Callable[[int, int], None] | None = None,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        feed: Feed | None = None,
+        settle: float = DEFAULT_SETTLE,
+        registry: Registry | None = None,
+    ):
+        """``table``: the session rows it folds into. ``feed``: the
+        application's log by default, an archive offline. ``registry``: each
+        batch checks that its table is still live or being built, and the
+        projector moves to the live table when it is not."""
+        self.app = app
+        self.registry = registry
+        self.feed = feed or self._from_log
+        self.fold = SessionFold(app.mapper)
+        self.batch_size = batch_size
+        self.on_batch = on_batch
+        self.cache_size = cache_size
+        self.error: BaseException | None = None
+        self._batches = self._batches_into(table)
+        self._position = table.position()
+        self._progress = threading.Condition()
+        self._switch_to: SessionRows | None = None  # the live table, after a takeover
+        self._batch_was_full = False
+        self._batch_lock = threading.Lock()  # one batch at a time, whoever runs it
+        self._tailing = Tailing(self, app, poll_interval, settle)
+
+    @property
+    def table(self) -> SessionRows:
+        """The table it folds into."""
+        return self._batches.table
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    # --- catching up ------------------------------------------------------------
+
+    def run_batch(self) -> int:
+        """Fold the next batch of the log; return how far the position moved."""
+        with self._batch_lock:
+            return self._run_batch()
+
+    def _run_batch(self) -> int:
+        before = self._position
+        notifications, reached = self.feed(before, self.batch_size)
+        if reached <= before:
+            return 0
+        self._batch_was_full = len(notifications) >= self.batch_size
+        folded = self._batches.save(notifications, reached)
+        self._advance(reached)
+        if self.on_batch:
+            self.on_batch(folded, reached)
+        return reached - before
+
+    def catch_up(self) -> int:
+        """Fold until the head of the log as it is now; return how far the
+        position moved."""
+        total = 0
+        while (n := self.run_batch()) > 0:
+            total += n
+        return total
+
+    def _from_log(self, after: int, limit: int) -> tuple[list[Notification], int]:
+        """Only what the fold may need is read (not the other streams' known
+        topics), up to the head as it is now; the position then moves past
+        the rest too. Commit order is id order in the store, so nothing
+        below the head can still appear."""
+        head = self.app.recorder.max_notification_id() or 0
+        if head <= after:
+            return [], after
+        batch = select_notifications_except(self.app.recorder, after, limit, head, SKIPPED_TOPIC_LIST)
+        return batch, (batch[-1].id if len(batch) >= limit else head)
+
+    def _advance(self, position: int) -> None:
+        with self._progress:
+            self._position = position
+            self._progress.notify_all()
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Block until ``position`` (an Outcome's position token, a head) is
+        folded, or timeout. A waiting caller folds the batch itself when the
+        projector is idle: no hand-over to the projector's thread and back
+        (errors are left to the projector's loop)."""
+        if self._position >= position:
+            return True
+        if self._tailing.running and self._batch_lock.acquire(blocking=False):
+            try:
+                while self._position < position and self._switch_to is None:
+                    if not self._run_batch_inline():
+                        break
+            finally:
+                self._batch_lock.release()
+            if self._position >= position:
+                return True
+        self.wake(hurry=True)
+        with self._progress:
+            return self._progress.wait_for(
+                lambda: self._position >= position or self._tailing.stopped.is_set(), timeout
+            ) and self._position >= position
+
+    def _run_batch_inline(self) -> int:
+        try:
+            return self._run_batch()
+        except Exception:  # the projector's own loop reports and recovers
+            log.debug("projector: inline batch failed", exc_info=True)
+            self.wake(hurry=True)
+            return 0
+
+    # --- tailing (projection.tailing) ----------------------------------------------
+
+    def start(self) -> None:
+        self._tailing.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._tailing.stopped.set()
+        with self._progress:
+            self._progress.notify_all()
+        self._tailing.stop(timeout)
+
+    def wake(self, hurry: bool = False) -> None:
+        """Fold what is new; at once if ``hurry`` (someone waits for it)."""
+        self._tailing.wake(hurry)
+
+    def step(self) -> bool:
+        """The tailing thread's turn: move to the live table if a rebuild
+        took over, then fold a batch; True when more is waiting at once."""
+        try:
+            if self._switch_to is not None:
+                with self._batch_lock:
+                    table, self._switch_to = self._switch_to, None
+                    self._switch(table)
+            return bool(self.run_batch()) and self._batch_was_full
+        except Superseded as e:  # a rebuild took over: fold into its table
+            log.info("projector: %s", e)
+            self._batches.forget()
+            self._switch_to = rows_on(self.app, e.registration.live_table)
+            return True
+
+    def failed(self, error: Exception) -> bool:
+        """A batch failed: say so, and take the stored state as the truth
+        again; True when the table moved (go on at once)."""
+        self.error = error
+        log_failure(log, self.app.store_health, "projector: batch after position %d failed", self._position)
+        self._batches.forget()
+        self._resync()
+        return self._switch_to is not None
+
+    # --- table switch-over ----------------------------------------------------------
+
+    def _batches_into(self, table: SessionRows) -> FoldAndSave:
+        check = self._check_current if self.registry is not None else None
+        return FoldAndSave(table, self.fold, self.cache_size, check)
+
+    def _check_current(self, cursor: Any) -> None:
+        """First in each batch's transaction: Superseded unless its table is
+        still live or being built."""
+        assert self.registry is not None
+        self.registry.check(cursor, NAME, self.table.table)
+
+    def _switch(self, table: SessionRows) -> None:
+        Projector(self.app, table, batch_size=max(self.batch_size, 2000), registry=self.registry).catch_up()
+        previous = self.table.table
+        self._batches = self._batches_into(table)
+        self._advance(max(table.position(), self._position))
+        log.info("projector: moved from %s to %s at position %d", previous, table.table, self._position)
+
+    def _resync(self) -> None:
+        """Take the stored position as the truth again: another instance may
+        have moved it, or a commit may have landed whose answer was lost."""
+        try:
+            if self.registry is not None:
+                # A batch on a table a takeover dropped fails before its
+                # check can say so.
+                registration = self.registry.get(NAME)
+                if self.table.table not in registration.tables:
+                    self._switch_to = rows_on(self.app, registration.live_table)
+                    return
+            self._advance(self.table.position())
+        except Exception:  # the store is down; the next batch will tell
+            log.debug("projector: cannot read the stored position", exc_info=True)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.002) -> bool:
+    """Poll ``predicate`` until true or timeout (for processes without a projector)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

@@ -1,0 +1,174 @@
+"""The session rows on each backend, and where they are opened: SQLite
+and PostgreSQL versions of ``rows.SessionRows`` (each also one of the
+library's tracking recorders), and ``rows_on`` / ``rows_named`` /
+``live_rows`` / ``open_rows``, on the application's own datastore.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError, OperationalError
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+from psycopg.sql import SQL, Identifier
+
+from sessions.projection.registry import Registry, live_view
+from sessions.projection.rows import COLUMNS, NAME, SessionRow, SessionRows
+from sessions.projection.schema import create_statements
+
+
+class SQLiteSessionRows(SQLiteTrackingRecorder, SessionRows):
+    def __init__(self, datastore: Any, *, table: str, **kwargs: Any):
+        self._prepare(table)
+        super().__init__(datastore, **kwargs)
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            *create_statements(NAME, "sqlite", self.table),
+        ]
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(sql, params)
+            return [tuple(r) for r in c.fetchall()]
+
+    def _write(self) -> Any:
+        return self.datastore.transaction(commit=True)
+
+    def exists(self) -> bool:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)",
+                (self.table, self.parked_table),
+            )
+            return int(c.fetchone()[0]) == 2
+
+    def drop(self) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            for table in (self.parked_table, self.table):
+                c.execute(f"DROP TABLE IF EXISTS {table}")
+            c.execute("DELETE FROM tracking WHERE application_name = ?", (self.tracking_name,))
+
+
+class PostgresSessionRows(PostgresTrackingRecorder, SessionRows):
+    mark = "%s"
+    BULK = 200  # rows from which a batch is written with COPY
+
+    def __init__(self, datastore: Any, *, table: str, **kwargs: Any):
+        self._prepare(table)
+        super().__init__(datastore, **kwargs)
+        for statement in create_statements(NAME, "postgresql", self.table):
+            self.sql_create_statements.append(SQL(statement))  # type: ignore[arg-type]
+
+    def _in(self, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        # One array parameter: the statement is the same whatever the length.
+        return "= ANY(?)", [list(values)]
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._sql(sql), params, prepare=True)
+            return [tuple(r.values()) for r in curs.fetchall()]
+
+    def _write(self) -> Any:
+        return self.datastore.transaction(commit=True)
+
+    def _upsert_rows(self, cursor: Any, rows: Sequence[SessionRow]) -> None:
+        if len(rows) < self.BULK:
+            super()._upsert_rows(cursor, rows)
+            return
+        # Large batches (catching up, rebuilding): COPY into a temporary
+        # table, then one INSERT ... ON CONFLICT from it.
+        cursor.execute(
+            SQL("CREATE TEMPORARY TABLE IF NOT EXISTS snapshot_batch (LIKE {table}) ON COMMIT DELETE ROWS").format(
+                table=Identifier(self.table)
+            )
+        )
+        with cursor.copy(
+            SQL("COPY snapshot_batch ({columns}) FROM STDIN").format(
+                columns=SQL(",").join(Identifier(c) for c in COLUMNS)
+            )
+        ) as copy:
+            for row in rows:
+                copy.write_row(row.values())
+        cursor.execute(
+            SQL(
+                "INSERT INTO {table} ({columns}) SELECT {columns} FROM snapshot_batch "
+                "ORDER BY session_id "
+                "ON CONFLICT (session_id) DO UPDATE SET {updates} WHERE {table}.version < excluded.version"
+            ).format(
+                table=Identifier(self.table),
+                columns=SQL(",").join(Identifier(c) for c in COLUMNS),
+                updates=SQL(",").join(
+                    SQL("{c}=excluded.{c}").format(c=Identifier(c)) for c in COLUMNS[1:]
+                ),
+            )
+        )
+
+    def drop(self) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            for table in (self.parked_table, self.table):
+                curs.execute(SQL("DROP TABLE IF EXISTS {0}").format(Identifier(table)))
+            curs.execute(
+                SQL("DELETE FROM {0} WHERE application_name = %s").format(
+                    Identifier(self.tracking_table_name)
+                ),
+                (self.tracking_name,),
+            )
+
+
+def rows_on(app: Any, table: str) -> SessionRows:
+    """The read model in ``table``, on the application's own datastore (one
+    pool, and for in-memory SQLite the only way to see the same database);
+    its tables are created if they are not there."""
+    recorder = rows_named(app, table)
+    if isinstance(recorder, SQLiteSessionRows) and recorder.exists():
+        return recorder
+    with app.schema_lock():
+        _create(recorder)
+    return recorder
+
+
+def rows_named(app: Any, table: str) -> SessionRows:
+    """The read model in ``table``, which exists (nothing is created: this
+    may run inside another transaction)."""
+    datastore = app.factory.datastore
+    if app.settings.backend == "postgresql":
+        return PostgresSessionRows(
+            datastore, table=table, tracking_table_name=f"{app.name}_tracking"
+        )
+    return SQLiteSessionRows(datastore, table=table)
+
+
+def live_rows(app: Any) -> SessionRows:
+    """Reads of the live read model, through the view the registry keeps on
+    the live table (see projection.registry)."""
+    return rows_named(app, live_view(NAME))
+
+
+def _create(recorder: Any, attempts: int = 20) -> None:
+    """Create the tables. SQLite refuses a schema change at once (no busy
+    wait) while another connection writes; such a refusal is retried. Two
+    processes creating the same tables at once on SQLite (there is no
+    schema lock there) collide on the library's migration record: the
+    other one made them, which is checked."""
+    for attempt in range(attempts):
+        try:
+            recorder.create_table()
+            return
+        except IntegrityError:
+            if isinstance(recorder, SQLiteSessionRows) and recorder.exists():
+                return
+            raise
+        except OperationalError as e:
+            if "locked" not in str(e) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+def open_rows(app: Any) -> SessionRows:
+    """The live read model, as the registry names it."""
+    return rows_on(app, Registry.of(app).get(NAME).live_table)
