@@ -17,7 +17,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     projections = commands.add_parser("projections", help="read models: status, rebuild, verify")
     sub = projections.add_subparsers(dest="projections_command", required=True, metavar="COMMAND")
 
-    status = sub.add_parser("status", help="version, position, lag, state and parked events")
+    status = sub.add_parser("status", help="version, position, lag, state, parked events, owner and standbys")
     status.add_argument("--json", action="store_true", help="one JSON object per read model")
     add_store(status)
     status.set_defaults(run=cmd_status)
@@ -87,6 +87,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         ),
     )
     print(f"state: {status.state}")
+    if status.projectors is not None:
+        owner = next((p for p in status.projectors if p.role == "owner"), None)
+        print(
+            f"owner: {owner.host} pid {owner.pid} since {owner.owner_since}"
+            if owner
+            else "owner: none (no projector holds the read model: it falls behind)"
+        )
+        for standby in (p for p in status.projectors if p.role == "standby"):
+            print(f"standby: {standby.host} pid {standby.pid} connected {standby.connected_at}")
     if status.advice:
         print(f"advice: {status.advice}")
     return 0

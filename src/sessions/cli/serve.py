@@ -161,12 +161,15 @@ def cmd_project(args: argparse.Namespace) -> int:
     assert projector is not None
     projector.batch_size = args.batch_size
     head = app.recorder.max_notification_id() or 0
-    with progress_bar(f"catching up {projector.table.table}", head) as update:
-        update(projector.position)
-        projector.on_batch = lambda n, position: update(position)
-        projector.catch_up()
-    projector.on_batch = None
-    log.info("projector: caught up at %d; tailing the log", projector.position)
+    if projector.take_ownership():
+        with progress_bar(f"catching up {projector.table.table}", head) as update:
+            update(projector.position)
+            projector.on_batch = lambda n, position: update(position)
+            projector.catch_up()
+        projector.on_batch = None
+        log.info("projector: caught up at %d; tailing the log", projector.position)
+    else:  # (projection.ownership)
+        log.info("projector: another process owns the read model; this one stands by to take over")
     if args.once:
         if metrics is not None:
             metrics.close()

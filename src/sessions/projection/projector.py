@@ -16,6 +16,13 @@ table is still live or being built (projection.registry). When a rebuild
 has taken over, the batch writes nothing and the projector moves to the new
 live table: it catches it up to the head first, so its position never goes
 back.
+
+**Ownership** (projection.ownership): on PostgreSQL any number of
+projectors may run against one read model; the one holding its advisory
+lock folds, the others are hot standbys that take over when its connection
+ends. Each batch checks the ownership's generation in its transaction (the
+fence), so a former owner never commits a batch after a takeover; the new
+owner starts from the stored position, with nothing in memory from before.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from eventsourcing.persistence import Notification
 
 from sessions.projection.batches import FoldAndSave
 from sessions.projection.fold import SKIPPED_TOPICS, SessionFold
+from sessions.projection.ownership import NotOwner, Ownership, SoleOwnership
 from sessions.projection.registry import Registry, Superseded
 from sessions.projection.row_tables import rows_on
 from sessions.projection.rows import NAME, SessionRows
@@ -63,13 +71,17 @@ class Projector:
         feed: Feed | None = None,
         settle: float = DEFAULT_SETTLE,
         registry: Registry | None = None,
+        ownership: Ownership | None = None,
     ):
         """``table``: the session rows it folds into. ``feed``: the
         application's log by default, an archive offline. ``registry``: each
         batch checks that its table is still live or being built, and the
-        projector moves to the live table when it is not."""
+        projector moves to the live table when it is not. ``ownership``:
+        folds only while it owns the read model (default: always)."""
         self.app = app
         self.registry = registry
+        self.ownership: Ownership = ownership or SoleOwnership()
+        self._taken = threading.Event()  # ownership was (re)taken: resume from the stored state
         self.feed = feed or self._from_log
         self.fold = SessionFold(app.mapper)
         self.batch_size = batch_size
@@ -101,6 +113,10 @@ class Projector:
             return self._run_batch()
 
     def _run_batch(self) -> int:
+        if not self.ownership.held:
+            return 0
+        if self._taken.is_set():
+            self._resume_as_owner()
         before = self._position
         notifications, reached = self.feed(before, self.batch_size)
         if reached <= before:
@@ -114,8 +130,9 @@ class Projector:
 
     def catch_up(self) -> int:
         """Fold until the head of the log as it is now; return how far the
-        position moved."""
+        position moved (nothing if another process owns the read model)."""
         total = 0
+        self.take_ownership()
         while (n := self.run_batch()) > 0:
             total += n
         return total
@@ -169,6 +186,7 @@ class Projector:
     # --- tailing (projection.tailing) ----------------------------------------------
 
     def start(self) -> None:
+        self.ownership.start(self._on_taken)
         self._tailing.start()
 
     def stop(self, timeout: float = 10) -> None:
@@ -176,6 +194,41 @@ class Projector:
         with self._progress:
             self._progress.notify_all()
         self._tailing.stop(timeout)
+        self.ownership.stop()
+
+    # --- ownership (projection.ownership) ------------------------------------------
+
+    def take_ownership(self) -> bool:
+        """One attempt, before tailing starts (`sessions project` catching up)."""
+        if self.ownership.held:
+            return True
+        if self.ownership.try_take():
+            self._on_taken()
+            return True
+        return False
+
+    def _on_taken(self) -> None:
+        self._taken.set()
+        self.wake(hurry=True)
+
+    def _resume_as_owner(self) -> None:
+        """Just taken over: the former owner's last batch has committed or
+        never will (the fence), so the stored state is the truth; what this
+        process kept in memory from before may be older."""
+        self._taken.clear()
+        self._batches = self._batches_into(self.table)
+        self._resync()
+        log.info("projector: folding %s from position %d", self.table.table, self._position)
+
+    def _follow_owner(self) -> None:
+        """A standby: keep the position the owner stored (``wait_for``)."""
+        try:
+            stored = self.table.position()
+        except Exception:  # the store is down; the next turn will tell
+            log.debug("projector: cannot read the stored position", exc_info=True)
+            return
+        if stored > self._position:
+            self._advance(stored)
 
     def wake(self, hurry: bool = False) -> None:
         """Fold what is new; at once if ``hurry`` (someone waits for it)."""
@@ -184,6 +237,9 @@ class Projector:
     def step(self) -> bool:
         """The tailing thread's turn: move to the live table if a rebuild
         took over, then fold a batch; True when more is waiting at once."""
+        if not self.ownership.held:
+            self._follow_owner()
+            return False
         try:
             if self._switch_to is not None:
                 with self._batch_lock:
@@ -195,6 +251,11 @@ class Projector:
             self._batches.forget()
             self._switch_to = rows_on(self.app, e.registration.live_table)
             return True
+        except NotOwner as e:  # another process took over since this one last checked
+            log.info("projector: %s", e)
+            self._batches.forget()
+            self.ownership.lost()
+            return False
 
     def failed(self, error: Exception) -> bool:
         """A batch failed: say so, and take the stored state as the truth
@@ -208,17 +269,20 @@ class Projector:
     # --- table switch-over ----------------------------------------------------------
 
     def _batches_into(self, table: SessionRows) -> FoldAndSave:
-        check = self._check_current if self.registry is not None else None
-        return FoldAndSave(table, self.fold, self.cache_size, check)
+        return FoldAndSave(table, self.fold, self.cache_size, self._check_current)
 
     def _check_current(self, cursor: Any) -> None:
-        """First in each batch's transaction: Superseded unless its table is
-        still live or being built."""
-        assert self.registry is not None
-        self.registry.check(cursor, NAME, self.table.table)
+        """First in each batch's transaction: NotOwner unless this projector
+        still owns the read model, Superseded unless its table is still live
+        or being built."""
+        self.ownership.check(cursor)
+        if self.registry is not None:
+            self.registry.check(cursor, NAME, self.table.table)
 
     def _switch(self, table: SessionRows) -> None:
-        Projector(self.app, table, batch_size=max(self.batch_size, 2000), registry=self.registry).catch_up()
+        Projector(
+            self.app, table, batch_size=max(self.batch_size, 2000), registry=self.registry, ownership=self.ownership
+        ).catch_up()
         previous = self.table.table
         self._batches = self._batches_into(table)
         self._advance(max(table.position(), self._position))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from sessions.projection.listing import ListedRow, PageQuery
+from sessions.projection.ownership import ownership_of
 from sessions.projection.point_reads import point_reads
 from sessions.projection.projector import Projector
 from sessions.projection.registry import Registry
@@ -34,7 +35,9 @@ class ReadModel:
         self.registry.define_view(NAME)
         self.live = live_rows(app)  # reads: through the view on the live table
         self.point = point_reads(app)  # GetSession's shorter way to the same rows
-        self.projector = Projector(app, live, registry=self.registry) if run_projector else None
+        self.projector = (
+            Projector(app, live, registry=self.registry, ownership=ownership_of(app, NAME)) if run_projector else None
+        )
         self.outdated = registration.live_version != code_version(NAME)
         if self.outdated:
             log.warning(

@@ -1,5 +1,5 @@
 """Where each read model stands: version, position against the head of the
-log, lag, state and parked events."""
+log, lag, state, parked events, and which projector folds it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from sessions.projection.ownership import ProjectorInfo, projectors
 from sessions.projection.registry import Registry
 from sessions.projection.row_tables import rows_on
 from sessions.projection.rows import NAME
@@ -36,6 +37,9 @@ class ReadModelStatus:
     live: BuildStatus
     building: BuildStatus | None
     advice: str
+    # The projectors whose connections are alive, the owner first (None on
+    # SQLite: one projector per file, not recorded).
+    projectors: list[ProjectorInfo] | None = None
 
     def as_json(self) -> str:
         return json.dumps(asdict(self))
@@ -66,7 +70,7 @@ def read_model_status(app: Any) -> ReadModelStatus:
         )
     elif live.parked:
         advice = "events are parked: see the log, fix, then `sessions projections retry-parked`"
-    return ReadModelStatus(NAME, wanted, head, state, live, building, advice)
+    return ReadModelStatus(NAME, wanted, head, state, live, building, advice, projectors(app, NAME))
 
 
 def _build_status(app: Any, registry: Registry, table: str, version: int, head: int) -> BuildStatus:

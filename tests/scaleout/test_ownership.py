@@ -1,0 +1,111 @@
+"""Projector ownership, in one process on PostgreSQL: one owner at a time,
+and the fence that keeps a former owner from committing a batch once a
+standby took over (see projection.ownership)."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from sessions.projection.ownership import NotOwner
+from sessions.projection.read_model import ReadModel
+from tests.projection.projection_support import Workload, head, make_app, poll
+from tests.scaleout.scaleout_support import terminate
+
+pytestmark = pytest.mark.postgres
+
+
+def lock_backend(read_model: ReadModel) -> int:
+    ownership = read_model.projector.ownership  # type: ignore[union-attr]
+    return int(ownership._conn.info.backend_pid)  # type: ignore[union-attr]
+
+
+def test_one_owner_folds_and_a_standby_takes_over_when_its_connection_ends(postgres_url: str) -> None:
+    app_a, app_b = make_app(postgres_url), make_app(postgres_url)
+    a, b = ReadModel(app_a), ReadModel(app_b)
+    try:
+        Workload(app_a).run(100)
+        assert a.projector.take_ownership()  # type: ignore[union-attr]
+        assert not b.projector.take_ownership()  # type: ignore[union-attr]
+        assert b.projector.catch_up() == 0  # type: ignore[union-attr]  # a standby folds nothing
+        assert a.projector.catch_up() > 0  # type: ignore[union-attr]
+        assert a.projector.table.position() == head(app_a)  # type: ignore[union-attr]
+
+        terminate(postgres_url, lock_backend(a))
+        assert b.projector.take_ownership()  # type: ignore[union-attr]
+        Workload(app_b, seed=8).run(100)
+        before = b.projector.table.position()  # type: ignore[union-attr]
+        # A has not noticed yet: its next batch finds B's generation and
+        # writes nothing.
+        assert a.projector.ownership.held  # type: ignore[union-attr]
+        with pytest.raises(NotOwner):
+            a.projector.run_batch()  # type: ignore[union-attr]
+        assert b.projector.table.position() == before  # type: ignore[union-attr]
+        assert b.projector.catch_up() > 0  # type: ignore[union-attr]
+        assert b.projector.table.position() == head(app_b)  # type: ignore[union-attr]
+    finally:
+        a.stop()
+        b.stop()
+        app_a.close()
+        app_b.close()
+
+
+def test_a_takeover_waits_for_the_former_owners_batch_in_flight(postgres_url: str) -> None:
+    # A's batch has passed the fence and not committed when A's lock
+    # connection is terminated: B's takeover waits for that batch (the
+    # generation row is locked), then starts from the position it committed.
+    app_a, app_b = make_app(postgres_url), make_app(postgres_url)
+    a, b = ReadModel(app_a), ReadModel(app_b)
+    pa, pb = a.projector, b.projector
+    assert pa is not None and pb is not None
+    try:
+        Workload(app_a).run(150)
+        assert pa.take_ownership()
+        pa.batch_size = 50
+        assert pa.run_batch() > 0  # (A folds a first batch as the owner)
+        first = pa.position
+        in_batch, release = threading.Event(), threading.Event()
+        checked = pa._batches.check
+        assert checked is not None
+
+        def check_then_hold(cursor: object) -> None:
+            checked(cursor)
+            in_batch.set()
+            release.wait(30)
+
+        pa._batches.check = check_then_hold
+        batch = threading.Thread(target=pa.run_batch)
+        batch.start()
+        assert in_batch.wait(30)
+        terminate(postgres_url, lock_backend(a))
+        took: list[bool] = []
+        takeover = threading.Thread(target=lambda: took.append(pb.take_ownership()))
+        takeover.start()
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+
+            def b_waits_on_the_generation_row() -> bool:
+                row = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+                    (pb.ownership._conn.info.backend_pid if pb.ownership._conn else -1,),  # type: ignore[union-attr]
+                ).fetchone()
+                return bool(row and row[0])
+
+            assert poll(b_waits_on_the_generation_row, 30)
+        assert not took
+        release.set()
+        batch.join(30)
+        takeover.join(30)
+        assert took == [True]
+        committed = pa.table.position()
+        assert committed > first  # A's second batch committed before B took over
+        assert pb.position == 0  # (B, a standby so far, has folded nothing)
+        pb.run_batch()  # B resumes from the stored position
+        assert pb.position == committed
+    finally:
+        release.set()
+        a.stop()
+        b.stop()
+        app_a.close()
+        app_b.close()
