@@ -184,9 +184,7 @@ class PostgresOwnership:
                 " RETURNING generation, clock_timestamp()",
                 (self.name,),
             ).fetchone()
-            conn.execute(
-                "UPDATE projectors SET owner_since = %s WHERE backend_pid = pg_backend_pid()", (row[1],)
-            )
+            conn.execute("UPDATE projectors SET owner_since = %s WHERE backend_pid = pg_backend_pid()", (row[1],))
         self.generation, self.since = int(row[0]), row[1]
         self.held = True
         log.info("projector: owns %s (generation %d)", self.name, self.generation)
@@ -294,4 +292,3 @@ def projectors(app: Any, name: str) -> list[ProjectorInfo] | None:
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
-
