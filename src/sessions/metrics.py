@@ -38,6 +38,7 @@ import grpc
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     Info,
     disable_created_metrics,
@@ -166,6 +167,16 @@ class Metrics:
             app.recorder.observer = self
         app.on_replay = self.replayed
         self.registry.register(StoreCollector(app, registry))
+
+    def observe_projector(self, projector: Any) -> None:
+        """``sessions_projector_owner``: 1 while this process's projector
+        owns its read model (projection.ownership), 0 while it stands by."""
+        owner = Gauge(
+            "sessions_projector_owner",
+            "1 if this process's projector folds the read model now, 0 if it is a standby.",
+            registry=self.registry,
+        )
+        owner.set_function(lambda: 1.0 if projector.ownership.held else 0.0)
 
     def interceptor(self) -> MetricsInterceptor:
         return MetricsInterceptor(self)

@@ -167,6 +167,8 @@ class SessionsServer:
         self.projector = read_model.projector
         if self.metrics is not None:
             self.metrics.observe(self.app, read_model.registry)
+            if self.projector is not None:
+                self.metrics.observe_projector(self.projector)
         self.deadlines = (
             DeadlineWorker(
                 self.app,

@@ -68,6 +68,7 @@ def test_project_reports_its_position_and_lag(store_url: str, tmp_path: Path) ->
         assert s.value("sessions_projection_lag_seconds") == 0
         assert s.value("sessions_store_up") == 1
         assert s.value("sessions_parked_events") == 0
+        assert s.value("sessions_projector_owner") == 1  # the only projector owns the read model
         assert s.labels_of("sessions_build_info") == [{"version": sessions.version()}]
         # The projector appends nothing and serves no calls.
         assert s.value("sessions_events_appended_total") == 0

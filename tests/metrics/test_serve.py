@@ -34,6 +34,7 @@ FAMILIES = {
     "sessions_idempotent_replays": "counter",
     "sessions_refusals": "counter",
     "sessions_build_info": "gauge",
+    "sessions_projector_owner": "gauge",
 }
 
 

@@ -159,6 +159,8 @@ def cmd_project(args: argparse.Namespace) -> int:
         metrics.observe(app, read_model.registry)
     projector = read_model.projector
     assert projector is not None
+    if metrics is not None:
+        metrics.observe_projector(projector)
     projector.batch_size = args.batch_size
     head = app.recorder.max_notification_id() or 0
     if projector.take_ownership():
