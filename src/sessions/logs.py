@@ -44,6 +44,16 @@ _writer: _Writer | None = None  # set by configure
 _RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
+# In a worker of `serve --workers N`: its index and pid, on every line.
+_worker: dict[str, int] | None = None
+
+
+def set_worker(index: int, pid: int) -> None:
+    """Mark every line of this process as worker ``index``'s (before configure)."""
+    global _worker
+    _worker = {"worker": index, "pid": pid}
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line."""
 
@@ -56,6 +66,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if _worker is not None:
+            line.update(_worker)
         for key, value in vars(record).items():
             if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
                 line[key] = value
@@ -158,7 +170,10 @@ def configure(level: str = "INFO", format: str = "text", access: str = "on") -> 
     root = logging.getLogger()
     if root.handlers:
         return
-    formatter = JsonFormatter() if format == "json" else logging.Formatter(TEXT_FORMAT)
+    text = TEXT_FORMAT
+    if _worker is not None:
+        text = text.replace("%(name)s", f"[worker {_worker['worker']} pid {_worker['pid']}] %(name)s")
+    formatter = JsonFormatter() if format == "json" else logging.Formatter(text)
     _writer = _Writer(sys.stderr, formatter)
     root.addHandler(_writer)
     root.setLevel(level)

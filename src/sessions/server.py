@@ -80,6 +80,7 @@ class SessionsServer:
         max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION,
         http_listen: str | None = None,
         metrics_listen: str | None = None,
+        reuse_port: bool = False,
     ):
         """Security (issue 7): with ``auth_file`` every call is authenticated
         and authorized (sessions.api.access); without, the server is open and
@@ -89,9 +90,13 @@ class SessionsServer:
 
         ``metrics_listen`` (HOST:PORT): serve Prometheus metrics there
         (sessions.metrics); a value that is not HOST:PORT raises
-        MetricsConfigError here, an address that cannot be bound in start()."""
+        MetricsConfigError here, an address that cannot be bound in start().
+
+        ``reuse_port``: listen with SO_REUSEPORT, beside the other workers of
+        `serve --workers N` (cli.workers)."""
         self.settings = parse_store_url(store_url)
         self.listen = listen
+        self.reuse_port = reuse_port
         self.http_listen = http_listen or None  # the REST face (sessions.rest); off by default
         self.http_port = 0
         self.http: HttpServer | None = None
@@ -214,7 +219,7 @@ class SessionsServer:
         """The gRPC server with every service registered (not yet listening)."""
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="grpc"),
-            options=server_options(self.max_message_bytes, self.max_streams_per_connection),
+            options=server_options(self.max_message_bytes, self.max_streams_per_connection, self.reuse_port),
             interceptors=self._interceptors() or None,
             maximum_concurrent_rpcs=self.max_concurrent_rpcs,
         )

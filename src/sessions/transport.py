@@ -79,9 +79,13 @@ class ServerTLS:
         return "mutual TLS (client certificates required)" if self.client_ca else "TLS"
 
 
-def server_options(max_message_bytes: int, max_streams_per_connection: int) -> list[tuple[str, int]]:
+def server_options(
+    max_message_bytes: int, max_streams_per_connection: int, reuse_port: bool = False
+) -> list[tuple[str, int]]:
+    """``reuse_port``: SO_REUSEPORT, for the workers of `serve --workers N`,
+    which share one listen address (otherwise a port in use fails to bind)."""
     return [
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: calls at once on one connection.

@@ -75,6 +75,9 @@ def _log_level(given: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # (serve --workers starts it again)
+        if getattr(args, "worker_index", None) is not None:
+            logs.set_worker(args.worker_index, os.getpid())
         level = _log_level(args.log_level)
         logs.configure(level, args.log_format, args.access_log)
         run: Callable[[argparse.Namespace], int] = args.run

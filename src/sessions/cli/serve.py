@@ -105,7 +105,7 @@ def _policy(args: argparse.Namespace) -> Policy:
 def _log_settings(args: argparse.Namespace) -> None:
     """Every setting this process runs with, whether from a flag, a variable
     or a default (the store with its password hidden)."""
-    settings = {key: value for key, value in vars(args).items() if key not in ("run", "command")}
+    settings = {key: value for key, value in vars(args).items() if key not in ("run", "command", "argv")}
     settings["store"] = redact_url(args.store or default_store_url())
     logs.log_settings(log, settings)
 
@@ -121,18 +121,23 @@ def _wait_for_signal() -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from sessions.server import SessionsServer
 
+    worker = args.worker_index
+    if worker is None and args.workers > 1:
+        return _serve_workers(args)
+    first = not worker  # the only process, or worker 0 of --workers N (cli.workers)
     with usage_errors(), _metrics_usage():
         server = SessionsServer(
             args.store or default_store_url(),
             args.listen,
             policy=_policy(args),
-            run_projector=not args.no_projector,
-            run_deadlines=not args.no_deadlines,
+            run_projector=first and not args.no_projector,
+            run_deadlines=first and not args.no_deadlines,
             deadline_interval=args.deadline_interval,
-            rebuild_on_start=args.rebuild_on_start,
+            rebuild_on_start=first and args.rebuild_on_start,
             max_workers=args.threads,
-            http_listen=args.http_listen,
-            metrics_listen=args.metrics_listen,
+            http_listen=args.http_listen if first else None,
+            metrics_listen=_worker_address(args.metrics_listen, worker or 0),
+            reuse_port=worker is not None,
             **server_kwargs(args),
         )
     reload_on_sighup(server)
@@ -142,6 +147,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _wait_for_signal()
     server.stop(grace=args.grace)
     return 0
+
+
+def _serve_workers(args: argparse.Namespace) -> int:
+    from sessions.cli.workers import Workers
+
+    if args.listen.rsplit(":", 1)[-1] == "0":
+        raise UsageError("--workers N needs a fixed port in --listen (the workers share it)")
+    _log_settings(args)
+    return Workers(args.argv, args.workers, args.grace).run()
+
+
+def _worker_address(listen: str | None, worker: int) -> str | None:
+    """Worker k of --workers N serves its metrics on PORT + k."""
+    if not listen or not worker:
+        return listen
+    host, _, port = listen.rpartition(":")
+    return f"{host}:{int(port) + worker}" if port.isdigit() and int(port) else listen
 
 
 def cmd_project(args: argparse.Namespace) -> int:
@@ -256,6 +278,10 @@ def add_commands(commands: Any) -> None:
     # (several processes on one port), the usual meaning of the word.
     option(serve, "--threads", type=whole(1), default=DEFAULT_THREADS, metavar="N",
            help="threads serving calls")
+    option(serve, "--workers", type=whole(1), default=1, metavar="N",
+           help="server processes sharing the listen address (SO_REUSEPORT); worker 0 runs the "
+           "projector and the deadline worker")
+    serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)  # (cli.workers)
     _add_metrics(serve)
     add_serve_options(serve)
     serve.set_defaults(run=cmd_serve)

@@ -1,0 +1,117 @@
+"""`sessions serve --workers N`: N server processes on one listen address.
+
+One interpreter serves calls on one CPU at a time; N processes use N cores.
+This parent starts N workers (`sessions serve` again, with the same
+arguments and a worker index), watches and stops them:
+
+- every worker listens on the same address with SO_REUSEPORT, and the kernel
+  spreads the connections among them;
+- worker 0 runs the projector and the deadline worker (unless turned off),
+  serves REST (--http-listen) and rebuilds at start (--rebuild-on-start);
+  the others only serve gRPC, so the projector runs once (and on
+  PostgreSQL, its ownership makes a second one a standby anyway);
+- with --metrics-listen HOST:PORT, worker k serves its metrics on PORT + k;
+- SIGTERM or SIGINT is passed to every worker, which drains its calls
+  (--grace); SIGHUP too (credentials reloaded by each);
+- a worker that exits is logged and started again (at most once a second
+  while it keeps failing); one that exits at start with 2 (bad usage) or 3
+  (store unreachable) stops them all with its exit code, since starting it
+  again cannot help.
+
+Every line a worker logs names it (`[worker K pid P]`, or `worker` and
+`pid` fields in JSON).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger("sessions.workers")
+
+FATAL_AT_START = (2, 3)  # exit codes that starting the worker again cannot fix
+START_WINDOW = 10.0  # s: a worker that exits sooner "exits at start"
+WATCH_INTERVAL = 0.2  # s between looks at the workers
+MOST_RESTART_DELAY = 10.0
+
+
+@dataclass
+class _Worker:
+    index: int
+    proc: subprocess.Popen[bytes]
+    started: float
+    delay: float  # before the next start, if this one exits soon
+
+
+class Workers:
+    def __init__(self, argv: Sequence[str], count: int, grace: float):
+        """``argv``: the `sessions` command line this parent was started with."""
+        self.argv = list(argv)
+        self.count = count
+        self.grace = grace
+        self._stop = threading.Event()
+        self._workers: dict[int, _Worker] = {}
+
+    def _start(self, index: int, delay: float = 0.0) -> None:
+        proc = subprocess.Popen([sys.executable, "-m", "sessions", *self.argv, "--worker-index", str(index)])
+        self._workers[index] = _Worker(index, proc, time.monotonic(), delay)
+        log.info("worker %d started (pid %d)", index, proc.pid)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda signum, frame: self._stop.set())
+        signal.signal(signal.SIGINT, lambda signum, frame: self._stop.set())
+        signal.signal(signal.SIGHUP, lambda signum, frame: self._signal_all(signal.SIGHUP))
+        log.info("starting %d workers", self.count)
+        for index in range(self.count):
+            self._start(index)
+        code = 0
+        while not self._stop.wait(WATCH_INTERVAL):
+            code = self._watch()
+            if code:
+                break
+        self._stop_all()
+        return code
+
+    def _watch(self) -> int:
+        """Start again the workers that exited; an exit code to stop with."""
+        for worker in list(self._workers.values()):
+            code = worker.proc.poll()
+            if code is None:
+                continue
+            lived = time.monotonic() - worker.started
+            if code in FATAL_AT_START and lived < START_WINDOW:
+                log.error("worker %d (pid %d) exited at start with %d: stopping", worker.index, worker.proc.pid, code)
+                return code
+            delay = min(max(worker.delay * 2, 1.0), MOST_RESTART_DELAY) if lived < START_WINDOW else 0.0
+            log.warning(
+                "worker %d (pid %d) exited with %s after %.1fs; starting another%s",
+                worker.index, worker.proc.pid, code, lived, f" in {delay:g}s" if delay else "",
+            )
+            if delay and self._stop.wait(delay):
+                return 0
+            self._start(worker.index, delay)
+        return 0
+
+    def _signal_all(self, signum: int) -> None:
+        for worker in self._workers.values():
+            if worker.proc.poll() is None:
+                worker.proc.send_signal(signum)
+
+    def _stop_all(self) -> None:
+        log.info("stopping %d workers (each finishes its calls, up to %gs)", len(self._workers), self.grace)
+        self._signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace + 15
+        for worker in self._workers.values():
+            try:
+                worker.proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                log.warning("worker %d (pid %d) did not stop: killed", worker.index, worker.proc.pid)
+                worker.proc.kill()
+                worker.proc.wait()
+        log.info("stopped")
