@@ -119,7 +119,9 @@ async def _drive(
 ) -> dict[str, Any]:
     import grpc
 
-    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    # (a subchannel pool of each channel's own: channels to one target are
+    # connections of their own, which SO_REUSEPORT workers share out)
+    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.use_local_subchannel_pool", 1)]
     channels = [grpc.aio.insecure_channel(t, options=options) for t in targets]
     try:
         for channel in channels:

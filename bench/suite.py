@@ -41,6 +41,15 @@ folder, or a database ``sessions_bench_<random>`` created on the server of
            service with metrics off; the qps part's load generator drives
            both, in turns. Details: the servers' CPU per call, and the
            counting path timed alone.
+  workers  `serve --workers 2` against `serve --workers 1` (bench/suite.py's
+           own client, 8 connections per client process, so that the kernel
+           spreads them among the workers): GetSession QPS with 16 calls in
+           flight, and events/s of 16 concurrent agents. Both servers up,
+           measured in turns; on SQLite the --workers 1 server runs no
+           projector (one projector per store file).
+  failover (PostgreSQL only) two `sessions project`, steady writes, kill -9
+           of the owner: the time until the standby holds the lock, and until
+           everything written before the kill is folded.
   rest     GetSession over REST (``serve --http-listen``, bench/rest_load.py:
            raw HTTP/1.1 on keep-alive connections) against GetSession over
            gRPC (bench/load.py) on the same server process, in turns: QPS
@@ -104,7 +113,9 @@ from sessions.projection.write_through import WriteThrough  # noqa: E402
 from sessions.store.application import Caller, SessionsApplication  # noqa: E402
 from sessions.store.urls import parse_store_url  # noqa: E402
 
-PARTS = ("qps", "history", "scale", "rss", "ryw", "agents", "rebuild", "metrics", "rest", "access")
+PARTS = (
+    "qps", "history", "scale", "rss", "ryw", "agents", "rebuild", "metrics", "rest", "access", "workers", "failover"
+)
 PRINCIPAL = "bench"
 CALLER = Caller(PRINCIPAL)
 POLICY = Policy()
@@ -1157,6 +1168,125 @@ def part_agents(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     FIGURES.append(figure)
 
 
+WORKER_CONNECTIONS = 8  # per client process: connections the kernel spreads among the workers
+
+
+def part_workers(backend: str, url: str, sizes: Sizes, folder: str) -> None:
+    app = open_app(url)
+    try:
+        ids = populated_sessions(app, sizes.qps_sessions, "workers")
+        agent_ids = open_sessions(app, sizes.agents, "workers-agents")
+    finally:
+        app.close()
+    gets, reports = get_requests(ids), report_requests(agent_ids)
+
+    def drive(server: ServerProcess, method: str, requests: list[bytes], concurrency: int) -> Callable[[], Any]:
+        targets = [server.target] * WORKER_CONNECTIONS
+        return lambda: load.run(
+            targets, method, requests, duration=sizes.qps_seconds, concurrency=concurrency,
+            processes=sizes.qps_processes, target_of=[i % WORKER_CONNECTIONS for i in range(len(requests))],
+        )
+
+    one_extra = ("--no-deadlines",) + (("--no-projector",) if backend == "sqlite" else ())
+    with ServerProcess.sessions(url, folder, "--workers", "2", "--no-deadlines") as two, ServerProcess.sessions(
+        url, folder, "--workers", "1", *one_extra
+    ) as one:
+        reads = in_turns(sizes.qps_rounds, {
+            "one": drive(one, GET, gets, sizes.qps_concurrency), "two": drive(two, GET, gets, sizes.qps_concurrency),
+        })
+        writes = in_turns(sizes.rounds, {
+            "one": drive(one, REPORT, reports, sizes.agents), "two": drive(two, REPORT, reports, sizes.agents),
+        })
+    check_errors("workers", reads["one"] + reads["two"] + writes["one"] + writes["two"])
+    for kind, runs in (("GetSession", reads), (f"{sizes.agents} agents", writes)):
+        detail(f"[{backend}] workers: {kind} --workers 2 {best_qps(runs['two']).describe()}")
+        detail(f"[{backend}] workers: {kind} --workers 1 {best_qps(runs['one']).describe()}")
+    FIGURES.append(Figure(
+        "workers", "GetSession QPS, --workers 2", backend, best_qps(reads["two"]).qps, "calls/s",
+        best_qps(reads["one"]).qps, "--workers 1", ">= 1.6x", ratio_target=lambda r: r >= 1.6,
+        target_backend="postgresql",
+    ))
+    FIGURES.append(Figure(
+        "workers", f"events/s, {sizes.agents} agents, --workers 2", backend, best_qps(writes["two"]).qps,
+        "events/s", best_qps(writes["one"]).qps, "--workers 1", ">= 1.4x", ratio_target=lambda r: r >= 1.4,
+        target_backend="postgresql",
+    ))
+
+
+def part_failover(backend: str, url: str, sizes: Sizes, folder: str) -> None:
+    """kill -9 of the owning projector under steady writes (PostgreSQL)."""
+    from sessions.projection.ownership import KEY_CLASS, lock_key
+    from sessions.projection.rows import NAME
+
+    app = open_app(url)
+    ids = open_sessions(app, sizes.agents, "failover")
+    entries = [ProgressEntry(RelatedObjectType.USER, (ChangeCount(ChangeType.CREATE, 1, 0),))]
+    stop = threading.Event()
+
+    def write() -> None:  # steady writes, events only: the rows are the projector's to write
+        k = 0
+        while not stop.is_set():
+            app.execute(ReportProgress(ids[k % len(ids)], entries), CALLER, renderer("ReportSessionProgress", PRINCIPAL))
+            k += 1
+            stop.wait(0.002)
+
+    def holder(conn: Any) -> int | None:
+        row = conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s AND objid = %s",
+            (KEY_CLASS, lock_key(NAME)),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    from sessions.projection.registry import Registry
+
+    folded_rows = rows_on(app, Registry.of(app).get(NAME).live_table)
+
+    logs = [open(Path(folder) / f"project-{k}.log", "wb") for k in range(2)]  # noqa: SIM115
+    argv = [sys.executable, "-m", "sessions", "project", "--no-deadlines", "--store", url]
+    projects = [subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT) for log in logs]
+    writer = threading.Thread(target=write, daemon=True)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            pids = {}
+            while len(pids) < 2:  # both connected: the owner and a standby
+                pids = dict(conn.execute(
+                    "SELECT p.pid, p.backend_pid FROM projectors p JOIN pg_stat_activity a"
+                    " ON a.pid = p.backend_pid AND a.backend_start = p.backend_start"
+                ).fetchall()) if conn.execute("SELECT to_regclass('projectors')").fetchone()[0] else {}
+                time.sleep(0.05)
+            writer.start()
+            time.sleep(2.0)  # steady writes first
+            owner_backend = holder(conn)
+            owner = next(p for p in projects if pids.get(p.pid) == owner_backend)
+            head_at_kill = app.recorder.max_notification_id() or 0
+            killed = time.perf_counter()
+            owner.kill()
+            while holder(conn) in (None, owner_backend):
+                time.sleep(0.005)
+            taken = time.perf_counter() - killed
+            while folded_rows.position() < head_at_kill:
+                time.sleep(0.005)
+            folded = time.perf_counter() - killed
+    finally:
+        stop.set()
+        if writer.is_alive():
+            writer.join(10)
+        for p in projects:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(30)
+        for log in logs:
+            log.close()
+        app.close()
+    detail(f"[{backend}] failover: the standby held the lock {taken * 1e3:.0f} ms after kill -9 of the owner; "
+           f"everything written before the kill was folded {folded * 1e3:.0f} ms after it "
+           f"(standbys try every 0.5 s; writes every ~2 ms meanwhile)")
+    FIGURES.append(Figure(
+        "failover", "projector failover: kill -9 to folded", backend, folded, "ms", None, "",
+        "< 2 s + one batch", absolute_target=lambda s: s < 2.5, target_backend="postgresql",
+    ))
+
+
 def part_rebuild(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     began = time.perf_counter()
     head = rebuild_bench.write_log(url, sizes.rebuild_sessions)
@@ -1267,8 +1397,10 @@ def main() -> int:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sessions_suite_") as folder:
         for backend in backends:
-            for part in ("qps", "history", "ryw", "agents", "rebuild", "metrics", "rest", "access"):
+            for part in ("qps", "history", "ryw", "agents", "rebuild", "metrics", "rest", "access", "workers", "failover"):
                 if part not in parts:
+                    continue
+                if part == "failover" and backend != "postgresql":
                     continue
                 print(f"\n[{backend}] {part} ...", flush=True)
                 t = time.perf_counter()
