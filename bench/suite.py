@@ -1226,7 +1226,8 @@ def part_failover(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     def write() -> None:  # steady writes, events only: the rows are the projector's to write
         k = 0
         while not stop.is_set():
-            app.execute(ReportProgress(ids[k % len(ids)], entries), CALLER, renderer("ReportSessionProgress", PRINCIPAL))
+            report = ReportProgress(ids[k % len(ids)], entries)
+            app.execute(report, CALLER, renderer("ReportSessionProgress", PRINCIPAL))
             k += 1
             stop.wait(0.002)
 
@@ -1397,7 +1398,9 @@ def main() -> int:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sessions_suite_") as folder:
         for backend in backends:
-            for part in ("qps", "history", "ryw", "agents", "rebuild", "metrics", "rest", "access", "workers", "failover"):
+            for part in (
+                "qps", "history", "ryw", "agents", "rebuild", "metrics", "rest", "access", "workers", "failover"
+            ):
                 if part not in parts:
                     continue
                 if part == "failover" and backend != "postgresql":
