@@ -89,7 +89,7 @@ class StoreApplication(CachedAggregates):
     def _database_now(self) -> datetime:
         with self.factory.datastore.get_connection() as conn:  # type: ignore[attr-defined]
             row = conn.execute("SELECT clock_timestamp() AS now").fetchone()
-        return row["now"]  # type: ignore[no-any-return]
+        return row["now"]
 
     @contextmanager
     def schema_lock(self) -> Iterator[None]:
