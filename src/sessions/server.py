@@ -201,6 +201,7 @@ class SessionsServer:
                 max_message_bytes=self.max_message_bytes,
                 threads=self.max_workers,
                 tls=self.tls,
+                answered=self.metrics.http_answered if self.metrics is not None else None,
             )
             self.http_port = self.http.start()
         self.server.start()
