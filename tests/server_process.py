@@ -15,6 +15,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sessions.projection.projector import wait_until
 
 
+def run_sessions(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m sessions ARGS`` to its end, output captured; ``env`` on top
+    of this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "sessions", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

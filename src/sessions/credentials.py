@@ -131,7 +131,7 @@ class Credential:
             raise CredentialsError(f"{where}: revoked_at must be a time or null")
 
 
-def _str(raw: dict, key: str, where: str) -> str:  # type: ignore[type-arg]
+def _str(raw: dict, key: str, where: str) -> str:
     value = raw[key]
     if not isinstance(value, str):
         raise CredentialsError(f"{where}.{key}: expected a string")

@@ -128,6 +128,20 @@ class Metrics:
             "idempotency key, or a commit whose acknowledgement was lost).",
             registry=registry,
         )
+        self.http_requests = Counter(
+            "sessions_http_requests_total",
+            "Calls answered by the REST face, by route template (\"none\": no route matched), "
+            "HTTP method and HTTP status.",
+            ["route", "http_method", "http_status"],
+            registry=registry,
+        )
+        self.http_seconds = Histogram(
+            "sessions_http_request_seconds",
+            "Time the REST face took for each call, until its answer.",
+            ["route"],
+            buckets=HANDLING_BUCKETS,
+            registry=registry,
+        )
         Info("sessions_build", "The running build.", registry=registry).info({"version": sessions.version()})
         self._refusals = {reason: self.refusals.labels(reason) for reason in set(REFUSALS.values())}
         self._refusal_of = {code: self._refusals[reason] for code, reason in REFUSALS.items()}
@@ -195,6 +209,10 @@ class Metrics:
     def group_committed(self, saves: int) -> None:
         self.group_commits.observe(saves)
 
+    def http_answered(self, route: str, http_method: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(route, http_method, str(status)).inc()
+        self.http_seconds.labels(route).observe(seconds)
+
     def replayed(self, method: str) -> None:
         self.replays.inc()
 
@@ -241,7 +259,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         # makes one per call (access control does).
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler, _MethodMetrics]] = {}
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None:
             return None  # unknown method: grpc answers UNIMPLEMENTED

@@ -125,19 +125,7 @@ class SessionsServer:
         self.access = (
             AccessInterceptor(credentials_file.load(self.auth_file)) if self.auth_file else None
         )
-        if self.access is None and not is_loopback(listen) and not insecure_no_auth:
-            raise SecurityConfigError(
-                f"refusing to listen on {listen} without credentials: every caller would be "
-                "accepted. Give --auth-file (SESSIONS_AUTH_FILE) with tokens made by "
-                "`sessions auth add-token`, listen on 127.0.0.1, or pass --insecure-no-auth "
-                "if an open server on this address is really intended."
-            )
-        if self.http_listen:
-            listen_host(self.http_listen)  # HOST:PORT, or SecurityConfigError (bad usage)
-        if self.http_listen and self.access is None and not is_loopback(self.http_listen) and not insecure_no_auth:
-            raise SecurityConfigError(
-                f"refusing to serve REST on {self.http_listen} without credentials (see --listen)"
-            )
+        self._refuse_an_open_server_off_loopback()
 
     def reload_credentials(self) -> bool:
         """Re-read the credentials file (SIGHUP). A file that does not load
@@ -154,6 +142,22 @@ class SessionsServer:
         self.access.credentials = loaded
         log.info("credentials: reloaded from %s: %s", self.auth_file, loaded.describe())
         return True
+
+    def _refuse_an_open_server_off_loopback(self) -> None:
+        open_server = self.access is None and not self.insecure_no_auth
+        if open_server and not is_loopback(self.listen):
+            raise SecurityConfigError(
+                f"refusing to listen on {self.listen} without credentials: every caller would be "
+                "accepted. Give --auth-file (SESSIONS_AUTH_FILE) with tokens made by "
+                "`sessions auth add-token`, listen on 127.0.0.1, or pass --insecure-no-auth "
+                "if an open server on this address is really intended."
+            )
+        if self.http_listen:
+            listen_host(self.http_listen)  # HOST:PORT, or SecurityConfigError (bad usage)
+            if open_server and not is_loopback(self.http_listen):
+                raise SecurityConfigError(
+                    f"refusing to serve REST on {self.http_listen} without credentials (see --listen)"
+                )
 
     def start(self) -> int:
         """Start serving; return the bound port. Health says SERVING once the
@@ -204,6 +208,7 @@ class SessionsServer:
                 max_message_bytes=self.max_message_bytes,
                 threads=self.max_workers,
                 tls=self.tls,
+                answered=self.metrics.http_answered if self.metrics is not None else None,
             )
             self.http_port = self.http.start()
         self.server.start()

@@ -117,3 +117,33 @@ def test_concurrent_reports_sum_exactly(start_server, store_url) -> None:  # typ
     assert final.progress_entries[0].change_info[0].successful == 200
     assert final.progress_entries[1].change_info[0].failed == 200
     assert server.server.app.get_session(sid).version == 201
+
+
+def test_a_key_names_one_request_not_only_one_method_and_session(start_server, store_url) -> None:  # type: ignore[no-untyped-def]
+    """The key reused with other values (an open of another container, a
+    report of other counts) is refused and stores nothing; it would
+    otherwise be answered with the first request's result, untrue for the
+    second."""
+    server = start_server(store_url)
+    stub = server.sessions
+    first_open, opened = open_session(stub, "c-first", **{"idempotency-key": "open-k"})
+    sid = opened.opened_session.session_id
+    report_key = [("idempotency-key", "report-k")]
+    first_report = stub.ReportSessionProgress(report_request(sid, 2), metadata=report_key)
+    head = server.server.app.recorder.max_notification_id()
+
+    with pytest.raises(grpc.RpcError) as refused:
+        open_session(stub, "c-second", **{"idempotency-key": "open-k"})
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "idempotency-key" in refused.value.details() and "another request" in refused.value.details()
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.ReportSessionProgress(report_request(sid, 5), metadata=report_key)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    assert server.server.app.recorder.max_notification_id() == head  # nothing stored
+    listed = stub.ListSessions(service_pb2.ListSessionsRequest(subject_container_id="c-second"))
+    assert list(listed.sessions) == []
+    assert sum(c.successful for e in get(stub, sid).progress_entries for c in e.change_info) == 2
+    # The same requests again are still their first answers.
+    assert open_session(stub, "c-first", **{"idempotency-key": "open-k"})[0] == first_open
+    assert stub.ReportSessionProgress(report_request(sid, 2), metadata=report_key) == first_report

@@ -3,23 +3,9 @@ line and exit 2. Through the real command, in processes of their own."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.server_process import ServerProcess
-
-
-def sessions(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sessions", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
+from tests.server_process import ServerProcess, run_sessions
 
 
 @pytest.mark.parametrize(
@@ -36,7 +22,7 @@ def sessions(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
     ],
 )
 def test_a_bad_variable_is_one_line_naming_it_and_exit_2(variable: str, value: str, says: str) -> None:
-    run = sessions("serve", "--store", "memory://", env={variable: value})
+    run = run_sessions("serve", "--store", "memory://", env={variable: value})
     assert run.returncode == 2, run.stderr
     (line,) = run.stderr.splitlines()
     assert line.startswith(f"sessions: {variable}={value!r}: {says}"), line
@@ -44,7 +30,7 @@ def test_a_bad_variable_is_one_line_naming_it_and_exit_2(variable: str, value: s
 
 def test_a_bad_variable_of_another_command_does_not_matter() -> None:
     """Only the flags of the command that runs are read."""
-    run = sessions("auth", "list", env={"SESSIONS_GRACE": "soon", "SESSIONS_AUTH_FILE": ""})
+    run = run_sessions("auth", "list", env={"SESSIONS_GRACE": "soon", "SESSIONS_AUTH_FILE": ""})
     assert run.returncode == 2
     assert run.stderr.splitlines() == ["sessions: give --auth-file FILE or set SESSIONS_AUTH_FILE"]
 
@@ -60,7 +46,7 @@ def test_a_bad_variable_of_another_command_does_not_matter() -> None:
     ],
 )
 def test_a_bad_flag_value_is_one_line_and_exit_2(args: tuple[str, ...], says: str) -> None:
-    run = sessions(*args, "--store", "memory://") if args[0] != "health" else sessions(*args)
+    run = run_sessions(*args, "--store", "memory://") if args[0] != "health" else run_sessions(*args)
     assert run.returncode == 2, run.stderr
     (line,) = run.stderr.splitlines()
     assert line.startswith(f"sessions {args[0]}: {says}"), line
@@ -80,7 +66,7 @@ def test_a_server_configured_by_variables_alone(tmp_path) -> None:  # type: igno
     )
     try:
         server.wait_serving()
-        asked = sessions("health", env={"SESSIONS_TARGET": server.target})
+        asked = run_sessions("health", env={"SESSIONS_TARGET": server.target})
         assert asked.returncode == 0, asked.stderr
         assert asked.stdout.strip() == f"{server.target}: SERVING"
     finally:

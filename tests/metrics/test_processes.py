@@ -22,7 +22,7 @@ from sessions.projection.projector import wait_until
 from sessions.store.application import Caller, Result, SessionsApplication
 from sessions.store.urls import parse_store_url
 from tests.metrics.metrics_support import Scrape, try_scrape
-from tests.server_process import ServerProcess, free_port
+from tests.server_process import ServerProcess, free_port, run_sessions
 
 CALLER = Caller("metrics-test")
 
@@ -105,21 +105,13 @@ def test_serve_as_a_process_counts_its_calls(tmp_path: Path) -> None:
         assert server.stop() == 0, server.log()
 
 
-def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sessions", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @pytest.mark.parametrize("value", ["nonsense", "127.0.0.1", "127.0.0.1:http", ":9464", "127.0.0.1:70000"])
 def test_a_bad_metrics_address_is_one_line_and_exit_2(value: str, tmp_path: Path) -> None:
     for command in (
-        _run("serve", "--store", "memory://", "--listen", "127.0.0.1:0", "--metrics-listen", value),
-        _run("project", "--store", "memory://", env={"SESSIONS_METRICS_LISTEN": value}),
+        run_sessions("serve", "--store", "memory://", "--listen", "127.0.0.1:0", "--metrics-listen", value),
+        run_sessions("project", "--store", "memory://", env={"SESSIONS_METRICS_LISTEN": value}),
     ):
         assert command.returncode == 2, command.stderr
         lines = command.stderr.strip().splitlines()
@@ -131,9 +123,10 @@ def test_a_busy_metrics_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         taken = f"127.0.0.1:{busy.getsockname()[1]}"
+        store = f"sqlite://{tmp_path}/s.db"
         for command in (
-            _run("serve", "--store", f"sqlite://{tmp_path}/s.db", "--listen", "127.0.0.1:0", "--metrics-listen", taken),
-            _run("project", "--store", f"sqlite://{tmp_path}/s.db", "--metrics-listen", taken),
+            run_sessions("serve", "--store", store, "--listen", "127.0.0.1:0", "--metrics-listen", taken),
+            run_sessions("project", "--store", store, "--metrics-listen", taken),
         ):
             assert command.returncode == 2, command.stderr
             lines = command.stderr.strip().splitlines()

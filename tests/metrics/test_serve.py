@@ -244,3 +244,37 @@ def test_a_refusal_by_grpc_itself_is_started_but_never_handled(tmp_path: Path) -
         assert s.value("grpc_server_handled_total", grpc_method="ListSessions") == 0
     finally:
         served.close()
+
+
+def test_the_rest_face_is_counted_by_route_method_and_status(store_url: str) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    server = SessionsServer(store_url, "127.0.0.1:0", metrics_listen="127.0.0.1:0", http_listen="127.0.0.1:0")
+    server.start()
+    try:
+        assert server.metrics is not None
+        base = f"http://127.0.0.1:{server.http_port}/organization-manager/v1/idp/synchronization-sessions"
+        body = json.dumps({"subjectContainerId": "c-rest", "agentId": "a", "sessionType": "AD_SYNC"}).encode()
+        opened = urllib.request.urlopen(urllib.request.Request(f"{base}:open", data=body, method="POST"), timeout=10)
+        assert opened.status == 200
+        for missing in ("ses-none-1", "ses-none-2"):
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(f"{base}/{missing}", timeout=10)
+            assert answer.value.code == 404
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/no/such/route", timeout=10)
+
+        figures = scrape(server.metrics.port)
+        assert figures.families["sessions_http_requests"] == "counter"
+        assert figures.families["sessions_http_request_seconds"] == "histogram"
+        open_route = "/organization-manager/v1/idp/synchronization-sessions:open"
+        get_route = "/organization-manager/v1/idp/synchronization-sessions/{session_id}"
+        counted = figures.value
+        assert counted("sessions_http_requests_total", route=open_route, http_method="POST", http_status="200") == 1
+        assert counted("sessions_http_requests_total", route=get_route, http_method="GET", http_status="404") == 2
+        assert counted("sessions_http_requests_total", route="none", http_status="404") == 1
+        assert figures.value("sessions_http_request_seconds_count", route=get_route) == 2
+    finally:
+        server.stop(grace=1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import random
-import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -176,24 +175,6 @@ def test_a_resumed_session_writes_the_same_row_again(
     assert (again.session, again.version) == (row.session, row.version)
     snapshot = SnapshotOfState.take(resumed)
     assert mapper.to_stored_event(snapshot).state == library.to_stored_event(snapshot).state
-
-
-def test_a_compressed_store_folds_the_same_rows(mapper: Mapper[Any], library: Mapper[Any]) -> None:
-    class Zlib:
-        def compress(self, data: bytes) -> bytes:
-            return zlib.compress(data)
-
-        def decompress(self, data: bytes) -> bytes:
-            return zlib.decompress(data)
-
-    compressed = Mapper(mapper.transcoder, compressor=Zlib())  # type: ignore[arg-type]
-    fold = SessionFold(compressed)
-    session = SESSIONS[5]
-    row = fold.row(session)
-    expected = library.to_stored_event(SnapshotOfState.take(session)).state
-    assert json.loads(zlib.decompress(row.state))["state"] == json.loads(expected)["state"]
-    resumed = fold.resume(session.id, row.version, row.state)
-    assert fold.row(resumed).session == row.session == session_bytes(session)
 
 
 def test_decoded_progress_is_made_of_the_domain_types(mapper: Mapper[Any], library: Mapper[Any]) -> None:

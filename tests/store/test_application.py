@@ -822,3 +822,29 @@ def test_opened_carries_the_running_session_object(app, render):
     assert result.result is OpenResult.OPENED_SESSION_EXISTS
     assert result.session is not None and result.session.id == sid
     assert result.next_session_at is None
+
+
+def test_a_record_without_a_request_digest_compares_method_and_session(app, clock, render):
+    """Operation records written before requests had digests still answer
+    a retry, and still refuse a key reused for another method or session."""
+    from sessions.store.operations import OperationRecord, operation_id_for
+
+    sid = opened(app, render)
+    caller = Caller("agent:a", "old-key")
+    old = OperationRecord(
+        id=operation_id_for(caller.principal, caller.idempotency_key),
+        method="Heartbeat",
+        session_id=sid,
+        payload=b"first answer",
+        principal=caller.principal,
+        idempotency_key=caller.idempotency_key,
+        timestamp=clock(),
+    )
+    assert old.request == ""
+    app.save(old)
+    written = notifications(app)
+    retry = app.execute(Heartbeat(sid), caller, render)
+    assert retry.replayed and retry.payload == b"first answer"
+    with pytest.raises(InvalidArgument):
+        app.execute(CloseSession(sid, False, ""), caller, render)
+    assert notifications(app) == written

@@ -36,6 +36,18 @@ def test_a_prefixed_or_plain_variable_cannot_change_a_pinned_setting() -> None:
     assert any(line.startswith("POSTGRES_ENABLE_DB_FUNCTIONS=y") and "rows" in line for line in ignored)
 
 
+def test_events_stay_plain_json_whatever_the_environment_names(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A cipher or compressor named in the environment is overridden: the
+    projector and the audit read the stored JSON as the codec wrote it."""
+    monkeypatch.setenv("COMPRESSOR_TOPIC", "eventsourcing.compressor:ZlibCompressor")
+    monkeypatch.setenv("SESSIONS_CIPHER_TOPIC", "eventsourcing.cipher:AESCipher")
+    app = SessionsApplication(parse_store_url(f"sqlite://{tmp_path}/s.db"))
+    try:
+        assert app.mapper.cipher is None and app.mapper.compressor is None
+    finally:
+        app.close()
+
+
 def test_the_same_value_spelled_differently_is_not_reported() -> None:
     settings = parse_store_url("postgresql://u@db/sessions")
     ignored = pin_settings({}, settings, "sessions", {"POSTGRES_ENABLE_DB_FUNCTIONS": "false"})

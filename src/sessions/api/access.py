@@ -93,7 +93,7 @@ class AccessInterceptor(grpc.ServerInterceptor):
         # Replaced whole on reload (one attribute assignment: atomic for readers).
         self.credentials = credentials
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
         handler = continuation(handler_call_details)
         if handler is None or method.startswith(OPEN_PREFIXES):

@@ -62,10 +62,10 @@ def progress_entries(messages: list[session_pb2.ProgressEntry]) -> list[Progress
     become None, which the domain's checks refuse with the field's path."""
     return [
         ProgressEntry(
-            object_type=_enum_or_none(enums.RelatedObjectType, m.object_type),  # type: ignore[arg-type]
+            object_type=_enum_or_none(enums.RelatedObjectType, m.object_type),
             changes=tuple(
                 ChangeCount(
-                    change_type=_enum_or_none(enums.ChangeType, c.change_type),  # type: ignore[arg-type]
+                    change_type=_enum_or_none(enums.ChangeType, c.change_type),
                     successful=c.successful,
                     failed=c.failed,
                 )
@@ -80,7 +80,7 @@ def session_type(number: int) -> SessionType | None:
     return _enum_or_none(SessionType, number)
 
 
-def _enum_or_none(enum_type, number: int):  # type: ignore[no-untyped-def]
+def _enum_or_none(enum_type, number: int):
     try:
         return enum_type(number)
     except ValueError:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sessions.domain.chain import GENESIS, canonical_bytes, next_link
-from sessions.store.codec import codec_of, stored_json
+from sessions.store.codec import codec_of
 from sessions.store.records import stream_records
 
 SESSION_ENDED = "sessions.SessionEnded"
@@ -152,9 +152,7 @@ def check_all(
 
 def canonical_reader(app: Any) -> Callable[[bytes], Any]:
     """Stored state -> its canonical fields (the store's codec, as it reads)."""
-    mapper = app.mapper
-    codec = codec_of(mapper)
-    return lambda state: codec.canonical(stored_json(mapper, state))
+    return codec_of(app.mapper).canonical
 
 
 def heads(app: Any, batch: int = 2000, on_progress: Callable[[int], None] | None = None) -> dict[str, tuple[int, str]]:

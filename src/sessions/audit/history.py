@@ -25,7 +25,7 @@ from eventsourcing.persistence import Mapper
 from sessions.domain.errors import NotFound
 from sessions.domain.session import Session
 from sessions.store.application import SessionsApplication
-from sessions.store.codec import codec_of, event_of, stored_json
+from sessions.store.codec import codec_of, event_of
 from sessions.store.records import StoredRecord, stream_records
 from sessions.wire import SessionMessages, session_message, session_pb2
 
@@ -126,7 +126,7 @@ def _decoder(mapper: Mapper[Any]) -> Decode:
     codec = codec_of(mapper)
 
     def decode(session_id: str, record: StoredRecord) -> tuple[Any, Changes]:
-        values, canonical = codec.decode_with_canonical(stored_json(mapper, record.state))
+        values, canonical = codec.decode_with_canonical(record.state)
         event = event_of(record.topic, session_id, record.version, values)
         return event, {k: v for k, v in canonical.items() if k not in COMMON_FIELDS}
 

@@ -18,7 +18,7 @@ from sessions.cli.common import (
 )
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(commands: argparse._SubParsersAction) -> None:
     history = commands.add_parser("history", help="a session's events in order, and the state after each")
     history.add_argument("session_id", metavar="SESSION_ID")
     add_store(history)
@@ -125,7 +125,7 @@ def _print_history(app: Any, args: argparse.Namespace) -> None:
     )
 
 
-def _describe_changes(changes: dict) -> str:  # type: ignore[type-arg]
+def _describe_changes(changes: dict) -> str:
     parts = []
     for key, value in changes.items():
         if key == "entries":

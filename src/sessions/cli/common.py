@@ -171,7 +171,7 @@ def option(
         kwargs["type"] = checked(type)
         if shown_default or default is not None:
             note += f"; default {shown_default or default}"
-    return parser.add_argument(  # type: ignore[no-any-return]
+    return parser.add_argument(
         flag,
         default=FromEnv(raw, variable) if raw else default,
         help=f"{help} ({note})",
@@ -238,7 +238,7 @@ def progress_bar(description: str, total: int, unit: str = "events") -> Iterator
     )
 
     class Rate(TransferSpeedColumn):
-        def render(self, task):  # type: ignore[no-untyped-def]
+        def render(self, task):
             speed = task.finished_speed or task.speed
             return f"{speed or 0:,.0f} {unit}/s"
 

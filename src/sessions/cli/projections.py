@@ -13,7 +13,7 @@ from sessions.cli.common import UsageError, add_store, open_app, print_table, pr
 NAMES = ("session_snapshots",)
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(commands: argparse._SubParsersAction) -> None:
     projections = commands.add_parser("projections", help="read models: status, rebuild, verify")
     sub = projections.add_subparsers(dest="projections_command", required=True, metavar="COMMAND")
 
@@ -142,10 +142,10 @@ class _ArchiveFeed:
     """Hands out an archive's events in batches, skipping what a resumed
     build already holds."""
 
-    def __init__(self, events):  # type: ignore[no-untyped-def]
+    def __init__(self, events):
         self.events = iter(events)
 
-    def __call__(self, after: int, limit: int):  # type: ignore[no-untyped-def]
+    def __call__(self, after: int, limit: int):
         batch = []
         for notification in self.events:
             if notification.id <= after:

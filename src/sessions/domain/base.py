@@ -98,7 +98,8 @@ class Aggregate(BaseAggregate[str]):
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
         """The copy a command gets of a cached aggregate: a new attribute dict
         that shares the immutable values, instead of the generic walk down
-        every tuple and datetime (a good part of a command's time)."""
+        every tuple and datetime (a good part of a command's time: 4.0 us
+        against 81.8 us for a full session, bench/README.md, "one codec")."""
         copy = object.__new__(type(self))
         memo[id(self)] = copy
         copy.__dict__.update(

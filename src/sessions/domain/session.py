@@ -25,10 +25,16 @@ EXPIRY_REASON = "session expired: no heartbeat, progress or close before expires
 SYSTEM_PRINCIPAL = "system:deadline"
 
 
+def past_expiry(status: SessionStatus, expires_at: datetime, now: datetime) -> bool:
+    """Whether a session is still active (OPENED or PENDING) at or past its
+    expires_at: due to expire, and shown as EXPIRED already."""
+    return status.is_active and now >= expires_at
+
+
 def visible_status(status: SessionStatus, expires_at: datetime, now: datetime) -> SessionStatus:
     """The status a reader must see at ``now``: never OPENED or PENDING past
     expires_at, even before the expiry event has been recorded."""
-    return SessionStatus.EXPIRED if status.is_active and now >= expires_at else status
+    return SessionStatus.EXPIRED if past_expiry(status, expires_at, now) else status
 
 
 class Session(Aggregate):
@@ -151,7 +157,7 @@ class Session(Aggregate):
         return True
 
     def is_due_to_expire(self, now: datetime) -> bool:
-        return self.status.is_active and now >= self.expires_at
+        return past_expiry(self.status, self.expires_at, now)
 
     def is_due_to_stall(self, now: datetime, policy: Policy) -> bool:
         return (

@@ -67,7 +67,7 @@ class ReadModel:
 
     def get(self, session_id: str) -> ServedRow | None:
         if self.point is not None:
-            return self.point.get(session_id)  # type: ignore[no-any-return]
+            return self.point.get(session_id)
         return self.live.get(session_id)
 
     def list_page(self, query: PageQuery) -> list[ListedRow]:

@@ -5,6 +5,7 @@ by an OpenAPI document generated from the same descriptors (openapi.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ def http_server(
     max_message_bytes: int,
     threads: int,
     tls: ServerTLS | None,
+    answered: Callable[[str, str, int, float], None] | None = None,
 ) -> HttpServer:
     """The REST face of a server: its application, read model, access
     control and limits; the same servicers the gRPC face registers."""
@@ -54,6 +56,7 @@ def http_server(
         gateway,
         lambda: openapi.document(served, bearer_required=access is not None),
         max_body_bytes=max_message_bytes,
+        answered=answered,
     )
     return HttpServer(listen, rest_app, threads=threads, tls=tls)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -34,6 +35,7 @@ from sessions.rest.serving import CLOSE_CONNECTION
 log = logging.getLogger("sessions.rest")
 
 OPENAPI_PATH = "/openapi.json"
+ROUTE_KEY = "sessions.route"  # the environ key naming the matched route (for the metrics)
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 _REASONS = {
     200: "OK",
@@ -53,13 +55,23 @@ _REASONS = {
 
 
 class RestApp:
-    def __init__(self, gateway: Gateway, openapi: Callable[[], dict[str, Any]], max_body_bytes: int):
+    def __init__(
+        self,
+        gateway: Gateway,
+        openapi: Callable[[], dict[str, Any]],
+        max_body_bytes: int,
+        answered: Callable[[str, str, int, float], None] | None = None,
+    ):
+        """``answered(route template, HTTP method, HTTP status, seconds)`` is
+        told of every answer (the metrics, when they are on)."""
         self.gateway = gateway
+        self._answered = answered
         self.max_body_bytes = max_body_bytes
         self._openapi = openapi
         self._openapi_body: bytes | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
         try:
             status, document = self._serve(environ)
         except Exception:  # a fault of ours: logged, and answered as the gRPC face would
@@ -73,12 +85,16 @@ class RestApp:
             f"{status} {_REASONS.get(status, 'Error')}",
             [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
         )
+        if self._answered is not None:
+            route = environ.get(ROUTE_KEY, "none")
+            self._answered(route, environ.get("REQUEST_METHOD", ""), status, time.perf_counter() - started)
         return [body]
 
     def _serve(self, environ: dict[str, Any]) -> tuple[int, dict[str, Any] | bytes]:
         verb = environ.get("REQUEST_METHOD", "GET").upper()
         raw_path, _, raw_query = _request_target(environ).partition("?")
         if raw_path == OPENAPI_PATH:
+            environ[ROUTE_KEY] = OPENAPI_PATH
             if verb != "GET":
                 return _failure(code_pb2.UNIMPLEMENTED, f"{verb} is not served on {raw_path}; use GET", 405)
             if self._openapi_body is None:
@@ -104,6 +120,7 @@ class RestApp:
                 return _failure(code_pb2.UNIMPLEMENTED, f"{verb} is not served on this path", 405)
             return _failure(code_pb2.NOT_FOUND, f"no route for {verb} {raw_path[:200]}")
         route, variables = matched
+        environ[ROUTE_KEY] = route.template
         query: list[tuple[str, str]] = []
         try:
             query = parse_qsl(raw_query, keep_blank_values=True, errors="strict")

@@ -34,7 +34,7 @@ KEEP_ALIVE_CONNECTIONS = 1024
 
 class _Gateway(wsgi.Gateway_10):
     def get_environ(self) -> Any:  # (cheroot's stubs say None)
-        environ: dict[str, Any] = super().get_environ()  # type: ignore[func-returns-value]
+        environ: dict[str, Any] = super().get_environ()
         request = self.req
         environ[CLOSE_CONNECTION] = lambda: setattr(request, "close_connection", True)
         return environ

@@ -35,9 +35,9 @@ from sessions.domain.errors import NotFound
 from sessions.domain.policy import Policy
 from sessions.store.aggregate_cache import CachedAggregates
 from sessions.store.clock import Clock, SharedClock, system_clock
+from sessions.store.codec import SessionsTranscoder, register_domain_transcodings
 from sessions.store.health import StoreHealth
 from sessions.store.recorders import InTransaction
-from sessions.store.codec import SessionsTranscoder, register_domain_transcodings
 from sessions.store.urls import StoreSettings, pin_settings
 
 log = logging.getLogger("sessions.store.application")
@@ -89,7 +89,7 @@ class StoreApplication(CachedAggregates):
     def _database_now(self) -> datetime:
         with self.factory.datastore.get_connection() as conn:  # type: ignore[attr-defined]
             row = conn.execute("SELECT clock_timestamp() AS now").fetchone()
-        return row["now"]  # type: ignore[no-any-return]
+        return row["now"]
 
     @contextmanager
     def schema_lock(self) -> Iterator[None]:

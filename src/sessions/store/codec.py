@@ -255,17 +255,6 @@ class SessionsTranscoder(JSONTranscoder):
             return super().encode(obj)
 
 
-def stored_json(mapper: Mapper[Any], state: bytes) -> bytes:
-    """A stored event's state as its JSON: deciphered and decompressed as the
-    mapper does it, for readers of the stored text (the audit chain, the
-    history) that take the mapper's settings as they are."""
-    if mapper.cipher is not None:
-        state = mapper.cipher.decrypt(state)
-    if mapper.compressor is not None:
-        state = mapper.compressor.decompress(state)
-    return state
-
-
 def event_of(topic: str, stream: Any, version: int, values: dict[str, Any]) -> Any:
     """The domain event of decoded stored fields, built as the library's
     ``Mapper.to_domain_event`` builds it (for readers that decode with the

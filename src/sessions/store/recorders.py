@@ -171,7 +171,7 @@ class GroupCommit:
         save.done = True
 
     def _insert_one(self, events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> Sequence[int] | None:
-        return super().insert_events(events, **kwargs)  # type: ignore[misc, no-any-return]
+        return super().insert_events(events, **kwargs)  # type: ignore[misc]
 
 
 class _GroupSizes:

@@ -38,7 +38,7 @@ from sessions.domain.errors import DomainError, InvalidArgument
 from sessions.domain.schedule import StaleState
 from sessions.store.base import StoreApplication
 from sessions.store.health import OUTAGE_ERRORS
-from sessions.store.operations import OperationRecord, operation_id_for
+from sessions.store.operations import OperationRecord, operation_id_for, request_digest
 
 log = logging.getLogger("sessions.store.application")
 
@@ -121,6 +121,7 @@ def run(
     one it opens); ``fresh``: decide on state caught up with the store from
     the first attempt (by default, on cached state first)."""
     operation_id = operation_id_for(caller.principal, caller.idempotency_key)
+    request = request_digest(command)
     for attempt in range(1, MAX_ATTEMPTS + 1):
         # A used key is not looked up first: the call's operation record
         # would collide in the save, which then writes nothing. The lookup
@@ -135,7 +136,7 @@ def run(
             continue
         except DomainError:
             if caller.idempotency_key and (
-                stored := replay(app, operation_id, command.method, session_id)
+                stored := replay(app, operation_id, command.method, session_id, request)
             ) is not None:
                 return stored  # refused now, but done before: the first answer
             if not fresh:  # refused on cached state: confirm on fresh state
@@ -150,6 +151,7 @@ def run(
             principal=caller.principal,
             idempotency_key=caller.idempotency_key,
             timestamp=uow.now,
+            request=request,
         )
         outcome = _save(app, uow, record, command.method, session_id)
         if outcome is not None:
@@ -175,12 +177,12 @@ def _save(
         # stored), or this very save committed and its acknowledgement was
         # lost, so that the library wrote it again and collided with itself;
         # or a keyed call was done before. The operation record says which.
-        return replay(app, record.id, method, session_id)
+        return replay(app, record.id, method, session_id, record.request)
     except OUTAGE_ERRORS:
         # The store went away during the save: it may have committed.
         # Look before answering; if the store cannot say, UNAVAILABLE.
         try:
-            stored = replay(app, record.id, method, session_id)
+            stored = replay(app, record.id, method, session_id, record.request)
         except Exception:  # noqa: BLE001 - the outcome stays unknown
             stored = None
         if stored is not None:
@@ -192,20 +194,26 @@ def _save(
     return Outcome(record.id, record.payload, position, replayed=False)
 
 
-def replay(app: StoreApplication, operation_id: str, method: str, session_id: str) -> Outcome | None:
+def replay(
+    app: StoreApplication, operation_id: str, method: str, session_id: str, request: str
+) -> Outcome | None:
     """The stored answer of this call's operation, read from the store, if
     it was recorded (by a call with the same key, or by this call whose
     acknowledgement was lost). A key used for another request is refused
-    rather than answered with that request's result."""
+    rather than answered with that request's result (store.operations)."""
     with app.fresh_reads():
         previous = app.get_or_none(OperationRecord, operation_id)
     if previous is None:
         return None
-    if previous.method != method or (session_id and previous.session_id != session_id):
+    if previous.request:
+        another = previous.request != request
+    else:  # recorded before requests had digests
+        another = previous.method != method or bool(session_id and previous.session_id != session_id)
+    if another:
         raise InvalidArgument(
             "idempotency-key",
-            f"was used for {previous.method} on {previous.session_id or 'a new session'}; "
-            "use another key for another request",
+            f"was used for another request ({previous.method} on "
+            f"{previous.session_id or 'a new session'}); use another key for another request",
         )
     return Outcome(operation_id, previous.payload, 0, replayed=True)
 

@@ -108,6 +108,10 @@ _COMMON = {
     "AGGREGATE_CACHE_MAXSIZE": "10000",
     "AGGREGATE_CACHE_FASTFORWARD": "n",
     "DEEPCOPY_FROM_AGGREGATE_CACHE": "y",
+    # Events are stored as plain JSON: the fold, the history and the chain
+    # check read that text as the codec wrote it (store.codec).
+    "CIPHER_TOPIC": "",
+    "COMPRESSOR_TOPIC": "",
 }
 
 
@@ -193,6 +197,8 @@ _PINNED_BECAUSE = {
     "with the events",
     "PERSISTENCE_MODULE": "another persistence module would not write the read model's rows "
     "with the events (nor ride out an outage of the store)",
+    "CIPHER_TOPIC": "events are stored as plain JSON, which the projector and the audit read as such",
+    "COMPRESSOR_TOPIC": "events are stored as plain JSON, which the projector and the audit read as such",
 }
 
 
