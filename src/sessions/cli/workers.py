@@ -91,7 +91,11 @@ class Workers:
             delay = min(max(worker.delay * 2, 1.0), MOST_RESTART_DELAY) if lived < START_WINDOW else 0.0
             log.warning(
                 "worker %d (pid %d) exited with %s after %.1fs; starting another%s",
-                worker.index, worker.proc.pid, code, lived, f" in {delay:g}s" if delay else "",
+                worker.index,
+                worker.proc.pid,
+                code,
+                lived,
+                f" in {delay:g}s" if delay else "",
             )
             if delay and self._stop.wait(delay):
                 return 0
