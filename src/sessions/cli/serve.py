@@ -290,7 +290,9 @@ def add_commands(commands: Any) -> None:
     add_store(project)
     _add_policy(project)
     _add_deadlines(project)
-    project.add_argument("--once", action="store_true", help="catch up, then exit (at once if another projector owns the read model)")
+    project.add_argument(
+        "--once", action="store_true", help="catch up, then exit (at once if another projector owns the read model)"
+    )
     option(project, "--batch-size", type=whole(1), default=500, metavar="N",
            variable="SESSIONS_PROJECTOR_BATCH_SIZE", help="events per transaction")
     _add_metrics(project)
