@@ -106,7 +106,11 @@ class _Writer(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.args:  # merged now: an argument may change after the call
-            record.msg, record.args = record.getMessage(), None
+            try:
+                record.msg, record.args = record.getMessage(), None
+            except Exception:  # noqa: BLE001 - a bad log call never fails its caller (logging's rule)
+                self.handleError(record)
+                return
         self._records.put(record)
         self._urgent.set()
 

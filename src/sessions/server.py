@@ -319,11 +319,12 @@ class SessionsServer:
                 self.auth_file,
                 self.access.credentials.describe(),
             )
-            if self.tls is None and not is_loopback(self.listen):
-                log.warning(
-                    "bearer tokens travel in clear text to %s: use --tls-cert/--tls-key "
-                    "unless TLS is terminated in front of this server", self.listen
-                )
+            for address in (self.listen, self.http_listen):
+                if address and self.tls is None and not is_loopback(address):
+                    log.warning(
+                        "bearer tokens travel in clear text to %s: use --tls-cert/--tls-key "
+                        "unless TLS is terminated in front of this server", address
+                    )
         elif is_loopback(self.listen):
             log.warning(
                 "no credentials configured (--auth-file): the server is OPEN, every caller "
@@ -369,9 +370,11 @@ class SessionsServer:
         log.info("shutting down: finishing in-flight calls (up to %gs)", grace)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # Both faces stop accepting at once, and share one grace period.
+        grpc_stopped = self.server.stop(grace)
         if self.http is not None:
-            self.http.stop()
-        self.server.stop(grace).wait()
+            self.http.stop(grace)
+        grpc_stopped.wait()
         if self.deadlines is not None:
             self.deadlines.stop()
         self.read_model.stop()

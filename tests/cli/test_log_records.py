@@ -57,3 +57,21 @@ def test_access_modes(mode: str, code: str, logged: bool, caplog: pytest.LogCapt
             assert logs.wants_access(code) is False  # a level above INFO silences it
     finally:
         logs.set_access_mode(before)
+
+
+def test_a_log_call_whose_arguments_do_not_fit_never_fails_its_caller(capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    stream = io.StringIO()
+    writer = logs._Writer(stream, logging.Formatter("%(message)s"))
+    logger = logging.getLogger("sessions.test.bad-args")
+    logger.addHandler(writer)
+    logger.propagate = False
+    try:
+        logger.error("%d items", "abc")  # would raise TypeError in the caller
+        logger.error("after it: %s", "fine")
+    finally:
+        logger.removeHandler(writer)
+        writer.close()
+    assert "after it: fine" in stream.getvalue()
+    assert "Logging error" in capsys.readouterr().err  # logging's own report of the bad call

@@ -265,6 +265,9 @@ def test_the_rest_face_is_counted_by_route_method_and_status(store_url: str) -> 
             assert answer.value.code == 404
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/no/such/route", timeout=10)
+        for made_up in ("XONE", "XTWO"):  # a caller cannot make a label of its own
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(urllib.request.Request(f"{base}/ses-x", method=made_up), timeout=10)
 
         figures = scrape(server.metrics.port)
         assert figures.families["sessions_http_requests"] == "counter"
@@ -275,6 +278,9 @@ def test_the_rest_face_is_counted_by_route_method_and_status(store_url: str) -> 
         assert counted("sessions_http_requests_total", route=open_route, http_method="POST", http_status="200") == 1
         assert counted("sessions_http_requests_total", route=get_route, http_method="GET", http_status="404") == 2
         assert counted("sessions_http_requests_total", route="none", http_status="404") == 1
+        methods = {labels["http_method"] for labels in figures.labels_of("sessions_http_requests_total")}
+        assert methods == {"GET", "POST", "other"}
+        assert counted("sessions_http_requests_total", route="none", http_method="other", http_status="405") == 2
         assert figures.value("sessions_http_request_seconds_count", route=get_route) == 2
     finally:
         server.stop(grace=1)

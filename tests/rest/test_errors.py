@@ -155,3 +155,27 @@ def test_a_fault_of_the_server_is_500_with_a_status_and_no_traceback(
     status = _status(answer, 500, code_pb2.INTERNAL)
     assert "read model broke" not in status.message and "Traceback" not in answer.text
     assert "read model broke" in caplog.text
+
+
+def test_requests_refused_before_the_handler_get_their_access_line(
+    faces: Faces, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body or query the gateway refuses is logged like any other call
+    (`--access-log errors` shows REST 400s as it shows gRPC ones)."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="sessions.access"):
+        _violation(faces.http.post(f"{SESSIONS}:open", json={"bogus": 1}))
+        _violation(faces.http.get(SESSIONS, params={"subjectContainerId": "c", "pageSize": "x"}))
+    lines = [r.getMessage() for r in caplog.records if r.name == "sessions.access"]
+    assert any("/OpenSession INVALID_ARGUMENT" in line for line in lines), lines
+    assert any("/ListSessions INVALID_ARGUMENT" in line for line in lines), lines
+
+
+def test_a_header_over_the_limit_is_refused_before_it_is_held(faces: Faces) -> None:
+    from sessions.rest.serving import MAX_HEADER_BYTES
+
+    answer = faces.http.get(f"{SESSIONS}/ses-1", headers={"X-Big": "x" * (MAX_HEADER_BYTES + 1)})
+    assert answer.status_code in (400, 413, 431)
+    # Within the limit the same request is answered as usual.
+    assert faces.http.get(f"{SESSIONS}/ses-1", headers={"X-Big": "x" * 1000}).status_code == 404

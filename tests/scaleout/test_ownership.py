@@ -109,3 +109,39 @@ def test_a_takeover_waits_for_the_former_owners_batch_in_flight(postgres_url: st
         b.stop()
         app_a.close()
         app_b.close()
+
+
+def test_a_standby_follows_the_live_table_after_a_rebuild_dropped_its_own(postgres_url: str) -> None:
+    """A rebuild takes over and drops the table a standby was watching: the
+    standby follows the live one, so its position (what wait_for and the
+    readiness at start look at) keeps moving."""
+    from sessions.projection.rebuild import rebuild
+
+    app_a, app_b = make_app(postgres_url), make_app(postgres_url)
+    a, b = ReadModel(app_a), ReadModel(app_b)
+    pa, pb = a.projector, b.projector
+    assert pa is not None and pb is not None
+    try:
+        Workload(app_a).run(60)
+        assert pa.take_ownership() and not pb.take_ownership()
+        pa.catch_up()
+        old = pb.table.table
+        result = rebuild(app_a)
+        assert result.dropped == [old]
+        Workload(app_a, seed=5).run(40)
+        def turn(projector) -> bool:  # type: ignore[no-untyped-def]
+            try:  # as the tailing thread runs a turn
+                return bool(projector.step())
+            except Exception as e:  # noqa: BLE001
+                return bool(projector.failed(e))
+
+        while turn(pa):  # the owner finds its table gone, moves to the live one, folds
+            pass
+        turn(pb)  # the standby's turn: it follows the owner
+        assert pb.table.table == result.table != old
+        assert pb.position == pa.table.position() == head(app_a)
+    finally:
+        a.stop()
+        b.stop()
+        app_a.close()
+        app_b.close()

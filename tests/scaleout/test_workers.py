@@ -141,3 +141,27 @@ def test_two_workers_share_the_port_and_the_parent_keeps_them(postgres_url: str,
     stopped = [line["pid"] for line in workers.lines() if line["message"] == "stopped" and "pid" in line]
     assert sorted(stopped) == sorted([first[0], replacement])  # each drained and stopped
     assert not alive(first[0]) and not alive(replacement)
+
+
+def test_workers_do_not_outlive_a_killed_parent(postgres_url: str, tmp_path: Path) -> None:
+    """No orphan goes on serving on the shared port (and running a projector)
+    after its parent is SIGKILLed: the kernel stops each worker."""
+    workers = Workers(postgres_url, tmp_path / "serve.log")
+    try:
+        assert wait_until(lambda: len(workers.worker_pids()) == 2, 30, 0.05), workers.log_path.read_text()
+        pids = list(workers.worker_pids().values())
+        workers.proc.kill()
+        workers.proc.wait()
+        assert wait_until(lambda: not any(alive(pid) for pid in pids), 30, 0.05), pids
+    finally:
+        workers.stop()
+
+
+def test_workers_need_a_store_they_share() -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "sessions", "serve", "--workers", "2", "--listen", f"127.0.0.1:{free_port()}",
+         "--store", "memory://"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "memory://" in refused.stderr

@@ -95,3 +95,10 @@ def test_db_functions_in_the_environment_do_not_skip_the_rows(
         assert f"{variable}=y from the environment is overridden" in log, log
     finally:
         assert server.stop() == 0, server.log()
+
+
+def test_libpq_parameters_overridden_are_reported_without_their_secrets() -> None:
+    settings = parse_store_url("postgresql://u:pw@db/sessions?sslpassword=TOPSECRET&sslmode=require")
+    ignored = pin_settings({}, settings, "sessions", {"POSTGRES_LIBPQ_PARAMETERS": "sslmode=disable"})
+    assert len(ignored) == 1 and ignored[0].startswith("POSTGRES_LIBPQ_PARAMETERS=")
+    assert "TOPSECRET" not in ignored[0] and "***" in ignored[0]

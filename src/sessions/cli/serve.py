@@ -154,6 +154,10 @@ def _serve_workers(args: argparse.Namespace) -> int:
 
     if args.listen.rsplit(":", 1)[-1] == "0":
         raise UsageError("--workers N needs a fixed port in --listen (the workers share it)")
+    if (args.store or "").startswith("memory://"):
+        # Each worker would hold a database of its own: a session opened
+        # through one would be NOT_FOUND through the others.
+        raise UsageError("--workers N needs a store the workers share (an sqlite file or postgresql), not memory://")
     _log_settings(args)
     return Workers(args.argv, args.workers, args.grace).run()
 

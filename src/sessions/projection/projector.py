@@ -221,8 +221,14 @@ class Projector:
         log.info("projector: folding %s from position %d", self.table.table, self._position)
 
     def _follow_owner(self) -> None:
-        """A standby: keep the position the owner stored (``wait_for``)."""
+        """A standby: keep the position the owner stored (``wait_for``), in
+        the live table (a rebuild's takeover may have dropped this one)."""
         try:
+            if self.registry is not None:
+                live = self.registry.get(NAME).live_table
+                if live != self.table.table:
+                    log.info("projector (standby): following %s, live since a rebuild", live)
+                    self._batches = self._batches_into(rows_on(self.app, live))
             stored = self.table.position()
         except Exception:  # the store is down; the next turn will tell
             log.debug("projector: cannot read the stored position", exc_info=True)

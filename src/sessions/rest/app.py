@@ -87,7 +87,10 @@ class RestApp:
         )
         if self._answered is not None:
             route = environ.get(ROUTE_KEY, "none")
-            self._answered(route, environ.get("REQUEST_METHOD", ""), status, time.perf_counter() - started)
+            # Labels a caller cannot choose: any other method word is "other".
+            method = environ.get("REQUEST_METHOD", "")
+            method = method if method in ("GET", "POST") else "other"
+            self._answered(route, method, status, time.perf_counter() - started)
         return [body]
 
     def _serve(self, environ: dict[str, Any]) -> tuple[int, dict[str, Any] | bytes]:

@@ -28,6 +28,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any, NoReturn, cast
 
 import grpc
@@ -37,6 +38,7 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from google.rpc import code_pb2, status_pb2
 
+from sessions.api import access_log
 from sessions.api.edge import add_service
 from sessions.api.errors import translated_errors
 from sessions.domain.errors import InvalidArgument
@@ -172,7 +174,7 @@ class Gateway:
         self._calls: dict[str, Callable[[Any, Any], Any]] = {}
         for route in self.routes:
             name = route.grpc_method
-            handler: grpc.RpcMethodHandler | None = _with_refusals(registrar.handlers[name], route.method.name)
+            handler: grpc.RpcMethodHandler | None = _with_refusals(registrar.handlers[name], route.method.name, name)
             if access is not None:
                 handler = access.intercept_service(_constant(handler), cast(Any, _CallDetails(name)))
             assert handler is not None and handler.unary_unary is not None, f"{name}: only unary methods have routes"
@@ -227,15 +229,22 @@ def _constant(handler: grpc.RpcMethodHandler | None) -> Callable[[Any], grpc.Rpc
     return lambda details: handler
 
 
-def _with_refusals(edge: grpc.RpcMethodHandler, name: str) -> grpc.RpcMethodHandler:
+def _with_refusals(edge: grpc.RpcMethodHandler, name: str, full_method: str) -> grpc.RpcMethodHandler:
     behavior = edge.unary_unary
     assert behavior is not None
 
     def unary(request: Any, context: Any) -> Any:
         if isinstance(request, _Refusal):
-            with translated_errors(context, name):
-                raise request.error
-            raise AssertionError("translated_errors did not abort")
+            # Refused before the edge's handler (which logs the calls it
+            # answers): logged here, as the gRPC face logs a request that
+            # does not decode.
+            started = perf_counter()
+            try:
+                with translated_errors(context, name):
+                    raise request.error
+                raise AssertionError("translated_errors did not abort")
+            finally:
+                access_log.called(full_method, context, None, started)
         return behavior(request, context)
 
     return grpc.unary_unary_rpc_method_handler(unary)

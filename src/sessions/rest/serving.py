@@ -30,6 +30,11 @@ CLOSE_CONNECTION = "sessions.close_connection"
 
 
 KEEP_ALIVE_CONNECTIONS = 1024
+# The request line and headers together, at most (cheroot's default is no
+# limit: a client could make the server hold any amount before it is even
+# authenticated). gRPC's own metadata limit is 8 KiB; REST requests carry a
+# token and a key, far below this.
+MAX_HEADER_BYTES = 64 * 1024
 
 
 class _Gateway(wsgi.Gateway_10):
@@ -55,6 +60,7 @@ class HttpServer:
         # cheroot keeps at most 10 by default and closes the others after
         # each answer, so that clients with more connections reconnect per call.
         self._server.keep_alive_conn_limit = KEEP_ALIVE_CONNECTIONS
+        self._server.max_request_header_size = MAX_HEADER_BYTES
         if tls is not None:
             adapter = BuiltinSSLAdapter(tls.cert, tls.key)
             if tls.client_ca:
@@ -77,11 +83,13 @@ class HttpServer:
         log.info("listening on %s:%d (REST, %s)", listen_host(self.listen), self.port, scheme)
         return self.port
 
-    def stop(self) -> None:
-        """Stop accepting; calls in progress finish (cheroot's shutdown timeout)."""
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting; calls in progress have up to ``grace`` seconds to
+        finish (cheroot's shutdown timeout)."""
+        self._server.shutdown_timeout = grace
         self._server.stop()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=grace + 5)
 
 
 __all__ = ["HttpServer"]

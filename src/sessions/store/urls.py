@@ -224,7 +224,7 @@ def pin_settings(
             given = environ.get(variable)
             if given is None or _same_setting(given, value):
                 continue
-            hidden = "PASSWORD" in key  # (the libpq parameters may hold sslpassword)
+            hidden = "PASSWORD" in key or key == LIBPQ_SETTING  # (libpq parameters may hold sslpassword)
             shown = "***" if hidden else given
             because = _PINNED_BECAUSE.get(key, "the store URL decides it")
             ignored.append(f"{variable}={shown} from the environment is overridden with "
