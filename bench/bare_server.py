@@ -5,8 +5,10 @@ A tiny servicer, registered with the generated
 GetSession with one constant, fully populated session (every field set:
 three progress entries of six counts each, closed_at, fail_reason). No
 store, no read model, no validation: what is left is gRPC itself, the same
-threading model as the service (a sync ``grpc.server`` on a thread pool of
-32, the service's transport options) and the response's serialization.
+threading model as the service (a sync ``grpc.server`` on a thread pool,
+32 threads by default, ``--max-workers``; the service's transport options)
+and the response's serialization. The suite runs it with 4, 8 and 32
+workers and takes the fastest as the baseline.
 
 Run as a subprocess (the suite does):
 

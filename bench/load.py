@@ -7,7 +7,10 @@ target and runs ``concurrency`` tasks; each task sends a call, waits for the
 answer and sends the next (a closed loop: at most ``concurrency`` calls in
 flight per process). Requests and responses travel as raw bytes (the method
 is called without serializers), so the client spends no time on protobuf
-and the same client measures any server of the same method. The processes
+and the same client measures any server of the same method. With
+``parse=True`` (``--parse``) each response is parsed into its generated
+message class, as a real client's stub does: the figure then includes the
+client's protobuf cost, as the service's users see it. The processes
 connect and warm up first, then start together (a barrier); each stops
 sending at its deadline, and the calls still in flight are waited for and
 counted. Nothing runs unbounded: the duration, and with ``cycle=False`` the
@@ -34,7 +37,7 @@ Library use (what bench/suite.py does)::
 Command line::
 
     .venv/bin/python bench/load.py --target 127.0.0.1:50051 --session-id SES \
-        [--method GetSession] [--duration 5] [--concurrency 32] [--processes 1]
+        [--method GetSession] [--duration 5] [--concurrency 32] [--processes 1] [--parse]
 """
 
 from __future__ import annotations
@@ -51,6 +54,21 @@ from typing import Any
 
 WARMUP_CALLS = 20  # per task, before the barrier: connection, first-call costs
 CALL_TIMEOUT = 30.0
+
+
+def response_parser(method: str) -> Any:
+    """The generated message class's ``FromString`` for the response of
+    ``method`` (a ``/package.Service/Method`` path), from the service's
+    descriptor: what the generated stub deserializes with."""
+    from google.protobuf import message_factory
+
+    from sessions.api.protos import service_pb2
+
+    service_name, _, name = method.strip("/").rpartition("/")
+    for service in service_pb2.DESCRIPTOR.services_by_name.values():
+        if service.full_name == service_name and name in service.methods_by_name:
+            return message_factory.GetMessageClass(service.methods_by_name[name].output_type).FromString
+    raise ValueError(f"no method {method} in the sessions service")
 
 
 def method_path(method: str, service: str | None = None) -> str:
@@ -116,6 +134,7 @@ async def _drive(
     cycle: bool,
     warmup: bool,
     barrier: Any,
+    parse: bool = False,
 ) -> dict[str, Any]:
     import grpc
 
@@ -126,7 +145,9 @@ async def _drive(
     try:
         for channel in channels:
             await asyncio.wait_for(channel.channel_ready(), timeout=60)
-        calls = [channel.unary_unary(method) for channel in channels]  # bytes in, bytes out
+        # bytes in; bytes out, or (parse) the response message, as a generated stub returns it
+        deserializer = response_parser(method) if parse else None
+        calls = [channel.unary_unary(method, response_deserializer=deserializer) for channel in channels]
         workers = processes * concurrency
         if warmup:
             async def warm() -> None:
@@ -179,11 +200,11 @@ async def _drive(
 
 def _process(index: int, processes: int, targets: list[str], method: str, requests: list[bytes],
              target_of: list[int], labels: list[int], duration: float, concurrency: int, cycle: bool,
-             warmup: bool, barrier: Any, out: Any) -> None:
+             warmup: bool, barrier: Any, out: Any, parse: bool = False) -> None:
     try:
         result = asyncio.run(
             _drive(index, processes, targets, method, requests, target_of, labels, duration,
-                   concurrency, cycle, warmup, barrier)
+                   concurrency, cycle, warmup, barrier, parse)
         )
     except BaseException as e:  # report, so that the parent does not wait forever
         try:
@@ -210,6 +231,7 @@ def run(
     warmup: bool = True,
     target_of: list[int] | None = None,
     labels: list[str] | None = None,
+    parse: bool = False,
 ) -> LoadResult:
     """Drive ``method`` on ``target`` for ``duration`` seconds (see the module's doc)."""
     if not requests:
@@ -227,7 +249,7 @@ def run(
         ctx.Process(
             target=_process,
             args=(i, processes, targets, method, requests, target_of, label_numbers, duration, concurrency,
-                  cycle, warmup, barrier, out),
+                  cycle, warmup, barrier, out, parse),
             daemon=True,
         )
         for i in range(processes)
@@ -300,6 +322,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds (default 5)")
     parser.add_argument("--concurrency", type=int, default=32, help="calls in flight per process (default 32)")
     parser.add_argument("--processes", type=int, default=1, help="client processes (default 1)")
+    parser.add_argument("--parse", action="store_true",
+                        help="parse each response into its generated message, as a real client's stub does")
     args = parser.parse_args()
     from sessions.api.protos import service_pb2
 
@@ -316,6 +340,7 @@ def main() -> int:
         duration=args.duration,
         concurrency=args.concurrency,
         processes=args.processes,
+        parse=args.parse,
     )
     print(result.describe())
     return 0

@@ -11,9 +11,17 @@ folder, or a database ``sessions_bench_<random>`` created on the server of
 ``--postgres`` and dropped at the end):
 
   qps      GetSession QPS of the service (``python -m sessions serve`` in a
-           subprocess) against a bare grpcio server (bench/bare_server.py, in
-           a subprocess) answering a constant, fully populated session; the
-           same load generator (bench/load.py) drives both.
+           subprocess) against the fastest bare grpcio server
+           (bench/bare_server.py, in a subprocess) answering a constant,
+           fully populated session: sync servers of 4, 8 and 32 worker
+           threads, all measured in the same turns, the fastest counts. The
+           same load generator (bench/load.py, raw bytes) drives all; the
+           service may run at several thread counts (--service-threads, its
+           SESSIONS_THREADS), the fastest counts. Every line has the
+           server's CPU per call (/proc/PID/stat, all threads: utime+stime
+           over the calls, warm-up included); one more line, best service
+           against best bare server, with responses parsed by the generated
+           message classes (load.py --parse), as real clients do.
   history  GetSession p50 of a session of 10,000 events against one of 1 event
            (one server; the two measured in turns).
   scale    GetSession p50 with 1,000,000 sessions stored against 1,000
@@ -133,6 +141,8 @@ class Sizes:
     qps_concurrency: int = 16
     qps_processes: int = 1
     qps_sessions: int = 100
+    qps_bare_threads: tuple[int, ...] = (4, 8, 32)
+    qps_service_threads: tuple[int, ...] = ()  # () = serve's default (--threads)
     latency_seconds: float = 3.0
     history_events: int = 10_000
     sessions: int = 1_000_000
@@ -356,26 +366,34 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.profile: tuple[subprocess.Popen[bytes], Path] | None = None
         self.profile_name = ""
+        self.env: dict[str, str] = {}
 
     @classmethod
-    def sessions(cls, url: str, folder: str, *extra: str, profile: str = "") -> ServerProcess:
-        """``profile``: a name for the py-spy profile of this server (--profile)."""
+    def sessions(
+        cls, url: str, folder: str, *extra: str, profile: str = "", env: dict[str, str] | None = None
+    ) -> ServerProcess:
+        """``profile``: a name for the py-spy profile of this server (--profile);
+        ``env``: variables added to its environment (SESSIONS_THREADS, ...)."""
         server = cls(
             [sys.executable, "-m", "sessions", "serve", "--store", url, "--listen", "{listen}", *extra],
             "sessions",
             folder,
         )
         server.profile_name = profile
+        server.env = dict(env or {})
         return server
 
     @classmethod
-    def bare(cls, folder: str, profile: str = "") -> ServerProcess:
-        server = cls([sys.executable, str(HERE / "bare_server.py"), "--listen", "{listen}"], "bare", folder)
+    def bare(cls, folder: str, profile: str = "", max_workers: int | None = None) -> ServerProcess:
+        argv = [sys.executable, str(HERE / "bare_server.py"), "--listen", "{listen}"]
+        if max_workers is not None:
+            argv += ["--max-workers", str(max_workers)]
+        server = cls(argv, "bare", folder)
         server.profile_name = profile
         return server
 
     def __enter__(self) -> ServerProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, env=env
@@ -548,6 +566,31 @@ def check_errors(label: str, results: list[load.LoadResult]) -> None:
 # --- parts ----------------------------------------------------------------------------------
 
 
+def costed_load(server: ServerProcess, requests: list[bytes], sizes: Sizes, parse: bool = False) -> Callable[[], Any]:
+    """A GetSession load run on ``server`` that also returns the server's CPU
+    seconds per call (all its threads, from /proc; the warm-up calls ran on
+    it too, so they count among the calls)."""
+
+    def run() -> tuple[load.LoadResult, float]:
+        cpu0, _ = server.usage()
+        result = load.run(
+            server.target, GET, requests, duration=sizes.qps_seconds,
+            concurrency=sizes.qps_concurrency, processes=sizes.qps_processes, parse=parse,
+        )
+        cpu1, _ = server.usage()
+        calls = result.calls + result.errors + load.WARMUP_CALLS * sizes.qps_concurrency * sizes.qps_processes
+        return result, (cpu1 - cpu0) / max(calls, 1)
+
+    return run
+
+
+def best_costed(runs: list[tuple[load.LoadResult, float]]) -> tuple[load.LoadResult, float]:
+    """The round of the highest QPS, with the median CPU per call of all
+    rounds (steadier than any one round's)."""
+    best = max(runs, key=lambda r: r[0].qps)[0]
+    return best, median(c for _, c in runs)
+
+
 def part_qps(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     app = open_app(url)
     try:
@@ -555,35 +598,72 @@ def part_qps(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     finally:
         app.close()
     requests = get_requests(ids)
-    with ServerProcess.sessions(url, folder, profile=f"qps-{backend}-service") as server, ServerProcess.bare(
-        folder, profile=f"qps-{backend}-bare"
-    ) as bare:
+    tag = f"[{backend}] qps:"
+    with ExitStack() as stack:
+        servers: dict[str, ServerProcess] = {}
+        for n in sizes.qps_bare_threads:
+            servers[f"bare-{n}"] = stack.enter_context(ServerProcess.bare(folder, max_workers=n))
+        for n in sizes.qps_service_threads or (0,):
+            env = {"SESSIONS_THREADS": str(n)} if n else {}
+            servers[f"service-{n}" if n else "service"] = stack.enter_context(
+                ServerProcess.sessions(url, folder, env=env)
+            )
         sizes_seen = {}
-        for name, target in (("service", server.target), ("bare", bare.target)):
-            channel, client = stub(target)
+        for name, server in servers.items():
+            channel, client = stub(server.target)
             with channel:
                 sizes_seen[name] = client.GetSession(
                     service_pb2.GetSessionRequest(session_id=ids[0]), timeout=10
                 ).ByteSize()
-
-        def drive(target: str) -> Callable[[], load.LoadResult]:
-            return lambda: load.run(
-                target, GET, requests, duration=sizes.qps_seconds,
-                concurrency=sizes.qps_concurrency, processes=sizes.qps_processes,
-            )
-
-        runs = in_turns(sizes.qps_rounds, {"bare": drive(bare.target), "service": drive(server.target)})
-        check_errors("qps", runs["service"] + runs["bare"])
-        service, baseline = best_qps(runs["service"]), best_qps(runs["bare"])
-        detail(f"[{backend}] qps: service {service.describe()}")
-        detail(f"[{backend}] qps: bare    {baseline.describe()}")
-        detail(
-            f"[{backend}] qps: response bytes service {sizes_seen['service']}, bare {sizes_seen['bare']}; "
-            f"all rounds service {[round(r.qps) for r in runs['service']]}, bare {[round(r.qps) for r in runs['bare']]}"
+        detail(f"{tag} response bytes {sizes_seen}")
+        runs = in_turns(
+            sizes.qps_rounds, {name: costed_load(server, requests, sizes) for name, server in servers.items()}
         )
+        check_errors("qps", [r for rounds in runs.values() for r, _ in rounds])
+        best = {name: best_costed(rounds) for name, rounds in runs.items()}
+        for name, rounds in runs.items():
+            result, cpu = best[name]
+            detail(
+                f"{tag} {name:<11} {result.describe()}; CPU {cpu * 1e3:.3f} ms/call (median); all rounds "
+                f"{[round(r.qps) for r, _ in rounds]} calls/s, CPU {[round(c * 1e3, 3) for _, c in rounds]} ms/call"
+            )
+        bare_name = max((n for n in runs if n.startswith("bare")), key=lambda n: best[n][0].qps)
+        service_name = max((n for n in runs if n.startswith("service")), key=lambda n: best[n][0].qps)
+        (baseline, baseline_cpu), (service, service_cpu) = best[bare_name], best[service_name]
+        detail(
+            f"{tag} fastest bare {bare_name}, fastest service {service_name}: "
+            f"{service.qps / baseline.qps:.2f}x the QPS, {service_cpu / baseline_cpu:.2f}x the CPU per call"
+        )
+        # One more line, as real clients see it: responses parsed by the generated classes.
+        parsed = in_turns(sizes.qps_rounds, {
+            name: costed_load(servers[name], requests, sizes, parse=True) for name in (bare_name, service_name)
+        })
+        check_errors("qps --parse", [r for rounds in parsed.values() for r, _ in rounds])
+        p_bare, p_bare_cpu = best_costed(parsed[bare_name])
+        p_service, p_service_cpu = best_costed(parsed[service_name])
+        detail(
+            f"{tag} parsed by the client: {service_name} {p_service.qps:,.0f} calls/s, p50 "
+            f"{p_service.p50 * 1e3:.3f} ms, CPU {p_service_cpu * 1e3:.3f} ms/call; {bare_name} {p_bare.qps:,.0f} "
+            f"calls/s, p50 {p_bare.p50 * 1e3:.3f} ms, CPU {p_bare_cpu * 1e3:.3f} ms/call; "
+            f"{p_service.qps / p_bare.qps:.2f}x (all rounds {[round(r.qps) for r, _ in parsed[service_name]]} "
+            f"against {[round(r.qps) for r, _ in parsed[bare_name]]})"
+        )
+        if PROFILER.on:  # profiled runs of the two fastest, after the measured ones, not counted
+            for name in (service_name, bare_name):
+                handle = PROFILER.start(servers[name].process.pid, f"qps-{backend}-{name}")  # type: ignore[union-attr]
+                try:
+                    load.run(servers[name].target, GET, requests, duration=sizes.qps_seconds * 2,
+                             concurrency=sizes.qps_concurrency, processes=sizes.qps_processes)
+                finally:
+                    PROFILER.stop(handle)
     FIGURES.append(Figure(
-        "qps", "GetSession QPS", backend, service.qps, "calls/s", baseline.qps,
-        "bare grpcio server, constant session", ">= 0.8x", ratio_target=lambda r: r >= 0.8,
+        "qps", f"GetSession QPS ({service_name})", backend, service.qps, "calls/s", baseline.qps,
+        f"fastest bare grpcio server ({bare_name}), constant session", ">= 1.0x", ratio_target=lambda r: r >= 1.0,
+        notes=[f"CPU {service_cpu * 1e3:.3f} ms/call, bare {baseline_cpu * 1e3:.3f}"],
+    ))
+    FIGURES.append(Figure(
+        "qps", f"GetSession server CPU per call ({service_name})", backend, service_cpu, "ms", baseline_cpu,
+        f"fastest bare grpcio server ({bare_name})", "<= 1.0x", ratio_target=lambda r: r <= 1.0,
     ))
 
 
@@ -1350,6 +1430,16 @@ def main() -> int:
     parser.add_argument("--rss-calls", type=int, help="distinct sessions read before RSS (default 100000; --quick 5000)")
     parser.add_argument("--concurrency", type=int, help="calls in flight for the QPS and RSS figures (default 16)")
     parser.add_argument("--processes", type=int, help="load-generator processes for the QPS figure (default 1)")
+    parser.add_argument("--qps-rounds", type=int, help="turns of the qps part's servers (default 5; --quick 1)")
+    parser.add_argument(
+        "--service-threads", metavar="N,N,...",
+        help="qps part: serve the service at each of these thread counts (SESSIONS_THREADS), the fastest "
+        "counts (default: one server at serve's default)",
+    )
+    parser.add_argument(
+        "--bare-threads", metavar="N,N,...",
+        help="qps part: bare servers' worker threads, the fastest counts (default 4,8,32)",
+    )
     parser.add_argument(
         "--profile", metavar="DIR",
         help="record py-spy profiles of the servers under test (and of the rebuild) into DIR, with summaries",
@@ -1370,10 +1460,20 @@ def main() -> int:
     for option, attribute in (
         ("sessions", "sessions"), ("history_events", "history_events"), ("rebuild_sessions", "rebuild_sessions"),
         ("rounds", "rounds"), ("rss_calls", "rss_calls"), ("concurrency", "qps_concurrency"),
-        ("processes", "qps_processes"),
+        ("processes", "qps_processes"), ("qps_rounds", "qps_rounds"),
     ):
         if getattr(args, option) is not None:
             setattr(sizes, attribute, getattr(args, option))
+    for option, attribute in (("service_threads", "qps_service_threads"), ("bare_threads", "qps_bare_threads")):
+        text = getattr(args, option)
+        if text is not None:
+            try:
+                counts = tuple(int(n) for n in text.split(",") if n.strip())
+            except ValueError:
+                raise SystemExit(f"--{option.replace('_', '-')}: whole numbers, comma-separated") from None
+            if any(n < 1 for n in counts) or (option == "bare_threads" and not counts):
+                raise SystemExit(f"--{option.replace('_', '-')}: whole numbers >= 1, comma-separated")
+            setattr(sizes, attribute, counts)
     parts = [p.strip() for p in args.only.split(",") if p.strip()] or list(PARTS)
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
