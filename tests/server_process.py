@@ -15,6 +15,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sessions.projection.projector import wait_until
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15) -> int:
+    """SIGTERM, then up to ``timeout`` seconds to exit, then SIGKILL: the
+    process's exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def run_sessions(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m sessions ARGS`` to its end, output captured; ``env`` on top
     of this process's environment."""
@@ -70,12 +83,6 @@ class ServerProcess:
 
     def stop(self, timeout: float = 15) -> int:
         self.channel.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = stop_process(self.proc, timeout)
         self._log.close()
-        return self.proc.returncode
+        return code

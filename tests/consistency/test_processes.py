@@ -23,7 +23,7 @@ from sessions.api.protos import service_pb2, service_pb2_grpc, session_pb2
 from tests.projection.projection_support import Workload, make_app
 from tests.projections_ops.ops_support import described, sessions_command
 from tests.requests import created_users, report_request
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, stop_process
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -64,13 +64,7 @@ class ProjectProcess:
         )
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
 

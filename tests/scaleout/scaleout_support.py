@@ -16,6 +16,7 @@ import psycopg
 from sessions.projection.ownership import KEY_CLASS, lock_key
 from sessions.projection.rows import NAME
 from tests.projections_ops.ops_support import described, sessions_command
+from tests.server_process import stop_process
 
 
 class ProjectProcess:
@@ -40,14 +41,9 @@ class ProjectProcess:
     def stop(self) -> int | None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)  # (if a test left it paused)
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = stop_process(self.proc)
         self._log.close()
-        return self.proc.returncode
+        return code
 
 
 def status(store_url: str) -> dict[str, Any]:

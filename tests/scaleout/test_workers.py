@@ -18,7 +18,7 @@ import pytest
 from sessions.api.protos import service_pb2, service_pb2_grpc
 from sessions.projection.projector import wait_until
 from tests.scaleout.scaleout_support import status
-from tests.server_process import free_port
+from tests.server_process import free_port, stop_process
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -88,15 +88,9 @@ class Workers:
                 )
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = stop_process(self.proc, 30)
         self._log.close()
-        return self.proc.returncode
+        return code
 
 
 def alive(pid: int) -> bool:
