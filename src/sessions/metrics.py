@@ -128,20 +128,7 @@ class Metrics:
             "idempotency key, or a commit whose acknowledgement was lost).",
             registry=registry,
         )
-        self.http_requests = Counter(
-            "sessions_http_requests_total",
-            "Calls answered by the REST face, by route template (\"none\": no route matched), "
-            "HTTP method and HTTP status.",
-            ["route", "http_method", "http_status"],
-            registry=registry,
-        )
-        self.http_seconds = Histogram(
-            "sessions_http_request_seconds",
-            "Time the REST face took for each call, until its answer.",
-            ["route"],
-            buckets=HANDLING_BUCKETS,
-            registry=registry,
-        )
+        self.http_requests, self.http_seconds = _rest_families(registry)
         Info("sessions_build", "The running build.", registry=registry).info({"version": sessions.version()})
         self._refusals = {reason: self.refusals.labels(reason) for reason in set(REFUSALS.values())}
         self._refusal_of = {code: self._refusals[reason] for code, reason in REFUSALS.items()}
@@ -222,6 +209,25 @@ class Metrics:
         if found is None:
             found = self._methods[key] = _MethodMetrics(self, full_method, rpc_type)
         return found
+
+
+def _rest_families(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
+    """The REST face's calls: not gRPC calls, so families of their own."""
+    requests = Counter(
+        "sessions_http_requests_total",
+        "Calls answered by the REST face, by route template (\"none\": no route matched), "
+        "HTTP method (GET, POST or \"other\") and HTTP status.",
+        ["route", "http_method", "http_status"],
+        registry=registry,
+    )
+    seconds = Histogram(
+        "sessions_http_request_seconds",
+        "Time the REST face took for each call, until its answer.",
+        ["route"],
+        buckets=HANDLING_BUCKETS,
+        registry=registry,
+    )
+    return requests, seconds
 
 
 class _MethodMetrics:
