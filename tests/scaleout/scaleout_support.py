@@ -69,5 +69,8 @@ def lock_holder(store_url: str) -> int | None:
 
 
 def terminate(store_url: str, backend_pid: int) -> None:
+    """End a backend and return once it is gone (its locks released): the
+    signal alone returns before the backend exits (PostgreSQL 14+ waits
+    for the exit when given a timeout, and says whether it came)."""
     with psycopg.connect(store_url, autocommit=True) as conn:
-        assert conn.execute("SELECT pg_terminate_backend(%s)", (backend_pid,)).fetchone()[0]
+        assert conn.execute("SELECT pg_terminate_backend(%s, 10000)", (backend_pid,)).fetchone()[0]
