@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sessions.projection.projector import wait_until
+from tests.waiting import wait_until
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15) -> int:

@@ -15,10 +15,10 @@ import pytest
 from sessions import credentials
 from sessions.api.protos import service_pb2, service_pb2_grpc
 from sessions.cli import main
-from sessions.projection.projector import wait_until
 from sessions.server import SessionsServer
 from tests.access.conftest import bearer
 from tests.server_process import ServerProcess
+from tests.waiting import wait_until
 
 
 def _list_sessions(channel: grpc.Channel, token: str) -> None:

@@ -12,9 +12,9 @@ import pytest
 from sessions.api.protos import service_pb2, service_pb2_grpc
 from sessions.domain.enums import SessionType
 from sessions.domain.schedule import schedule_id
-from sessions.projection.projector import wait_until
 from sessions.server import SessionsServer
 from sessions.transport import server_options
+from tests.waiting import wait_until
 
 
 def _start(tmp_path: Path, **kwargs: object) -> tuple[SessionsServer, grpc.Channel]:

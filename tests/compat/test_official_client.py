@@ -281,7 +281,7 @@ def sessions_server(tmp_path: Path):
 
 
 def _wait_until_ready(server: ServerProcess) -> None:
-    from sessions.projection.projector import wait_until
+    from tests.waiting import wait_until
 
     host, port = server.target.rsplit(":", 1)
     progress = {"stage": "port", "health": None}

@@ -9,10 +9,10 @@ import pytest
 
 from sessions.api.protos import service_pb2, service_pb2_grpc, session_pb2
 from sessions.domain.policy import Policy
-from sessions.projection.projector import wait_until
 from sessions.store.application import SessionsApplication
 from sessions.store.urls import parse_store_url
 from tests.server_process import ServerProcess
+from tests.waiting import wait_until
 
 SETTINGS = ["--session-ttl", "3", "--heartbeat-grace", "1", "--sync-interval", "0.001",
             "--deadline-interval", "0.1"]

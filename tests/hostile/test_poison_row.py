@@ -18,12 +18,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sessions.api.protos import service_pb2, service_pb2_grpc
 from sessions.domain.commands import OpenSession
 from sessions.domain.enums import SessionType
-from sessions.projection.projector import wait_until
 from sessions.projection.status import read_model_status
 from sessions.store.application import Caller, SessionsApplication
 from sessions.store.urls import parse_store_url
 from tests.projections_ops.ops_support import described, sessions_command, sql
 from tests.server_process import ServerProcess
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

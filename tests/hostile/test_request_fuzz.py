@@ -23,7 +23,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 
 from sessions.api.protos import audit_pb2, service_pb2
-from sessions.projection.projector import wait_until
 from tests.hostile.hostile_support import (
     CLOSE,
     GARBAGE,
@@ -43,6 +42,7 @@ from tests.hostile.hostile_support import (
     requests,
     wait_for_projector,
 )
+from tests.waiting import wait_until
 
 EXAMPLES_PER_METHOD = 60
 PROJECTOR_TIMEOUT = 10.0

@@ -18,11 +18,11 @@ import pytest
 import sessions
 from sessions.domain.commands import OpenSession
 from sessions.domain.enums import SessionType
-from sessions.projection.projector import wait_until
 from sessions.store.application import Caller, Result, SessionsApplication
 from sessions.store.urls import parse_store_url
 from tests.metrics.metrics_support import Scrape, try_scrape
 from tests.server_process import ServerProcess, free_port, run_sessions
+from tests.waiting import wait_until
 
 CALLER = Caller("metrics-test")
 

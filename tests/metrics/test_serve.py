@@ -13,10 +13,10 @@ import sessions
 from sessions import credentials
 from sessions.api.protos import SESSION_SERVICE, service_pb2, service_pb2_grpc
 from sessions.domain.policy import Policy
-from sessions.projection.projector import wait_until
 from sessions.server import SessionsServer
 from tests.metrics.metrics_support import Scrape, scrape
 from tests.requests import report_request
+from tests.waiting import wait_until
 
 FAMILIES = {
     "grpc_server_started": "counter",

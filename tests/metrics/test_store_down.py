@@ -7,10 +7,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from sessions.projection.projector import wait_until
 from tests.metrics.metrics_support import Scrape
 from tests.metrics.test_serve import Served
 from tests.tcp_proxy import TcpProxy
+from tests.waiting import wait_until
 
 FROM_THE_STORE = (
     "sessions_log_head_position",

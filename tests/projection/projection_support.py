@@ -22,13 +22,13 @@ from sessions.domain.commands import CloseSession, Heartbeat, OpenSession, Repor
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType
 from sessions.domain.policy import Policy
 from sessions.domain.progress import ChangeCount, ProgressEntry
-from sessions.projection.projector import wait_until
 from sessions.projection.row_tables import PostgresSessionRows
 from sessions.projection.rows import SessionRows
 from sessions.store.application import Caller, Outcome, SessionsApplication
 from sessions.store.clock import ManualClock
 from sessions.store.operations import OperationRecord
 from sessions.store.urls import parse_store_url
+from tests.waiting import wait_until
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 125000, tzinfo=UTC)
 # A long TTL: the workload's manual clock never lets a session expire.

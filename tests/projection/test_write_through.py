@@ -17,7 +17,7 @@ from sessions.domain.commands import ReportProgress
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType
 from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.projection.fold import SessionFold
-from sessions.projection.projector import Projector, wait_until
+from sessions.projection.projector import Projector
 from sessions.projection.registry import Registry
 from sessions.projection.row_tables import open_rows, rows_on
 from sessions.projection.rows import NAME
@@ -26,6 +26,7 @@ from sessions.projection.write_through import RowWrite, Tables
 from sessions.store.application import Caller, SessionsApplication
 from sessions.store.urls import parse_store_url
 from tests.requests import created_users, report_request
+from tests.waiting import wait_until
 
 
 def open_request(container: str) -> service_pb2.OpenSessionRequest:

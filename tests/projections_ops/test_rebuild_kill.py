@@ -11,7 +11,7 @@ import sys
 from datetime import timedelta
 
 from sessions.api.protos import service_pb2, session_pb2
-from sessions.projection.projector import Projector, wait_until
+from sessions.projection.projector import Projector
 from sessions.projection.registry import Registry
 from sessions.projection.row_tables import open_rows, rows_on
 from sessions.projection.rows import NAME, SessionRows
@@ -19,6 +19,7 @@ from sessions.projection.verify import differences
 from sessions.store.clock import ManualClock
 from sessions.wire import session_bytes
 from tests.projection.projection_support import POLICY, Workload, head
+from tests.waiting import wait_until
 
 from .ops_support import described, rows_of, sessions_command, table_exists
 

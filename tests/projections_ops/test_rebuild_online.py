@@ -17,7 +17,7 @@ import grpc
 from eventsourcing.persistence import OperationalError
 
 from sessions.api.protos import service_pb2, session_pb2
-from sessions.projection.projector import Projector, wait_until
+from sessions.projection.projector import Projector
 from sessions.projection.rebuild import rebuild
 from sessions.projection.registry import Registry
 from sessions.projection.row_tables import open_rows, rows_on
@@ -28,6 +28,7 @@ from sessions.projection.verify import differences
 from sessions.server import SessionsServer
 from sessions.store.clock import ManualClock
 from tests.projection.projection_support import POLICY, Workload, head
+from tests.waiting import wait_until
 
 from .ops_support import Traffic, rows_of, sessions_of, sql, table_exists
 

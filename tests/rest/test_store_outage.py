@@ -10,11 +10,11 @@ import httpx
 import pytest
 from google.rpc import code_pb2
 
-from sessions.projection.projector import wait_until
 from sessions.rest.gateway import HTTP_STATUS
 from sessions.server import SessionsServer
 from tests.rest.conftest import SESSIONS
 from tests.tcp_proxy import TcpProxy
+from tests.waiting import wait_until
 
 
 def test_codes_map_to_the_standard_http_statuses() -> None:

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from sessions.projection.projector import wait_until
 from tests.projection.projection_support import Workload, head, make_app
 from tests.projections_ops.ops_support import described, sessions_command
 from tests.scaleout.scaleout_support import ProjectProcess, lock_holder, roles, status, terminate
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

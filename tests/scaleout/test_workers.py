@@ -16,9 +16,9 @@ import grpc
 import pytest
 
 from sessions.api.protos import service_pb2, service_pb2_grpc
-from sessions.projection.projector import wait_until
 from tests.scaleout.scaleout_support import status
 from tests.server_process import free_port, stop_process
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

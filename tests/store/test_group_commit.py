@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from sessions.projection.projector import wait_until
 from sessions.store.application import SessionsApplication
 from sessions.store.urls import parse_store_url
+from tests.waiting import wait_until
 
 
 @pytest.fixture

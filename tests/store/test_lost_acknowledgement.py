@@ -16,9 +16,9 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from sessions.api.protos import operation_service_pb2, service_pb2
-from sessions.projection.projector import wait_until
 from sessions.store.health import StoreUnavailable
 from tests.requests import created_users, report_request
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 

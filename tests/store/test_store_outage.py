@@ -16,12 +16,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sessions.api.protos import service_pb2, service_pb2_grpc
-from sessions.projection.projector import wait_until
 from sessions.store.application import SessionsApplication
 from sessions.store.health import StoreUnavailable
 from sessions.store.urls import parse_store_url
 from tests.server_process import ServerProcess
 from tests.tcp_proxy import TcpProxy
+from tests.waiting import wait_until
 
 OUTAGE = 10.0  # s
 CLIENT_DEADLINE = 5.0  # s, a typical client's

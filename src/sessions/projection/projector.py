@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -309,13 +308,3 @@ class Projector:
         except Exception:  # the store is down; the next batch will tell
             log.debug("projector: cannot read the stored position", exc_info=True)
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.002) -> bool:
-    """Poll ``predicate`` until true or timeout (for processes without a projector)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
