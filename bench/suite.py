@@ -102,6 +102,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import audit_history  # noqa: E402  (the other benches' helpers)
+import h2load  # noqa: E402
 import list_pages  # noqa: E402
 import load  # noqa: E402
 import projector_and_writes as writes_bench  # noqa: E402
@@ -536,6 +537,79 @@ def in_turns(rounds: int, runs: dict[str, Callable[[], Any]]) -> dict[str, list[
         for name, run in runs.items():
             out[name].append(run())
     return out
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds a live process has used (all its threads); 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processes_where(match: Callable[[str, int], bool]) -> list[int]:
+    """Live pids whose (command name, parent pid) ``match``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        ppid = int(text.rsplit(")", 1)[1].split()[1])
+        if match(name, ppid):
+            pids.append(int(entry))
+    return pids
+
+
+def cores_used(server: ServerProcess, run: Callable[[], Any]) -> Callable[[], tuple[Any, dict[str, float]]]:
+    """``run`` and the cores each party used meanwhile (CPU seconds / wall
+    seconds): the server with its worker processes, every PostgreSQL server
+    process on the machine (the suite's and anyone else's), the load
+    generator (this process's waited-for children), and the whole machine
+    (/proc/stat). On a shared machine the last one says how much was left."""
+
+    def measured() -> tuple[Any, dict[str, float]]:
+        assert server.process is not None
+        parent = server.process.pid
+
+        def snapshot() -> tuple[dict[int, float], dict[int, float], Any, float]:
+            group = [parent, *processes_where(lambda name, ppid: ppid == parent)]
+            postgres = processes_where(lambda name, ppid: name.startswith("postgres"))
+            return (
+                {p: process_cpu(p) for p in group}, {p: process_cpu(p) for p in postgres}, os.times(), machine_busy()
+            )
+
+        def spent(after: dict[int, float], before: dict[int, float]) -> float:
+            # a process started meanwhile (a connection's backend) counts from 0
+            return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+        before = snapshot()
+        t0 = time.monotonic()
+        result = run()
+        wall = time.monotonic() - t0
+        after = snapshot()
+        return result, {
+            "server": spent(after[0], before[0]) / wall,
+            "postgres": spent(after[1], before[1]) / wall,
+            "client": (sum(after[2][2:4]) - sum(before[2][2:4])) / wall,  # children_user + children_system
+            "machine": (after[3] - before[3]) / wall,
+        }
+
+    return measured
+
+
+def machine_busy() -> float:
+    """CPU seconds every core has spent not idle since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def best_p50(results: list[load.LoadResult]) -> load.LoadResult:
@@ -1267,25 +1341,57 @@ def part_workers(backend: str, url: str, sizes: Sizes, folder: str) -> None:
             processes=sizes.qps_processes, target_of=[i % WORKER_CONNECTIONS for i in range(len(requests))],
         )
 
+    def drive_c(server: ServerProcess) -> Callable[[], Any]:
+        # one stored session's request: its answer does not change while it runs
+        return lambda: h2load.run(
+            server.target, GET, gets[0], duration=sizes.qps_seconds, connections=WORKER_CONNECTIONS,
+            streams=max(sizes.qps_concurrency // WORKER_CONNECTIONS, 1),
+        )
+
+    c_client = h2load.available()
     one_extra = ("--no-deadlines",) + (("--no-projector",) if backend == "sqlite" else ())
     with ServerProcess.sessions(url, folder, "--workers", "2", "--no-deadlines") as two, ServerProcess.sessions(
         url, folder, "--workers", "1", *one_extra
     ) as one:
-        reads = in_turns(sizes.qps_rounds, {
-            "one": drive(one, GET, gets, sizes.qps_concurrency), "two": drive(two, GET, gets, sizes.qps_concurrency),
-        })
+        read_runs = {
+            "one": cores_used(one, drive(one, GET, gets, sizes.qps_concurrency)),
+            "two": cores_used(two, drive(two, GET, gets, sizes.qps_concurrency)),
+        }
+        if c_client:
+            read_runs.update({"one-c": cores_used(one, drive_c(one)), "two-c": cores_used(two, drive_c(two))})
+        costed_reads = in_turns(sizes.qps_rounds, read_runs)
+        reads = {key: [result for result, _ in runs] for key, runs in costed_reads.items()}
         writes = in_turns(sizes.rounds, {
             "one": drive(one, REPORT, reports, sizes.agents), "two": drive(two, REPORT, reports, sizes.agents),
         })
-    check_errors("workers", reads["one"] + reads["two"] + writes["one"] + writes["two"])
+    check_errors("workers", [result for runs in (*reads.values(), *writes.values()) for result in runs])
     for kind, runs in (("GetSession", reads), (f"{sizes.agents} agents", writes)):
         detail(f"[{backend}] workers: {kind} --workers 2 {best_qps(runs['two']).describe()}")
         detail(f"[{backend}] workers: {kind} --workers 1 {best_qps(runs['one']).describe()}")
+    for key in costed_reads:
+        client_name = "C client (h2load)" if key.endswith("-c") else "Python client"
+        label = f"--workers {2 if key.startswith('two') else 1}, {client_name}"
+        best_index = max(range(len(reads[key])), key=lambda i: reads[key][i].qps)
+        cores = costed_reads[key][best_index][1]
+        rounds = ", ".join(f"{r.qps:,.0f}" for r in reads[key])
+        detail(
+            f"[{backend}] workers: GetSession {label}: best {reads[key][best_index].qps:,.0f} calls/s (rounds {rounds}); "
+            "cores used in that round: " + ", ".join(f"{party} {used:.2f}" for party, used in cores.items())
+        )
+    # The target is on reads from a client that leaves the cores to the
+    # servers: with the Python client on the same 2 cores, its own CPU caps
+    # what two workers can show (bench/h2load.py).
+    read_key = "-c" if c_client else ""
     FIGURES.append(Figure(
-        "workers", "GetSession QPS, --workers 2", backend, best_qps(reads["two"]).qps, "calls/s",
-        best_qps(reads["one"]).qps, "--workers 1", ">= 1.6x", ratio_target=lambda r: r >= 1.6,
-        target_backend="postgresql",
+        "workers", "GetSession QPS, --workers 2" + (" (C client)" if c_client else ""), backend,
+        best_qps(reads["two" + read_key]).qps, "calls/s", best_qps(reads["one" + read_key]).qps, "--workers 1",
+        ">= 1.6x", ratio_target=lambda r: r >= 1.6, target_backend="postgresql",
     ))
+    if c_client:
+        FIGURES.append(Figure(
+            "workers", "GetSession QPS, --workers 2 (Python client)", backend, best_qps(reads["two"]).qps,
+            "calls/s", best_qps(reads["one"]).qps, "--workers 1",
+        ))
     FIGURES.append(Figure(
         "workers", f"events/s, {sizes.agents} agents, --workers 2", backend, best_qps(writes["two"]).qps,
         "events/s", best_qps(writes["one"]).qps, "--workers 1", ">= 1.4x", ratio_target=lambda r: r >= 1.4,
