@@ -371,9 +371,10 @@ class SessionsServer:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        log.info("shutting down: finishing in-flight calls (up to %gs)", grace)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # (said after health says it: a line an operator or a test can wait for)
+        log.info("shutting down: finishing in-flight calls (up to %gs)", grace)
         # Both faces stop accepting at once, and share one grace period.
         grpc_stopped = self.server.stop(grace)
         if self.http is not None:

@@ -193,6 +193,7 @@ def _group_metrics(args: argparse.Namespace, workers: Any) -> Any:
     except BaseException:
         metrics.close()
         raise
+    log.info("metrics: the group's, summed from the workers' files in %s", metrics.directory)
     return metrics
 
 
