@@ -853,6 +853,12 @@ def part_metrics(backend: str, url: str, sizes: Sizes, folder: str) -> None:
         f"the counting path timed alone in this process: {added * 1e6:.2f} us per call "
         f"({added / cpu_off * 100:.1f}% of a call's CPU)"
     )
+    shared = shared_counting_cost()
+    detail(
+        f"[{backend}] metrics: the counting path timed alone in a worker of `serve --workers N` "
+        f"(prometheus-client's multiprocess files): {shared * 1e6:.2f} us per call, "
+        f"{shared / added:.2f}x the {added * 1e6:.2f} us of one process ({shared / cpu_off * 100:.1f}% of a call's CPU)"
+    )
     plain, counted = served_call_cost()
     detail(
         f"[{backend}] metrics: one unary call through grpc in this process (best of 30 batches): "
@@ -870,11 +876,25 @@ def part_metrics(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     ))
 
 
-def counting_cost(calls: int = 200_000) -> float:
+def shared_counting_cost() -> float:
+    """counting_cost in a process counting as a worker of `serve --workers N`
+    does (Metrics(shared=True): every count written to its mmap file); the
+    library picks that at import, so in a process of its own."""
+    with tempfile.TemporaryDirectory(prefix="bench-metrics-") as directory:
+        done = subprocess.run(
+            [sys.executable, "-c", "import suite; print(suite.counting_cost(shared=True))"],
+            cwd=Path(__file__).resolve().parent, capture_output=True, text=True, check=True,
+            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory},
+        )
+    return float(done.stdout.split()[-1])
+
+
+def counting_cost(calls: int = 200_000, shared: bool = False) -> float:
     """Seconds that metrics add to one unary call on the serving path: grpc's
     pipeline and the interceptor (on grpc's polling thread) and the counting
     wrapper (on the worker), timed alone against the same call without them
-    (the best of three runs of ``calls`` calls)."""
+    (the best of three runs of ``calls`` calls). ``shared``: counting as a
+    worker of `serve --workers N` (see shared_counting_cost)."""
     from sessions.metrics import Metrics
 
     class Context:  # what the wrapper asks of grpc's context
@@ -889,7 +909,7 @@ def counting_cost(calls: int = 200_000) -> float:
         return b""
 
     handler = grpc.unary_unary_rpc_method_handler(behavior)
-    interceptor = Metrics().interceptor()
+    interceptor = Metrics(shared=shared).interceptor()
     continuation = lambda details: handler  # noqa: E731
     wrapped = interceptor.intercept_service(continuation, Details()).unary_unary
     context, details = Context(), Details()

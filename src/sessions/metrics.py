@@ -24,12 +24,24 @@ What is counted where, at the cost of a counter each:
   store up): read from the database when scraped (``StoreCollector``), so
   they cost nothing per call; a scrape that cannot read them says
   ``sessions_store_up 0`` and leaves the others out.
+
+Under ``sessions serve --workers N`` (cli.workers) the parent serves one
+endpoint for the group (``GroupMetrics``), the library's multiprocess mode:
+each worker counts into files of its own in a directory the parent made
+(``PROMETHEUS_MULTIPROC_DIR``, set for the workers only) and serves nothing;
+the parent sums the files when scraped and reads the store's figures, the
+projector's ownership and the build itself, so that those appear once.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
+import socket
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -44,7 +56,10 @@ from prometheus_client import (
     disable_created_metrics,
     start_http_server,
 )
+from prometheus_client import values as prometheus_values
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 import sessions
@@ -61,6 +76,9 @@ REFUSALS = {
 TRANSITIONS = {"sessions.SessionStalled": "stall", "sessions.SessionExpired": "expiry"}
 HANDLING_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# The library's multiprocess mode: read when prometheus_client is imported,
+# so set in a worker's environment before it starts (cli.workers).
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class MetricsConfigError(ValueError):
@@ -76,8 +94,38 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def _serve(registry: CollectorRegistry, listen: str) -> tuple[Any, int]:
+    """An HTTP server for ``registry`` at ``listen``'s /metrics, and its port."""
+    host, port = parse_listen(listen)
+    try:
+        http, _thread = start_http_server(port, host, registry=registry)
+    except OSError as e:
+        raise MetricsConfigError(f"--metrics-listen {listen}: cannot listen: {e}") from None
+    bound = int(http.server_address[1])
+    log.info("metrics: http://%s:%d/metrics", host, bound)
+    return http, bound
+
+
+def _close(http: Any) -> None:
+    http.shutdown()
+    http.server_close()
+
+
+def _build_info(registry: CollectorRegistry) -> None:
+    Info("sessions_build", "The running build.", registry=registry).info({"version": sessions.version()})
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, *, shared: bool = False) -> None:
+        """``shared``: a worker of `serve --workers N`. It counts into its
+        files in the group's directory and serves nothing; the parent serves
+        the sums (GroupMetrics), and the figures read when scraped (store,
+        projector ownership, build) are the parent's, so none is registered
+        here. The process must have started with PROMETHEUS_MULTIPROC_DIR
+        set (the library picks its value store at import)."""
+        if shared and not getattr(prometheus_values.ValueClass, "_multiprocess", False):
+            raise MetricsConfigError(f"a worker's metrics need {MULTIPROC_DIR}, set by `serve --workers N`")
+        self.shared = shared
         # No *_created series (a process-wide setting of the library): half
         # the scrape, and of no use to the alerts here.
         disable_created_metrics()
@@ -129,7 +177,8 @@ class Metrics:
             registry=registry,
         )
         self.http_requests, self.http_seconds = _rest_families(registry)
-        Info("sessions_build", "The running build.", registry=registry).info({"version": sessions.version()})
+        if not shared:
+            _build_info(registry)
         self._refusals = {reason: self.refusals.labels(reason) for reason in set(REFUSALS.values())}
         self._refusal_of = {code: self._refusals[reason] for code, reason in REFUSALS.items()}
         self._transitions = {kind: self.transitions.labels(kind) for kind in TRANSITIONS.values()}
@@ -143,19 +192,12 @@ class Metrics:
 
     def listen(self, listen: str) -> int:
         """Serve /metrics on ``listen`` (HOST:PORT); return the bound port."""
-        host, port = parse_listen(listen)
-        try:
-            self._http, _thread = start_http_server(port, host, registry=self.registry)
-        except OSError as e:
-            raise MetricsConfigError(f"--metrics-listen {listen}: cannot listen: {e}") from None
-        self.port = int(self._http.server_address[1])
-        log.info("metrics: http://%s:%d/metrics", host, self.port)
+        self._http, self.port = _serve(self.registry, listen)
         return self.port
 
     def close(self) -> None:
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            _close(self._http)
             self._http = None
 
     # --- what is told -------------------------------------------------------------------
@@ -167,11 +209,15 @@ class Metrics:
         if hasattr(app.recorder, "observer"):
             app.recorder.observer = self
         app.on_replay = self.replayed
-        self.registry.register(StoreCollector(app, registry))
+        if not self.shared:
+            self.registry.register(StoreCollector(app, registry))
 
     def observe_projector(self, projector: Any) -> None:
         """``sessions_projector_owner``: 1 while this process's projector
-        owns its read model (projection.ownership), 0 while it stands by."""
+        owns its read model (projection.ownership), 0 while it stands by.
+        (A worker's is the parent's: GroupMetrics.)"""
+        if self.shared:
+            return
         owner = Gauge(
             "sessions_projector_owner",
             "1 if this process's projector folds the read model now, 0 if it is a standby.",
@@ -426,4 +472,175 @@ class StoreCollector(Collector):
         ]
 
 
-__all__ = ["Metrics", "MetricsConfigError", "MetricsInterceptor", "StoreCollector", "parse_listen"]
+class GroupMetrics:
+    """The metrics of `sessions serve --workers N`, served by the parent at
+    --metrics-listen for the whole group (the library's multiprocess mode,
+    its documented way for servers of several processes):
+
+    - **counters and histograms** (calls, events, commits, replays,
+      refusals, REST): each worker writes its own into files named by its
+      pid in ``directory`` (made fresh here, removed by ``close``); a
+      scrape sums every file. A worker that exits leaves what it counted:
+      ``worker_exited`` adds its files into the ``*_retired.db`` files, so
+      the sums never go back when a worker is replaced, and the files stay
+      one per live worker plus one. A counter counts what the group has
+      counted since the parent started: a restart of the parent (not of a
+      worker) starts from 0, as a restart of one process does.
+    - **the store's figures** and ``sessions_build_info``: read by the
+      parent itself when scraped, through a store connection of its own
+      opened at the first scrape (``open_store``), so they appear once.
+    - ``sessions_projector_owner``: 1 while worker 0's projector holds the
+      read model's ownership, as the database says (the projectors table
+      joined with its locks, as `projections status` reads it; on SQLite,
+      while worker 0 runs); left out when the group runs no projector.
+
+    Workers write no gauges (``Metrics(shared=True)``), so no gauge mode is
+    needed; ``mark_process_dead`` is still called for a worker that exits,
+    as the library asks."""
+
+    def __init__(self, open_store: Callable[[], tuple[Any, Any]], projector_pid: Callable[[], int | None] | None):
+        """``open_store``: (application, its projection registry), opened in
+        this process; ``projector_pid``: the pid of the worker that runs the
+        projector while it runs (None: none runs now), or None if the group
+        runs no projector."""
+        disable_created_metrics()
+        self.directory = tempfile.mkdtemp(prefix="sessions-metrics-")
+        self.registry = CollectorRegistry()
+        self._files = _WorkerFiles(self.directory)
+        self.registry.register(self._files)
+        self._store = _GroupStore(open_store, projector_pid)
+        self.registry.register(self._store)
+        _build_info(self.registry)
+        self._http: Any = None
+        self.port = 0
+
+    def listen(self, listen: str) -> int:
+        self._http, self.port = _serve(self.registry, listen)
+        return self.port
+
+    def worker_exited(self, pid: int) -> None:
+        self._files.retire(pid)
+
+    def close(self) -> None:
+        """Stop serving, close the store, remove the directory (after the
+        workers stopped)."""
+        if self._http is not None:
+            _close(self._http)
+            self._http = None
+        self._store.close()
+        self._files.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class _WorkerFiles(Collector):
+    """The sums of the workers' files. One lock keeps a scrape and the
+    retirement of a worker's files apart: a scrape never sees a worker's
+    counts both in its own files and in the retired ones, nor in neither."""
+
+    RETIRED = ("counter", "histogram")  # the kinds a worker writes
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._collector = MultiProcessCollector(None, path=directory)
+        self._retired: dict[str, MmapedDict] = {}
+
+    def collect(self) -> Iterable[Any]:
+        with self._lock:
+            return list(self._collector.collect())
+
+    def retire(self, pid: int) -> None:
+        """Worker ``pid`` exited (it writes no more): its counts go into the
+        retired files, added key by key (a histogram's buckets are stored
+        per bucket, so they add too), and its own files go."""
+        mark_process_dead(pid, self.directory)
+        with self._lock:
+            for kind in self.RETIRED:
+                path = os.path.join(self.directory, f"{kind}_{pid}.db")
+                if not os.path.exists(path):
+                    continue
+                retired = self._retired.get(kind)
+                if retired is None:
+                    retired = self._retired[kind] = MmapedDict(os.path.join(self.directory, f"{kind}_retired.db"))
+                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(path):
+                    before, _ = retired.read_value(key)
+                    retired.write_value(key, before + value, timestamp)
+                os.remove(path)
+
+    def close(self) -> None:
+        with self._lock:
+            for retired in self._retired.values():
+                retired.close()
+            self._retired.clear()
+
+
+class _GroupStore(Collector):
+    """The store's figures (StoreCollector) and the projector's ownership,
+    read by the parent when scraped, through an application it opens at
+    the first scrape (and again at the next, if the store could not be
+    reached: ``sessions_store_up 0`` meanwhile)."""
+
+    def __init__(self, open_store: Callable[[], tuple[Any, Any]], projector_pid: Callable[[], int | None] | None):
+        self._open_store = open_store
+        self._projector_pid = projector_pid
+        self._lock = threading.Lock()
+        self._app: Any = None
+        self._collector: StoreCollector | None = None
+        self._host = socket.gethostname()
+
+    def describe(self) -> Iterable[Any]:
+        return []  # (registering must not open the store)
+
+    def collect(self) -> Iterable[Any]:
+        with self._lock:
+            collector = self._opened()
+            if collector is None:
+                up = GaugeMetricFamily("sessions_store_up", "1 if the store answered this scrape, else 0.")
+                up.add_metric([], 0.0)
+                return [up]
+            found = list(collector.collect())
+            owner = self._owner()
+            return found if owner is None else [*found, owner]
+
+    def _opened(self) -> StoreCollector | None:
+        if self._collector is None:
+            try:
+                self._app, registry = self._open_store()
+            except Exception:  # noqa: BLE001 - said as sessions_store_up 0
+                log.debug("metrics: cannot open the store", exc_info=True)
+                return None
+            self._collector = StoreCollector(self._app, registry)
+        return self._collector
+
+    def _owner(self) -> GaugeMetricFamily | None:
+        if self._projector_pid is None:
+            return None
+        from sessions.projection.ownership import projectors
+        from sessions.projection.rows import NAME
+
+        pid = self._projector_pid()
+        try:
+            found = projectors(self._app, NAME) if pid is not None else []
+        except Exception:  # noqa: BLE001 - the store's trouble is said by sessions_store_up
+            log.debug("metrics: cannot read the projectors", exc_info=True)
+            return None
+        if found is None:  # SQLite: worker 0's projector is the file's one projector
+            owns = pid is not None
+        else:
+            owns = any(p.role == "owner" and p.pid == pid and p.host == self._host for p in found)
+        family = GaugeMetricFamily(
+            "sessions_projector_owner",
+            "1 if worker 0's projector folds the read model now, 0 if it is a standby or not running.",
+        )
+        family.add_metric([], 1.0 if owns else 0.0)
+        return family
+
+    def close(self) -> None:
+        with self._lock:
+            if self._app is not None:
+                self._app.close()
+                self._app = None
+                self._collector = None
+
+
+__all__ = ["GroupMetrics", "Metrics", "MetricsConfigError", "MetricsInterceptor", "StoreCollector", "parse_listen"]

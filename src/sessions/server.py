@@ -80,6 +80,7 @@ class SessionsServer:
         max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION,
         http_listen: str | None = None,
         metrics_listen: str | None = None,
+        metrics_shared: bool = False,
         reuse_port: bool = False,
     ):
         """Security (issue 7): with ``auth_file`` every call is authenticated
@@ -91,6 +92,9 @@ class SessionsServer:
         ``metrics_listen`` (HOST:PORT): serve Prometheus metrics there
         (sessions.metrics); a value that is not HOST:PORT raises
         MetricsConfigError here, an address that cannot be bound in start().
+        With ``metrics_shared`` (a worker of `serve --workers N`) it counts
+        for the group and serves nothing: the parent serves the group's
+        metrics at ``metrics_listen`` (sessions.metrics.GroupMetrics).
 
         ``reuse_port``: listen with SO_REUSEPORT, beside the other workers of
         `serve --workers N` (cli.workers)."""
@@ -121,7 +125,7 @@ class SessionsServer:
         self.metrics: Metrics | None = None
         if metrics_listen:
             parse_listen(metrics_listen)
-            self.metrics = Metrics()
+            self.metrics = Metrics(shared=metrics_shared)
         self.access = (
             AccessInterceptor(credentials_file.load(self.auth_file)) if self.auth_file else None
         )
@@ -162,7 +166,7 @@ class SessionsServer:
     def start(self) -> int:
         """Start serving; return the bound port. Health says SERVING once the
         projector has folded the log as it was at start."""
-        if self.metrics is not None:
+        if self.metrics is not None and not self.metrics.shared:
             assert self.metrics_listen is not None
             self.metrics.listen(self.metrics_listen)  # first: a busy port fails before anything opens
         log.info("sessions %s", sessions.version())
@@ -367,9 +371,10 @@ class SessionsServer:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        log.info("shutting down: finishing in-flight calls (up to %gs)", grace)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # (said after health says it: a line an operator or a test can wait for)
+        log.info("shutting down: finishing in-flight calls (up to %gs)", grace)
         # Both faces stop accepting at once, and share one grace period.
         grpc_stopped = self.server.stop(grace)
         if self.http is not None:

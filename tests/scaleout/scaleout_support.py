@@ -1,22 +1,25 @@
-"""Shared helpers of the scale-out tests: `sessions project` as a real
-process, what `sessions projections status --json` says, and the PostgreSQL
+"""Shared helpers of the scale-out tests: `sessions project` and
+`sessions serve --workers N` as real processes, what `sessions projections status --json` says, and the PostgreSQL
 session that holds a read model's projector lock."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import grpc
 import psycopg
 
+from sessions.api.protos import service_pb2, service_pb2_grpc
 from sessions.projection.ownership import KEY_CLASS, lock_key
 from sessions.projection.rows import NAME
 from tests.projections_ops.ops_support import described, sessions_command
-from tests.server_process import stop_process
+from tests.server_process import free_port, stop_process
 
 
 class ProjectProcess:
@@ -74,3 +77,84 @@ def terminate(store_url: str, backend_pid: int) -> None:
     for the exit when given a timeout, and says whether it came)."""
     with psycopg.connect(store_url, autocommit=True) as conn:
         assert conn.execute("SELECT pg_terminate_backend(%s, 10000)", (backend_pid,)).fetchone()[0]
+
+
+AD_SYNC = 1
+
+
+class Workers:
+    def __init__(self, store_url: str, log_path: Path, *args: str, count: int = 2):
+        """``args``: more flags of `serve`."""
+        self.target = f"127.0.0.1:{free_port()}"
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sessions",
+                "serve",
+                "--workers",
+                str(count),
+                "--listen",
+                self.target,
+                "--store",
+                store_url,
+                "--log-format",
+                "json",
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def lines(self) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue  # (a line cut short while being written)
+        return found
+
+    def worker_pids(self) -> dict[int, int]:
+        """Worker index -> pid of its latest start, as the parent logged them."""
+        pids = {}
+        for line in self.lines():
+            if (
+                line["logger"] == "sessions.workers"
+                and line["message"].startswith("worker ")
+                and "started" in line["message"]
+            ):
+                words = line["message"].split()
+                pids[int(words[1])] = int(words[-1].rstrip(")"))
+        return pids
+
+    def answered_by(self) -> set[int]:
+        """The pids of the workers that wrote access lines."""
+        return {line["pid"] for line in self.lines() if line["logger"] == "sessions.access"}
+
+    def call_on_new_connections(self, calls: int) -> None:
+        """Each call on a connection of its own: the kernel spreads
+        connections (not calls) among the workers."""
+        for k in range(calls):
+            with grpc.insecure_channel(self.target) as channel:
+                stub = service_pb2_grpc.SynchronizationSessionServiceStub(channel)
+                stub.OpenSession(
+                    service_pb2.OpenSessionRequest(subject_container_id=f"c-{k}", agent_id="a", session_type=AD_SYNC),
+                    timeout=10,
+                    wait_for_ready=True,
+                )
+
+    def stop(self) -> int:
+        code = stop_process(self.proc, 30)
+        self._log.close()
+        return code
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -4,102 +4,19 @@ replaced, the projector runs once, and SIGTERM drains and stops them all."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-import grpc
 import pytest
 
-from sessions.api.protos import service_pb2, service_pb2_grpc
-from tests.scaleout.scaleout_support import status
-from tests.server_process import free_port, stop_process
+from tests.scaleout.scaleout_support import Workers, alive, status
+from tests.server_process import free_port
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-AD_SYNC = 1
-
-
-class Workers:
-    def __init__(self, store_url: str, log_path: Path, count: int = 2):
-        self.target = f"127.0.0.1:{free_port()}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sessions",
-                "serve",
-                "--workers",
-                str(count),
-                "--listen",
-                self.target,
-                "--store",
-                store_url,
-                "--log-format",
-                "json",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def lines(self) -> list[dict[str, Any]]:
-        found = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                found.append(json.loads(line))
-            except ValueError:
-                continue  # (a line cut short while being written)
-        return found
-
-    def worker_pids(self) -> dict[int, int]:
-        """Worker index -> pid of its latest start, as the parent logged them."""
-        pids = {}
-        for line in self.lines():
-            if (
-                line["logger"] == "sessions.workers"
-                and line["message"].startswith("worker ")
-                and "started" in line["message"]
-            ):
-                words = line["message"].split()
-                pids[int(words[1])] = int(words[-1].rstrip(")"))
-        return pids
-
-    def answered_by(self) -> set[int]:
-        """The pids of the workers that wrote access lines."""
-        return {line["pid"] for line in self.lines() if line["logger"] == "sessions.access"}
-
-    def call_on_new_connections(self, calls: int) -> None:
-        """Each call on a connection of its own: the kernel spreads
-        connections (not calls) among the workers."""
-        for k in range(calls):
-            with grpc.insecure_channel(self.target) as channel:
-                stub = service_pb2_grpc.SynchronizationSessionServiceStub(channel)
-                stub.OpenSession(
-                    service_pb2.OpenSessionRequest(subject_container_id=f"c-{k}", agent_id="a", session_type=AD_SYNC),
-                    timeout=10,
-                    wait_for_ready=True,
-                )
-
-    def stop(self) -> int:
-        code = stop_process(self.proc, 30)
-        self._log.close()
-        return code
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
 
 def test_two_workers_share_the_port_and_the_parent_keeps_them(postgres_url: str, tmp_path: Path) -> None:
     workers = Workers(postgres_url, tmp_path / "serve.log")

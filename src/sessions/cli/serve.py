@@ -136,7 +136,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             rebuild_on_start=first and args.rebuild_on_start,
             max_workers=args.threads,
             http_listen=args.http_listen if first else None,
-            metrics_listen=_worker_address(args.metrics_listen, worker or 0),
+            metrics_listen=args.metrics_listen,
+            metrics_shared=worker is not None,  # (the parent serves the group's: cli.workers)
             reuse_port=worker is not None,
             **server_kwargs(args),
         )
@@ -158,16 +159,42 @@ def _serve_workers(args: argparse.Namespace) -> int:
         # Each worker would hold a database of its own: a session opened
         # through one would be NOT_FOUND through the others.
         raise UsageError("--workers N needs a store the workers share (an sqlite file or postgresql), not memory://")
+    workers = Workers(args.argv, args.workers, args.grace)
+    if args.metrics_listen:
+        workers.metrics = _group_metrics(args, workers)
     _log_settings(args)
-    return Workers(args.argv, args.workers, args.grace).run()
+    return workers.run()
 
 
-def _worker_address(listen: str | None, worker: int) -> str | None:
-    """Worker k of --workers N serves its metrics on PORT + k."""
-    if not listen or not worker:
-        return listen
-    host, _, port = listen.rpartition(":")
-    return f"{host}:{int(port) + worker}" if port.isdigit() and int(port) else listen
+def _group_metrics(args: argparse.Namespace, workers: Any) -> Any:
+    """The group's metrics, served by the parent at --metrics-listen (bound
+    before any worker starts: a busy port is exit 2)."""
+    from sessions.metrics import GroupMetrics
+
+    store_url = args.store or default_store_url()
+
+    def open_store() -> tuple[Any, Any]:
+        from sessions.projection.registry import Registry
+        from sessions.store.application import SessionsApplication
+        from sessions.store.urls import parse_store_url
+
+        app = SessionsApplication(parse_store_url(store_url))
+        try:
+            return app, Registry.of(app)
+        except BaseException:
+            app.close()
+            raise
+
+    projector_pid = None if args.no_projector else (lambda: workers.pid(0))
+    metrics = GroupMetrics(open_store, projector_pid)
+    try:
+        with _metrics_usage():
+            metrics.listen(args.metrics_listen)
+    except BaseException:
+        metrics.close()
+        raise
+    log.info("metrics: the group's, summed from the workers' files in %s", metrics.directory)
+    return metrics
 
 
 def cmd_project(args: argparse.Namespace) -> int:

@@ -10,7 +10,11 @@ arguments and a worker index), watches and stops them:
   serves REST (--http-listen) and rebuilds at start (--rebuild-on-start);
   the others only serve gRPC, so the projector runs once (and on
   PostgreSQL, its ownership makes a second one a standby anyway);
-- with --metrics-listen HOST:PORT, worker k serves its metrics on PORT + k;
+- with --metrics-listen HOST:PORT, this parent serves the group's metrics
+  there (sessions.metrics.GroupMetrics): each worker counts into files of
+  its own in a directory made for this run (PROMETHEUS_MULTIPROC_DIR in its
+  environment), a scrape sums them, and the files of a worker that exits
+  are kept in the sums;
 - SIGTERM or SIGINT is passed to every worker, which drains its calls
   (--grace); SIGHUP too (credentials reloaded by each);
 - a worker that exits is logged and started again (at most once a second
@@ -25,6 +29,7 @@ Every line a worker logs names it (`[worker K pid P]`, or `worker` and
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -32,6 +37,10 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sessions.metrics import GroupMetrics
 
 log = logging.getLogger("sessions.workers")
 
@@ -70,11 +79,23 @@ class Workers:
         self.grace = grace
         self._stop = threading.Event()
         self._workers: dict[int, _Worker] = {}
+        self.metrics: GroupMetrics | None = None  # served here for the group (--metrics-listen)
+
+    def pid(self, index: int) -> int | None:
+        """The pid of worker ``index`` while it runs."""
+        worker = self._workers.get(index)
+        return worker.proc.pid if worker is not None and worker.proc.poll() is None else None
 
     def _start(self, index: int, delay: float = 0.0) -> None:
+        env = None
+        if self.metrics is not None:
+            from sessions.metrics import MULTIPROC_DIR
+
+            env = {**os.environ, MULTIPROC_DIR: self.metrics.directory}
         proc = subprocess.Popen(
             [sys.executable, "-m", "sessions", *self.argv, "--worker-index", str(index)],
             preexec_fn=_stop_with_parent,
+            env=env,
         )
         self._workers[index] = _Worker(index, proc, time.monotonic(), delay)
         log.info("worker %d started (pid %d)", index, proc.pid)
@@ -92,6 +113,8 @@ class Workers:
             if code:
                 break
         self._stop_all()
+        if self.metrics is not None:
+            self.metrics.close()
         return code
 
     def _watch(self) -> int:
@@ -101,6 +124,8 @@ class Workers:
             if code is None:
                 continue
             lived = time.monotonic() - worker.started
+            if self.metrics is not None:
+                self.metrics.worker_exited(worker.proc.pid)  # (its counts stay in the sums)
             if code in FATAL_AT_START and lived < START_WINDOW:
                 log.error("worker %d (pid %d) exited at start with %d: stopping", worker.index, worker.proc.pid, code)
                 return code
