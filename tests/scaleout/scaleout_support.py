@@ -1,6 +1,7 @@
 """Shared helpers of the scale-out tests: `sessions project` and
-`sessions serve --workers N` as real processes, what `sessions projections status --json` says, and the PostgreSQL
-session that holds a read model's projector lock."""
+`sessions serve --workers N` as real processes, what `sessions projections
+status --json` says, the PostgreSQL session that holds a read model's
+projector lock, and writes going on meanwhile."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +21,22 @@ import psycopg
 from sessions.api.protos import service_pb2, service_pb2_grpc
 from sessions.projection.ownership import KEY_CLASS, lock_key
 from sessions.projection.rows import NAME
+from tests.projection.projection_support import Workload, head
 from tests.projections_ops.ops_support import described, sessions_command
 from tests.server_process import free_port, stop_process
+from tests.waiting import wait_until
 
 
 class ProjectProcess:
-    """`python -m sessions project --no-deadlines` as a real process."""
+    """`python -m sessions project --no-deadlines` as a real process;
+    ``prefix``: what runs it (``ip netns exec NAME``: in a network namespace;
+    it execs the command, so the pid is the projector's)."""
 
-    def __init__(self, store_url: str, log_path: Path, *args: str):
+    def __init__(self, store_url: str, log_path: Path, *args: str, prefix: Sequence[str] = ()):
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sessions", "project", "--no-deadlines", "--store", store_url, *args],
+            [*prefix, sys.executable, "-m", "sessions", "project", "--no-deadlines", "--store", store_url, *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -158,3 +165,44 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+class Writes:
+    """Events written by the test's application until stopped (a thread)."""
+
+    def __init__(self, workload: Workload):
+        self.workload = workload
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.workload.run(20)
+
+    def __enter__(self) -> Writes:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
+def wait_for_status(url: str, predicate: Any, timeout: float = 60) -> dict[str, Any]:
+    seen: list[dict[str, Any]] = []
+
+    def reached() -> bool:
+        seen.append(status(url))
+        return bool(predicate(seen[-1]))
+
+    assert wait_until(reached, timeout, interval=0.2), f"status never reached the condition: {seen[-1:]}"
+    return seen[-1]
+
+
+def folded_to_head(url: str, app: Any) -> None:
+    target = head(app)
+    wait_for_status(url, lambda s: s["live"]["position"] >= target)
+
+
+def assert_verified(url: str) -> None:
+    result = sessions_command("projections", "verify", "--store", url)
+    assert result.returncode == 0, described(result)
+    assert "identical" in result.stdout

@@ -11,61 +11,24 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.projection.projection_support import Workload, head, make_app
-from tests.projections_ops.ops_support import described, sessions_command
-from tests.scaleout.scaleout_support import ProjectProcess, lock_holder, roles, status, terminate
-from tests.waiting import wait_until
+from tests.projection.projection_support import Workload, make_app
+from tests.scaleout.scaleout_support import (
+    ProjectProcess,
+    Writes,
+    assert_verified,
+    folded_to_head,
+    lock_holder,
+    roles,
+    status,
+    terminate,
+    wait_for_status,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-class Writes:
-    """Events written by the test's application until stopped (a thread)."""
-
-    def __init__(self, workload: Workload):
-        self.workload = workload
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.workload.run(20)
-
-    def __enter__(self) -> Writes:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(60)
-
-
-def wait_for_status(url: str, predicate: Any, timeout: float = 60) -> dict[str, Any]:
-    seen: list[dict[str, Any]] = []
-
-    def reached() -> bool:
-        seen.append(status(url))
-        return bool(predicate(seen[-1]))
-
-    assert wait_until(reached, timeout, interval=0.2), f"status never reached the condition: {seen[-1:]}"
-    return seen[-1]
-
-
-def folded_to_head(url: str, app: Any) -> None:
-    target = head(app)
-    wait_for_status(url, lambda s: s["live"]["position"] >= target)
-
-
-def assert_verified(url: str) -> None:
-    result = sessions_command("projections", "verify", "--store", url)
-    assert result.returncode == 0, described(result)
-    assert "identical" in result.stdout
 
 
 def test_kill_9_of_the_owner_under_writes_the_standby_folds_everything_once(postgres_url: str, tmp_path: Path) -> None:

@@ -145,3 +145,50 @@ def test_a_standby_follows_the_live_table_after_a_rebuild_dropped_its_own(postgr
         b.stop()
         app_a.close()
         app_b.close()
+
+
+def test_a_standby_waits_in_the_lock_takes_it_when_the_owner_goes_and_stops_promptly(postgres_url: str) -> None:
+    """A started standby waits in pg_advisory_lock (a lock not granted, which
+    status shows as a standby); the owner's session ending hands it the lock
+    with no poll; stop() cancels a wait (its thread ends, its backend goes)."""
+    from sessions.projection.ownership import projectors
+
+    app_a, app_b, app_c = make_app(postgres_url), make_app(postgres_url), make_app(postgres_url)
+    a, b, c = ReadModel(app_a), ReadModel(app_b), ReadModel(app_c)
+    pa, pb, pc = a.projector, b.projector, c.projector
+    assert pa is not None and pb is not None and pc is not None
+    try:
+        Workload(app_a).run(50)
+        assert pa.take_ownership()
+        b.start()
+        c.start()
+
+        def waiting() -> set[int]:
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = %s",
+                    (pa.ownership.key,),  # type: ignore[union-attr]
+                ).fetchall()
+            return {int(r[0]) for r in rows}
+
+        assert poll(lambda: len(waiting()) == 2, 30)
+        listed = projectors(app_a, "session_snapshots")
+        assert listed is not None
+        assert [p.role for p in listed] == ["owner", "standby", "standby"]
+
+        c.stop()  # a waiting standby stops: its wait is cancelled, its connection closed
+        assert not pc.ownership._thread.is_alive()  # type: ignore[union-attr]
+        assert poll(lambda: len(waiting()) == 1, 30)
+
+        terminate(postgres_url, lock_backend(a))
+        assert poll(lambda: pb.ownership.held, 30)  # B was waiting: the server handed it the lock
+        assert not waiting()
+        assert poll(lambda: pb.position == head(app_b), 30)  # and folds
+    finally:
+        a.stop()
+        b.stop()
+        if pc.ownership._thread.is_alive():  # type: ignore[union-attr]
+            c.stop()
+        app_a.close()
+        app_b.close()
+        app_c.close()

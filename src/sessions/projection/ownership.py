@@ -6,12 +6,34 @@ at a time. What makes that true is the database, never a process noticing
 something in time:
 
 - **Ownership is a session-level advisory lock**
-  (``pg_try_advisory_lock(KEY_CLASS, key(name))``) held by a connection of
-  the projector's own, outside the pool. PostgreSQL lets one session hold it,
-  and releases it when that session ends: the process exits or is killed,
-  its connection is cut or terminated (``pg_terminate_backend``), or the
-  server stops hearing from it (TCP keepalives on that connection). The
-  others try to take it every ``interval`` (0.5 s): hot standbys.
+  (``pg_advisory_lock(KEY_CLASS, key(name))``) held by a connection of the
+  projector's own, outside the pool. PostgreSQL lets one session hold it,
+  and releases it when that session ends, and only then: the process exits
+  or is killed, its connection is cut or terminated (``pg_terminate_backend``),
+  or the server stops hearing from it (below). The standbys wait for it in
+  ``pg_advisory_lock`` (a lock not granted, in ``pg_locks``): the server
+  grants it to one of them the moment the owner's session ends.
+- **A silent owner is ended by the server within 2 s** (network loss, a
+  host gone). Without help the server would wait for the system's TCP
+  keepalives (2 h): the lock connection sets the server's side of its
+  socket (``SILENCE``, per session): a keepalive probe after 1 s of
+  silence, failure 1 s later without an answer, and ``tcp_user_timeout``
+  2 s for data never acknowledged. Linux then fails the socket at most
+  ``SILENCE_BOUND`` (2 s) after the last packet from the owner's host
+  (which answers probes while it is reachable, whatever its process does),
+  the backend exits, and the lock goes to a waiting standby: a takeover
+  within 2 s of the cut plus a few ms (tests/scaleout/test_network_loss.py
+  measures it). Each batch's transaction sets the same for itself, since a
+  takeover waits for the batch holding the generation row (below): idle,
+  in the middle of a message or of a pipeline, a cut-off batch is ended
+  as fast. The client's side has the same keepalives and user timeout, so
+  the owner's check (every ``interval``) notices about as soon, and a
+  waiting standby notices a dead server. A paused owner (SIGSTOP) keeps
+  the lock: its host answers. (``idle_session_timeout``, a lease the owner
+  renews by its checks, would end that one too, but also an owner busy
+  catching up or stalled for a moment.) Timing is never what is correct:
+  the lock is released only when the server ends that backend, and a
+  former owner that has not noticed cannot commit (the fence below).
 - **A former owner can never commit a batch after a standby took over**
   (a fencing token). Taking ownership increments ``projector_generations``
   for the read model, after the lock is held; every batch reads that row
@@ -48,6 +70,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,11 +82,32 @@ from eventsourcing.postgres import PostgresDatastore
 log = logging.getLogger("sessions.projection.ownership")
 
 KEY_CLASS = 0x5E55  # the first half of every projector lock's key: "sessions"
-DEFAULT_INTERVAL = 0.5  # how often a standby tries to take over
+DEFAULT_INTERVAL = 0.5  # how often the owner checks its lock connection
 BATCH_IDLE_TIMEOUT = "5s"  # a batch's transaction left idle this long is ended by the server
-# The lock connection's keepalives: a server that stops hearing from an
-# owner (network loss) ends its session, and releases the lock, in ~8 s.
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 1, "keepalives_count": 3}
+# The server's side of the lock connection and of each batch's transaction:
+# a socket silent for 1 s gets one keepalive probe, and fails 1 s later
+# without an answer; data unacknowledged for 2 s fails it too (Linux:
+# TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT; whole
+# seconds for the first three, 1 s the least). So the server ends a silent
+# owner's backend 2 s after the last packet from its host at most.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT, USER_TIMEOUT_MS = 1, 1, 1, 2000
+SILENCE = {
+    "tcp_keepalives_idle": str(KEEPALIVE_IDLE),
+    "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL),
+    "tcp_keepalives_count": str(KEEPALIVE_COUNT),
+    "tcp_user_timeout": str(USER_TIMEOUT_MS),
+}
+# What SILENCE adds up to, in seconds: idle + interval x count, or the user timeout.
+SILENCE_BOUND = max(KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT, USER_TIMEOUT_MS / 1000)
+# The client's side of the lock connection (libpq), the same: an owner
+# checking its connection, or a standby waiting, notices a dead one.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": KEEPALIVE_IDLE,
+    "keepalives_interval": KEEPALIVE_INTERVAL,
+    "keepalives_count": KEEPALIVE_COUNT,
+    "tcp_user_timeout": USER_TIMEOUT_MS,
+}
 
 
 class NotOwner(Exception):
@@ -117,9 +161,9 @@ class PostgresOwnership:
         self.generation: int | None = None
         self.since: datetime | None = None
         self.host = socket.gethostname()
-        self._conn: Any = None
-        self._lock = threading.Lock()  # the connection is used by one thread at a time
+        self._conn: Any = None  # the lock connection: the ownership thread's alone once started
         self._stopped = threading.Event()
+        self._wake = threading.Event()  # lost() or stop(): the ownership thread looks at once
         self._thread: threading.Thread | None = None
         self._on_taken: Callable[[], None] = lambda: None
         create_tables(app)
@@ -132,6 +176,9 @@ class PostgresOwnership:
                 autocommit=True, application_name=f"sessions projector {self.host[:30]} {os.getpid()}", **KEEPALIVES
             )
             with conn.transaction():
+                # The server's side (SILENCE), and no timeout on the
+                # standby's wait (a URL's options may set one for the pool).
+                set_silence(conn, local=False, also={"statement_timeout": "0", "lock_timeout": "0"})
                 # (the rows of projectors whose connections are gone go first)
                 conn.execute(
                     "DELETE FROM projectors p WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a"
@@ -153,28 +200,35 @@ class PostgresOwnership:
             except Exception:  # noqa: BLE001 - it is gone either way
                 log.debug("projector: closing the lock connection failed", exc_info=True)
 
+    def _lose(self, error: Exception) -> None:
+        if self.held:
+            log.warning("projector: lost ownership of %s (%s)", self.name, error)
+        self.held = False
+        self._drop_connection()
+
     # --- taking and keeping -------------------------------------------------------------
 
     def try_take(self) -> bool:
-        """One attempt: True if this process owns the read model now."""
-        with self._lock:
-            try:
-                return self._try_take()
-            except Exception as e:  # noqa: BLE001 - the store is away: not the owner
-                if self.held:
-                    log.warning("projector: lost ownership of %s (%s)", self.name, e)
-                self.held = False
-                self._drop_connection()
-                return False
-
-    def _try_take(self) -> bool:
-        conn = self._connection()
+        """One attempt: True if this process owns the read model now. Once
+        started, the ownership thread waits for the lock and takes it the
+        moment it is free: this only says whether it has."""
+        if self._thread is not None:
+            return self.held
         if self.held:
-            conn.execute("SELECT 1")  # still connected: still holding the lock
             return True
-        taken = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (KEY_CLASS, self.key)).fetchone()[0]
-        if not taken:
+        try:
+            return self._take(self._connection(), wait=False)
+        except Exception as e:  # noqa: BLE001 - the store is away: not the owner
+            self._lose(e)
             return False
+
+    def _take(self, conn: Any, *, wait: bool) -> bool:
+        if wait:  # returns when this session holds the lock: the owner's session has ended
+            conn.execute("SELECT pg_advisory_lock(%s, %s)", (KEY_CLASS, self.key))
+        elif not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (KEY_CLASS, self.key)).fetchone()[0]:
+            return False
+        if self._stopped.is_set():
+            return False  # (stopping: the thread's end closes the connection, releasing the lock)
         # The fencing token: waits for a former owner's batch in flight
         # (it read the row FOR SHARE), and refuses every later one.
         with conn.transaction():
@@ -193,50 +247,106 @@ class PostgresOwnership:
     def lost(self) -> None:
         """A batch found another owner's generation: stop folding, release
         the lock if this connection still holds it, and stand by."""
-        with self._lock:
-            if self.held:
-                log.warning("projector: another process took over %s; standing by", self.name)
-            self.held = False
+        if self.held:
+            log.warning("projector: another process took over %s; standing by", self.name)
+        self.held = False
+        if self._thread is None:
             self._drop_connection()
+        else:
+            self._wake.set()  # (the ownership thread drops its connection, and waits again)
 
     def start(self, on_taken: Callable[[], None]) -> None:
-        """Keep trying (a standby) or keep checking (the owner) every
-        ``interval``; ``on_taken`` runs each time ownership is taken."""
+        """Wait for the lock (a standby) or check the connection every
+        ``interval`` (the owner), on a thread of its own that alone uses
+        the lock connection from now on; ``on_taken`` runs each time
+        ownership is taken."""
         self._on_taken = on_taken
         self._thread = threading.Thread(target=self._run, name="projector-ownership", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        announced = False
-        while not self._stopped.is_set():
-            was_held = self.held
-            if self.try_take() and not was_held:
-                self._on_taken()
-                announced = False
-            elif not self.held and not announced:
-                log.info("projector: %s is owned by another process; standing by", self.name)
-                announced = True
-            self._stopped.wait(self.interval)
+        try:
+            while not self._stopped.is_set():
+                try:
+                    if self.held:
+                        self._keep()
+                    else:
+                        self._stand_by()
+                except Exception as e:  # noqa: BLE001 - the store is away, or stop() cancelled the wait
+                    if self._stopped.is_set():
+                        break
+                    self._lose(e)
+                    self._stopped.wait(self.interval)  # (then connects again)
+        finally:
+            self.held = False
+            self._drop_connection()  # (releases the lock; a standby takes over)
+
+    def _stand_by(self) -> None:
+        conn = self._connection()
+        if self._take(conn, wait=False):
+            self._on_taken()
+            return
+        log.info("projector: %s is owned by another process; standing by", self.name)
+        if self._take(conn, wait=True):
+            self._on_taken()
+
+    def _keep(self) -> None:
+        """The owner: the connection is still there (the lock with it)
+        every ``interval``; a failure here is how this process learns that
+        the server ended its session (SILENCE), or that the network went."""
+        self._wake.wait(self.interval)
+        self._wake.clear()
+        if self._stopped.is_set():
+            return
+        if not self.held:  # lost(): another generation is the read model's
+            self._drop_connection()
+            return
+        if self._conn is None or self._conn.closed:
+            raise ConnectionError("the lock connection is closed")
+        self._conn.execute("SELECT 1")
 
     def stop(self) -> None:
         self._stopped.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        with self._lock:
+        self._wake.set()
+        thread = self._thread
+        if thread is None:
             self.held = False
             self._drop_connection()  # (releases the lock; the standbys take over)
+            return
+        deadline = time.monotonic() + 5
+        while thread.is_alive() and time.monotonic() < deadline:
+            # A standby waits in pg_advisory_lock: cancel the wait (again,
+            # if it came before the wait began).
+            conn = self._conn
+            if conn is not None:
+                try:
+                    conn.cancel_safe(timeout=1)
+                except Exception:  # noqa: BLE001 - closed meanwhile, or the server is away
+                    log.debug("projector: cancelling the wait for the lock failed", exc_info=True)
+            thread.join(0.2)
+        self.held = False
 
     # --- the fence ----------------------------------------------------------------------
 
     def check(self, cursor: Any) -> None:
         """First in each batch's transaction: NotOwner unless this
         projector's generation is still the read model's."""
-        cursor.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{BATCH_IDLE_TIMEOUT}'")
+        set_silence(cursor, local=True, also={"idle_in_transaction_session_timeout": BATCH_IDLE_TIMEOUT})
         cursor.execute("SELECT generation FROM projector_generations WHERE name = %s FOR SHARE", (self.name,))
         rows = cursor.fetchall()
         current = rows[0]["generation"] if rows else None
         if not self.held or current != self.generation:
             raise NotOwner(f"{self.name} is owned by generation {current}, this projector's is {self.generation}")
+
+
+def set_silence(cursor: Any, *, local: bool, also: dict[str, str]) -> None:
+    """SILENCE and ``also`` on the server's side of this connection (for
+    this transaction only if ``local``), in one statement."""
+    settings = {**SILENCE, **also}
+    cursor.execute(
+        "SELECT set_config(name, value, %s) FROM unnest(%s::text[], %s::text[]) AS s(name, value)",
+        (local, list(settings), list(settings.values())),
+    )
 
 
 Ownership = SoleOwnership | PostgresOwnership
