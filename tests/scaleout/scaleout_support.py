@@ -165,6 +165,8 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
 class Writes:
     """Events written by the test's application until stopped (a thread)."""
 
