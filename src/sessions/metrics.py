@@ -48,6 +48,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 import sessions
+from sessions.api.pools import same_pool
 
 log = logging.getLogger("sessions.metrics")
 
@@ -322,7 +323,7 @@ def _unary(behavior: Callable[..., Any], counted: _MethodMetrics) -> Callable[..
         counted.done(_code(context, ok), clock() - start)
         return response
 
-    return serve
+    return same_pool(serve, behavior)
 
 
 def _streaming(behavior: Callable[..., Any], counted: _MethodMetrics) -> Callable[..., Any]:
@@ -340,7 +341,7 @@ def _streaming(behavior: Callable[..., Any], counted: _MethodMetrics) -> Callabl
             raise
         counted.done(_code(context, grpc.StatusCode.OK), clock() - start)
 
-    return serve
+    return same_pool(serve, behavior)
 
 
 class StoreCollector(Collector):
