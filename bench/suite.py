@@ -17,7 +17,8 @@ folder, or a database ``sessions_bench_<random>`` created on the server of
            threads, all measured in the same turns, the fastest counts. The
            same load generator (bench/load.py, raw bytes) drives all; the
            service may run at several thread counts (--service-threads, its
-           SESSIONS_THREADS), the fastest counts. Every line has the
+           SESSIONS_THREADS, or N:R with SESSIONS_READ_THREADS R), the
+           fastest counts. Every line has the
            server's CPU per call (/proc/PID/stat, all threads: utime+stime
            over the calls, warm-up included); one more line, best service
            against best bare server, with responses parsed by the generated
@@ -147,7 +148,8 @@ class Sizes:
     qps_processes: int = 1
     qps_sessions: int = 100
     qps_bare_threads: tuple[int, ...] = (4, 8, 32)
-    qps_service_threads: tuple[int, ...] = ()  # () = serve's default (--threads)
+    # (threads, read threads or None for serve's default); () = serve's defaults
+    qps_service_threads: tuple[tuple[int, int | None], ...] = ()
     latency_seconds: float = 3.0
     history_events: int = 10_000
     sessions: int = 1_000_000
@@ -681,11 +683,13 @@ def part_qps(backend: str, url: str, sizes: Sizes, folder: str) -> None:
         servers: dict[str, ServerProcess] = {}
         for n in sizes.qps_bare_threads:
             servers[f"bare-{n}"] = stack.enter_context(ServerProcess.bare(folder, max_workers=n))
-        for n in sizes.qps_service_threads or (0,):
+        for n, reads in sizes.qps_service_threads or ((0, None),):
             env = {"SESSIONS_THREADS": str(n)} if n else {}
-            servers[f"service-{n}" if n else "service"] = stack.enter_context(
-                ServerProcess.sessions(url, folder, env=env)
-            )
+            name = f"service-{n}" if n else "service"
+            if reads is not None:
+                env["SESSIONS_READ_THREADS"] = str(reads)
+                name += f"r{reads}"
+            servers[name] = stack.enter_context(ServerProcess.sessions(url, folder, env=env))
         sizes_seen = {}
         for name, server in servers.items():
             channel, client = stub(server.target)
@@ -1617,8 +1621,8 @@ def main() -> int:
     parser.add_argument("--qps-rounds", type=int, help="turns of the qps part's servers (default 5; --quick 1)")
     parser.add_argument(
         "--service-threads", metavar="N,N,...",
-        help="qps part: serve the service at each of these thread counts (SESSIONS_THREADS), the fastest "
-        "counts (default: one server at serve's default)",
+        help="qps part: serve the service at each of these thread counts (SESSIONS_THREADS; N:R also sets "
+        "SESSIONS_READ_THREADS to R), the fastest counts (default: one server at serve's defaults)",
     )
     parser.add_argument(
         "--bare-threads", metavar="N,N,...",
@@ -1648,14 +1652,23 @@ def main() -> int:
     ):
         if getattr(args, option) is not None:
             setattr(sizes, attribute, getattr(args, option))
-    for option, attribute in (("service_threads", "qps_service_threads"), ("bare_threads", "qps_bare_threads")):
+    if args.service_threads is not None:
+        try:
+            pairs = [item.strip().partition(":") for item in args.service_threads.split(",") if item.strip()]
+            services = tuple((int(n), int(r) if sep else None) for n, sep, r in pairs)
+        except ValueError:
+            raise SystemExit("--service-threads: N or N:R, comma-separated") from None
+        if any(n < 1 or (r is not None and r < 0) for n, r in services):
+            raise SystemExit("--service-threads: N >= 1, R >= 0")
+        sizes.qps_service_threads = services
+    for option, attribute in (("bare_threads", "qps_bare_threads"),):
         text = getattr(args, option)
         if text is not None:
             try:
                 counts = tuple(int(n) for n in text.split(",") if n.strip())
             except ValueError:
                 raise SystemExit(f"--{option.replace('_', '-')}: whole numbers, comma-separated") from None
-            if any(n < 1 for n in counts) or (option == "bare_threads" and not counts):
+            if any(n < 1 for n in counts) or not counts:
                 raise SystemExit(f"--{option.replace('_', '-')}: whole numbers >= 1, comma-separated")
             setattr(sizes, attribute, counts)
     parts = [p.strip() for p in args.only.split(",") if p.strip()] or list(PARTS)

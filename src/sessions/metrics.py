@@ -63,6 +63,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 
 import sessions
+from sessions.api.pools import same_pool
 
 log = logging.getLogger("sessions.metrics")
 
@@ -368,7 +369,7 @@ def _unary(behavior: Callable[..., Any], counted: _MethodMetrics) -> Callable[..
         counted.done(_code(context, ok), clock() - start)
         return response
 
-    return serve
+    return same_pool(serve, behavior)
 
 
 def _streaming(behavior: Callable[..., Any], counted: _MethodMetrics) -> Callable[..., Any]:
@@ -386,7 +387,7 @@ def _streaming(behavior: Callable[..., Any], counted: _MethodMetrics) -> Callabl
             raise
         counted.done(_code(context, grpc.StatusCode.OK), clock() - start)
 
-    return serve
+    return same_pool(serve, behavior)
 
 
 class StoreCollector(Collector):

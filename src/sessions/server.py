@@ -56,6 +56,10 @@ log = logging.getLogger("sessions.server")
 # ready to serve.
 LIVENESS = "liveness"
 
+# Threads of the reads' own pool (--read-threads); 0: reads share the
+# server's pool. Chosen by measurement (bench/README.md, issue 18).
+DEFAULT_READ_THREADS = 4
+
 
 class SessionsServer:
     def __init__(
@@ -70,6 +74,7 @@ class SessionsServer:
         deadline_interval: float = DEFAULT_INTERVAL,
         clock: Clock = system_clock,
         max_workers: int = 32,
+        read_threads: int = DEFAULT_READ_THREADS,
         auth_file: str | os.PathLike[str] | None = None,
         insecure_no_auth: bool = False,
         tls_cert: str | None = None,
@@ -97,7 +102,11 @@ class SessionsServer:
         metrics at ``metrics_listen`` (sessions.metrics.GroupMetrics).
 
         ``reuse_port``: listen with SO_REUSEPORT, beside the other workers of
-        `serve --workers N` (cli.workers)."""
+        `serve --workers N` (cli.workers).
+
+        ``read_threads``: GetSession and ListSessions run on a pool of their
+        own of this many threads, the other calls on ``max_workers``
+        (0: every call on ``max_workers``)."""
         self.settings = parse_store_url(store_url)
         self.listen = listen
         self.reuse_port = reuse_port
@@ -111,6 +120,8 @@ class SessionsServer:
         self.deadline_interval = deadline_interval
         self.clock = clock
         self.max_workers = max_workers
+        self.read_threads = read_threads
+        self.read_pool: futures.ThreadPoolExecutor | None = None
         self.port = 0
         self._stopped = threading.Event()
         self._caught_up = False  # the projector folded the log as it was at start
@@ -232,12 +243,27 @@ class SessionsServer:
             interceptors=self._interceptors() or None,
             maximum_concurrent_rpcs=self.max_concurrent_rpcs,
         )
+        # Reads on few threads, writes on many (an optimisation: no promise
+        # rests on it; --read-threads 0 serves every call on one pool). A
+        # write holds its thread while its group commits, so many threads
+        # let many writes share a commit; a read holds its thread only for
+        # its own work, and many threads running Python at once cost each
+        # call more CPU in handoffs of the interpreter lock (bench/README.md,
+        # issue 18: a GetSession costs about a tenth less CPU here than with
+        # every call on 32 threads, and 16 agents write as fast). A
+        # client that never sends its request holds a read thread as it
+        # would hold one of the server's pool; grpc's limits apply to both.
+        if self.read_threads:
+            self.read_pool = futures.ThreadPoolExecutor(
+                max_workers=self.read_threads, thread_name_prefix="grpc-read"
+            )
         # Every request is decoded and checked at the edge (api.edge).
         add_service(
             service_pb2_grpc.add_SynchronizationSessionServiceServicer_to_server,
             SessionService(self.app, read_model),
             server,
             SessionService.SERIALIZED_RESPONSES,
+            pooled=dict.fromkeys(SessionService.READS, self.read_pool) if self.read_pool else None,
         )
         add_service(
             operation_service_pb2_grpc.add_OperationServiceServicer_to_server,
@@ -380,6 +406,8 @@ class SessionsServer:
         if self.http is not None:
             self.http.stop(grace)
         grpc_stopped.wait()
+        if self.read_pool is not None:
+            self.read_pool.shutdown(wait=False)
         if self.deadlines is not None:
             self.deadlines.stop()
         self.read_model.stop()

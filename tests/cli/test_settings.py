@@ -13,6 +13,7 @@ from tests.server_process import ServerProcess, run_sessions
     [
         ("SESSIONS_GRACE", "soon", "not a number of seconds"),
         ("SESSIONS_THREADS", "0", "must be 1 or more"),
+        ("SESSIONS_READ_THREADS", "-1", "must be 0 or more"),
         ("SESSIONS_DEADLINE_INTERVAL", "-1", "not a number of seconds"),
         ("SESSIONS_NO_PROJECTOR", "maybe", "not a yes or no"),
         ("SESSIONS_MAX_CONCURRENT_RPCS", "many", "not a whole number"),
@@ -54,15 +55,16 @@ def test_a_bad_flag_value_is_one_line_and_exit_2(args: tuple[str, ...], says: st
 
 @pytest.mark.slow
 def test_a_server_configured_by_variables_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """SESSIONS_LISTEN, SESSIONS_THREADS, SESSIONS_NO_DEADLINES take effect,
+    """SESSIONS_LISTEN, SESSIONS_THREADS, SESSIONS_READ_THREADS,
+    SESSIONS_NO_DEADLINES take effect,
     and a flag given beside its variable wins; `sessions health` finds the
     server through SESSIONS_TARGET."""
     server = ServerProcess(
         "memory://",
         tmp_path / "server.log",
         "--grace", "2", "--log-format", "text",  # (the logging options go after the command too)
-        env={"SESSIONS_THREADS": "3", "SESSIONS_NO_DEADLINES": "yes", "SESSIONS_GRACE": "7",
-             "SESSIONS_LOG_FORMAT": "json"},
+        env={"SESSIONS_THREADS": "3", "SESSIONS_READ_THREADS": "2", "SESSIONS_NO_DEADLINES": "yes",
+             "SESSIONS_GRACE": "7", "SESSIONS_LOG_FORMAT": "json"},
     )
     try:
         server.wait_serving()
@@ -73,6 +75,7 @@ def test_a_server_configured_by_variables_alone(tmp_path) -> None:  # type: igno
         assert server.stop() == 0
     log = server.log_path.read_text()
     assert "threads=3" in log
+    assert "read_threads=2" in log
     assert "no_deadlines=True" in log
     assert "grace=2.0" in log and "grace=7" not in log
     assert "log_format=text" in log and not log.startswith("{")

@@ -32,6 +32,7 @@ from typing import Any, NoReturn, cast
 
 import grpc
 
+from sessions.api.pools import same_pool
 from sessions.api.protos import AUDIT_SERVICE, OPERATION_SERVICE, SESSION_SERVICE
 from sessions.credentials import CredentialSet
 
@@ -206,7 +207,7 @@ def _unary(behavior: Callable[..., Any], method: str, admit: Admit) -> Callable[
         finally:
             _current.reset(token)
 
-    return serve
+    return same_pool(serve, behavior)
 
 
 def _streaming(behavior: Callable[..., Any], method: str, admit: Admit) -> Callable[..., Any]:
@@ -232,5 +233,5 @@ def _streaming(behavior: Callable[..., Any], method: str, admit: Admit) -> Calla
                 _current.reset(token)
             yield response
 
-    return serve
+    return same_pool(serve, behavior)
 

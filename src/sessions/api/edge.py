@@ -20,11 +20,17 @@ servicer sees it.
 **Answers may be sent as stored.** Methods named in ``serialized`` return
 bytes their servicer already has (a stored session, a stored Operation):
 they are sent as they are, with no parse and no encode.
+
+**Reads may run on threads of their own.** Methods named in ``pooled`` run
+on the executor given there instead of the server's pool (grpcio's hook: a
+behavior with an ``experimental_thread_pool`` attribute runs the whole call
+in that pool: sessions.api.pools).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from concurrent import futures
 from time import perf_counter
 from typing import Any, cast
 
@@ -33,6 +39,7 @@ from google.protobuf.message import DecodeError, Message
 
 from sessions.api import access_log, validation
 from sessions.api.errors import translated_errors
+from sessions.api.pools import run_in
 from sessions.domain.errors import InvalidArgument
 
 
@@ -51,14 +58,17 @@ def add_service(
     servicer: Any,
     server: grpc.Server,
     serialized: tuple[str, ...] = (),
+    pooled: Mapping[str, futures.ThreadPoolExecutor] | None = None,
 ) -> None:
     """Register ``servicer`` as the generated ``add_..._to_server`` would,
-    except that each method decodes and checks its request itself, and the
-    methods in ``serialized`` answer with bytes as they are."""
+    except that each method decodes and checks its request itself, the
+    methods in ``serialized`` answer with bytes as they are, and those in
+    ``pooled`` run on the executor named there."""
     captured = _CapturedHandlers()
     add_generated(servicer, captured)
+    pools = pooled or {}
     handlers = {
-        name: _guarded(f"{captured.service}/{name}", generated, name in serialized)
+        name: _guarded(f"{captured.service}/{name}", generated, name in serialized, pools.get(name))
         for name, generated in captured.handlers.items()
     }
     server.add_generic_rpc_handlers(
@@ -67,7 +77,9 @@ def add_service(
     server.add_registered_method_handlers(captured.service, handlers)
 
 
-def _guarded(method: str, generated: grpc.RpcMethodHandler, as_is: bool) -> grpc.RpcMethodHandler:
+def _guarded(
+    method: str, generated: grpc.RpcMethodHandler, as_is: bool, pool: futures.ThreadPoolExecutor | None
+) -> grpc.RpcMethodHandler:
     request_type: type[Message] = cast(Any, generated.request_deserializer).__self__  # Type.FromString
     serializer = _as_is if as_is else generated.response_serializer
     decode = _decoder(method, request_type)
@@ -82,7 +94,7 @@ def _guarded(method: str, generated: grpc.RpcMethodHandler, as_is: bool) -> grpc
             finally:
                 access_log.called(method, context, request, started)
 
-        return grpc.unary_unary_rpc_method_handler(unary, response_serializer=serializer)
+        return grpc.unary_unary_rpc_method_handler(run_in(unary, pool), response_serializer=serializer)
     if generated.unary_stream is not None:
         streaming = generated.unary_stream
 
@@ -94,7 +106,7 @@ def _guarded(method: str, generated: grpc.RpcMethodHandler, as_is: bool) -> grpc
             finally:  # the call ends with its stream
                 access_log.called(method, context, request, started)
 
-        return grpc.unary_stream_rpc_method_handler(stream, response_serializer=serializer)
+        return grpc.unary_stream_rpc_method_handler(run_in(stream, pool), response_serializer=serializer)
     raise TypeError(f"{method}: only unary requests are served")
 
 

@@ -27,6 +27,8 @@ class SessionService(service_pb2_grpc.SynchronizationSessionServiceServicer):
     # Methods that return their response serialized already (the stored
     # session, the stored Operation); the server registers them so.
     SERIALIZED_RESPONSES = ("GetSession", "OpenSession", "ReportSessionProgress", "Heartbeat", "CloseSession")
+    # The reads, which the server may run on a pool of their own (--read-threads).
+    READS = ("GetSession", "ListSessions")
 
     def __init__(self, app: SessionsApplication, read_model: ReadModel):
         self.app = app

@@ -37,6 +37,7 @@ POLICY_FLAGS = {  # name: (help, the default Policy's value shown in --help)
 }
 
 DEFAULT_THREADS = 32
+DEFAULT_READ_THREADS = 4  # (as sessions.server's, which the CLI does not import at start)
 
 
 def _add_policy(parser: argparse.ArgumentParser) -> None:
@@ -135,6 +136,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             deadline_interval=args.deadline_interval,
             rebuild_on_start=first and args.rebuild_on_start,
             max_workers=args.threads,
+            read_threads=args.read_threads,
             http_listen=args.http_listen if first else None,
             metrics_listen=args.metrics_listen,
             metrics_shared=worker is not None,  # (the parent serves the group's: cli.workers)
@@ -308,7 +310,9 @@ def add_commands(commands: Any) -> None:
     # --threads, not --workers: "workers" is kept for server processes
     # (several processes on one port), the usual meaning of the word.
     option(serve, "--threads", type=whole(1), default=DEFAULT_THREADS, metavar="N",
-           help="threads serving calls")
+           help="threads serving calls (GetSession and ListSessions: see --read-threads)")
+    option(serve, "--read-threads", type=whole(0), default=DEFAULT_READ_THREADS, metavar="N",
+           help="threads serving GetSession and ListSessions, apart from --threads (0: on --threads)")
     option(serve, "--workers", type=whole(1), default=1, metavar="N",
            help="server processes sharing the listen address (SO_REUSEPORT); worker 0 runs the "
            "projector and the deadline worker")
