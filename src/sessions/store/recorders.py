@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
+from psycopg.sql import SQL, Composable, Identifier
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from sessions.store.health import connection_lost
@@ -223,6 +224,11 @@ class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
             # (The application pins the setting off: see store.urls.)
             raise ValueError("PostgresSessionsRecorder needs POSTGRES_ENABLE_DB_FUNCTIONS off")
         self._init_group_commit()
+        # The library's statements of every write, rendered to bytes once:
+        # psycopg renders a composed statement again at every execute.
+        self.lock_table_statements = [_rendered(s) for s in self.lock_table_statements]
+        self.insert_events_statement = _rendered(self.insert_events_statement)  # type: ignore[assignment]
+        self._notify_statement = _rendered(SQL("NOTIFY {0}").format(Identifier(self.channel_name)))
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         # The library's hook that runs first in the events' transaction, and
@@ -238,6 +244,25 @@ class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
         if kwargs.get("also"):
             self._lock_table(curs)
             _write_also(curs, kwargs)
+
+    def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        # The library's steps (lock the table, notify, insert), without
+        # locking again a table that _insert_events locked in this
+        # transaction: two statements fewer per write.
+        if not kwargs.get("also"):
+            super()._insert_stored_events(curs, stored_events, **kwargs)
+            return
+        self._notify_channel(curs)
+        PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events, **kwargs)
+
+    def _notify_channel(self, curs: Any) -> None:
+        curs.execute(self._notify_statement)
+
+
+def _rendered(statement: Any) -> Any:
+    """A composed statement as the bytes it renders to (identifiers quoted
+    as psycopg quotes them; placeholders kept)."""
+    return statement.as_bytes(None) if isinstance(statement, Composable) else statement
 
 
 class SQLiteSessionsRecorder(GroupCommit, SQLiteApplicationRecorder):
