@@ -28,8 +28,8 @@ from typing import Any, Protocol
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
-from psycopg.sql import SQL, Composable, Identifier
 from eventsourcing.sqlite import SQLiteApplicationRecorder
+from psycopg.sql import SQL, Composable, Identifier
 
 from sessions.store.health import connection_lost
 
