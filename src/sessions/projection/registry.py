@@ -129,9 +129,19 @@ class Registry:
         """The registration, read inside a write's own transaction: a
         registration or takeover waits for that transaction, or it reads the
         registration as they left it."""
+        self.ask(cursor, name)
+        return self.answer(cursor)
+
+    def ask(self, cursor: Any, name: str) -> None:
+        """Send ``current``'s read (on PostgreSQL in pipeline mode, as a
+        command's write runs, its answer comes with the next round trip)."""
         lock = " FOR SHARE" if self.postgres else ""
-        rows = self._run(cursor, f"{_SELECT} WHERE name = ?{lock}", (name,))
-        return Registration(*rows[0])
+        cursor.execute(self._sql(f"{_SELECT} WHERE name = ?{lock}"), (name,))
+
+    def answer(self, cursor: Any) -> Registration:
+        """The registration read on ``cursor`` by ``ask``."""
+        rows = cursor.fetchall()
+        return Registration(*(tuple(rows[0].values()) if self.postgres else tuple(rows[0])))
 
     def check(self, cursor: Any, name: str, table: str) -> None:
         """Inside a projector's batch: raise Superseded unless ``table`` is

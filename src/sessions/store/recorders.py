@@ -37,7 +37,10 @@ from sessions.store.health import connection_lost
 class InTransaction(Protocol):
     """Something to write in the events' own transaction. It may also have
     ``merged_with(other) -> InTransaction | None``: one write doing both,
-    for the saves of a group (None: they cannot be combined)."""
+    for the saves of a group (None: they cannot be combined); and
+    ``read_first(cursor)``: on PostgreSQL, given a cursor of the
+    transaction after the events' insert is sent, to send there what
+    ``write`` will read (its answer comes with the insert's)."""
 
     order: str  # writes of a group go in this order
 
@@ -227,36 +230,61 @@ class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
         # The library's statements of every write, rendered to bytes once:
         # psycopg renders a composed statement again at every execute.
         self.lock_table_statements = [_rendered(s) for s in self.lock_table_statements]
-        self.insert_events_statement = _rendered(self.insert_events_statement)  # type: ignore[assignment]
+        self.insert_events_statement = _rendered(self.insert_events_statement)
         self._notify_statement = _rendered(SQL("NOTIFY {0}").format(Identifier(self.channel_name)))
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
-        # The library's hook that runs first in the events' transaction, and
-        # the only one whose exceptions roll it back: the library catches what
-        # is raised after the events' INSERT (to keep psycopg's pipeline
-        # quiet) and raises it again only once the transaction has exited,
-        # which commits unless the server already failed the transaction.
-        # An error raised in the client (say, a value psycopg cannot send)
-        # there would commit the events without their rows.
-        # The table lock comes first, as in the library's own insert, so that
+        # The library's hook that runs first in the events' transaction. The
+        # table lock comes first, as in the library's own insert, so that
         # writers take their locks in one order (table, then rows).
         super()._insert_events(curs, stored_events, **kwargs)
         if kwargs.get("also"):
             self._lock_table(curs)
-            _write_also(curs, kwargs)
 
     def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         # The library's steps (lock the table, notify, insert), without
-        # locking again a table that _insert_events locked in this
-        # transaction: two statements fewer per write.
-        if not kwargs.get("also"):
+        # locking again the table _insert_events locked; then what the writes
+        # will read (read_first), sent with the insert, so that its answer
+        # comes back in the round trip the library makes for the insert's.
+        also = kwargs.get("also")
+        if not also:
             super()._insert_stored_events(curs, stored_events, **kwargs)
             return
         self._notify_channel(curs)
         PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events, **kwargs)
+        for extra in also:
+            read_first = getattr(extra, "read_first", None)
+            if read_first is not None:
+                read_first(curs.connection.cursor())
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        # After the insert's round trip (a collision has been raised by
+        # then): the writes, sent with the COMMIT. The library catches what
+        # is raised here and raises it again once the transaction has
+        # exited, which commits unless the server failed the transaction: an
+        # error the server raises (a refused row) rolls back everything, and
+        # one raised here in the client (say, a value psycopg cannot send) is
+        # made the server's by a statement the server refuses, so that the
+        # events never commit without their rows.
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        if kwargs.get("also"):
+            try:
+                _write_also(curs, kwargs)
+            except BaseException:
+                curs.execute(_FAIL_TRANSACTION)
+                raise
+        return ids
 
     def _notify_channel(self, curs: Any) -> None:
         curs.execute(self._notify_statement)
+
+
+# A statement the server refuses, failing the transaction it runs in.
+_FAIL_TRANSACTION = (
+    b"DO $$BEGIN RAISE EXCEPTION 'the writes that commit with these events failed in the client'; END$$"
+)
 
 
 def _rendered(statement: Any) -> Any:
