@@ -135,8 +135,14 @@ class Registry:
     def ask(self, cursor: Any, name: str) -> None:
         """Send ``current``'s read (on PostgreSQL in pipeline mode, as a
         command's write runs, its answer comes with the next round trip)."""
-        lock = " FOR SHARE" if self.postgres else ""
-        cursor.execute(self._sql(f"{_SELECT} WHERE name = ?{lock}"), (name,))
+        if self.postgres:
+            # Prepared from the first use: psycopg loses track of a statement
+            # it starts preparing in a pipeline that an earlier statement's
+            # error aborts (a collision on the events' insert, sent before
+            # this), and later uses a prepared statement the server never made.
+            cursor.execute(f"{_SELECT} WHERE name = %s FOR SHARE", (name,), prepare=True)
+        else:
+            cursor.execute(f"{_SELECT} WHERE name = ?", (name,))
 
     def answer(self, cursor: Any) -> Registration:
         """The registration read on ``cursor`` by ``ask``."""

@@ -92,14 +92,16 @@ class PostgresSessionRows(PostgresTrackingRecorder, SessionRows):
         return self.datastore.transaction(commit=True)
 
     def _upsert_rows(self, cursor: Any, rows: Sequence[SessionRow]) -> None:
+        # (prepare=True: prepared from the first use, see Registry.ask; a
+        # command's rows are sent after its events' insert)
         if len(rows) == 1:
-            cursor.execute(self._sql(self._upsert), rows[0].values())
+            cursor.execute(self._sql(self._upsert), rows[0].values(), prepare=True)
             return
         if len(rows) < self.BULK:
             # One statement for any number of rows (a group commit's, a
             # projector batch's): one array per column, not one INSERT per row.
             columns = list(zip(*(r.values() for r in rows), strict=True))
-            cursor.execute(self._upsert_arrays, [list(c) for c in columns])
+            cursor.execute(self._upsert_arrays, [list(c) for c in columns], prepare=True)
             return
         # Large batches (catching up, rebuilding): COPY into a temporary
         # table, then one INSERT ... ON CONFLICT from it.

@@ -227,6 +227,7 @@ class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
             # (The application pins the setting off: see store.urls.)
             raise ValueError("PostgresSessionsRecorder needs POSTGRES_ENABLE_DB_FUNCTIONS off")
         self._init_group_commit()
+        self._failed_in_client = threading.local()
         # The library's statements of every write, rendered to bytes once:
         # psycopg renders a composed statement again at every execute.
         self.lock_table_statements = [_rendered(s) for s in self.lock_table_statements]
@@ -272,10 +273,21 @@ class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
         if kwargs.get("also"):
             try:
                 _write_also(curs, kwargs)
-            except BaseException:
-                curs.execute(_FAIL_TRANSACTION)
+            except BaseException as e:
+                curs.execute(_FAIL_TRANSACTION, prepare=False)
+                self._failed_in_client.error = e  # what the caller is told (_insert_one)
                 raise
         return ids
+
+    def _insert_one(self, events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> Sequence[int] | None:
+        self._failed_in_client.error = None
+        try:
+            return super()._insert_one(events, kwargs)
+        except Exception as e:
+            failed, self._failed_in_client.error = self._failed_in_client.error, None
+            if failed is not None and failed is not e:
+                raise failed from e  # the write's own error, not the refused DO's
+            raise
 
     def _notify_channel(self, curs: Any) -> None:
         curs.execute(self._notify_statement)
