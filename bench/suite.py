@@ -1067,6 +1067,12 @@ class _OneTable:
     def current(self, cursor: object) -> list[object]:
         return [self.view]
 
+    def ask(self, cursor: object) -> None:
+        pass
+
+    def answer(self, cursor: object) -> list[object]:
+        return [self.view]
+
 
 def write_breakdown(url: str, session_id: str, calls: int, warmup: int = 20) -> dict[str, dict[str, float]]:
     """Where a read-your-writes report spends its time, without gRPC, in
