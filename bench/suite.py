@@ -1169,6 +1169,12 @@ class _OneTable:
     def current(self, cursor: object) -> list[object]:
         return [self.view]
 
+    def ask(self, cursor: object) -> None:
+        pass
+
+    def answer(self, cursor: object) -> list[object]:
+        return [self.view]
+
 
 def write_breakdown(url: str, session_id: str, calls: int, warmup: int = 20) -> dict[str, dict[str, float]]:
     """Where a read-your-writes report spends its time, without gRPC, in
@@ -1267,8 +1273,8 @@ def part_ryw(backend: str, url: str, sizes: Sizes, folder: str) -> None:
            f"{command['p50'] * 1e3:.3f} ms")
     figure = Figure(
         "ryw", "ReportSessionProgress p50, read-your-writes", backend, rpc.p50, "ms", raw["p50"],
-        "raw app.save of one event", "<= 3.5x and < 5 ms",
-        ratio_target=lambda r: r <= 3.5, absolute_target=lambda v: v < 0.005, target_backend="postgresql",
+        "raw app.save of one event", "<= 2.0x and < 5 ms",  # (issue 18; issue 8 asked <= 3.5x)
+        ratio_target=lambda r: r <= 2.0, absolute_target=lambda v: v < 0.005, target_backend="postgresql",
     )
     b = {k: v["p50"] * 1e3 for k, v in breakdown.items()}
     detail(f"[{backend}] ryw: in process, call by call: the command with its row written in its "
@@ -1331,8 +1337,8 @@ def part_agents(backend: str, url: str, sizes: Sizes, folder: str) -> None:
            f"{1 / raw['mean']:,.0f} saves/s; {sizes.agents} agents / raw = {many_best.qps * raw['mean']:.2f}x")
     figure = Figure(
         "agents", f"events/s appended, {sizes.agents} concurrent agents", backend, many_best.qps, "events/s",
-        one_best.qps, "one agent reporting sequentially", ">= 2x", ratio_target=lambda r: r >= 2.0,
-    )
+        one_best.qps, "one agent reporting sequentially", ">= 3x", ratio_target=lambda r: r >= 3.0,
+    )  # (issue 18; issue 8 asked >= 2x)
     cost = {kind: (median(c for c, _ in v), median(w for _, w in v)) for kind, v in costs.items()}
     detail(f"[{backend}] agents: the server per call (median of the rounds): 1 agent "
            f"{cost['one'][0] * 1e3:.3f} ms of CPU, {cost['one'][1]:.1f} voluntary thread switches; "
@@ -1348,6 +1354,16 @@ def part_agents(backend: str, url: str, sizes: Sizes, folder: str) -> None:
         f"{cost['many'][0] * 1e3:.2f} ms ({cost['one'][0] * 1e3:.2f} ms with one agent)"
     )
     FIGURES.append(figure)
+    FIGURES.append(Figure(
+        "agents", f"events/s appended, {sizes.agents} concurrent agents, vs the raw save", backend,
+        many_best.qps, "events/s", 1 / raw["mean"], "raw sequential app.save of one event", ">= 2x",
+        ratio_target=lambda r: r >= 2.0,
+    ))
+    FIGURES.append(Figure(
+        "agents", "server CPU per ReportSessionProgress, one agent", backend, cost["one"][0], "ms",
+        target="<= 0.5 ms", absolute_target=lambda v: v <= 0.0005,
+        notes=[f"{cost['many'][0] * 1e3:.2f} ms with {sizes.agents} agents"],
+    ))
 
 
 WORKER_CONNECTIONS = 8  # per client process: connections the kernel spreads among the workers

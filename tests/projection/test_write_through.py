@@ -101,6 +101,31 @@ def test_a_row_never_moves_back_to_an_older_version(store_url) -> None:  # type:
         app.close()
 
 
+def test_rows_written_together_in_one_statement_each_move_only_forward(store_url) -> None:  # type: ignore[no-untyped-def]
+    """Several rows in one write (PostgreSQL: one statement of arrays): each
+    row is inserted or moves forward on its own, never back."""
+    app = make_app(store_url)
+    try:
+        workload = Workload(app)
+        ids = [workload.open(f"c-{k}") for k in range(3)]
+        for session_id in ids:
+            workload.report(session_id)
+        fold = SessionFold(app.mapper)
+        view = rows_on(app, "session_snapshots_together")
+        latest = {sid: app.get_session(sid) for sid in ids}
+        older = {sid: app.get_session(sid, version=latest[sid].version - 1) for sid in ids}
+        view.save([fold.row(latest[ids[0]]), fold.row(older[ids[1]])], Tracking(view.tracking_name, 1))
+        # In one write: a row older than the stored one (loses), a newer one
+        # (wins), a new one (inserted).
+        rows = [fold.row(older[ids[0]]), fold.row(latest[ids[1]]), fold.row(latest[ids[2]])]
+        view.save(rows, Tracking(view.tracking_name, 2))
+        for sid in ids:
+            assert view.row_version(sid) == latest[sid].version
+            assert view.get(sid).session == fold.row(latest[sid]).session  # type: ignore[union-attr]
+    finally:
+        app.close()
+
+
 def test_a_write_is_read_back_at_once_while_the_projector_folds_nothing(store_url, start_server) -> None:  # type: ignore[no-untyped-def]
     server = start_server(store_url, run_deadlines=False)
     session_id = opened_id(server, "c-1")

@@ -131,6 +131,26 @@ def test_rows_written_with_a_group_commit_or_roll_back_with_it(app: SessionsAppl
     assert Noted.written
 
 
+class FailingInTheClient:
+    """A write that fails in this process, before sending anything (on
+    PostgreSQL after the events' insert has been sent)."""
+
+    order = "x"
+
+    def write(self, cursor: Any) -> None:
+        raise RuntimeError("a value that cannot be sent")
+
+
+def test_a_write_failing_in_the_client_takes_the_events_with_it(app: SessionsApplication) -> None:
+    recorder = app.recorder
+    with pytest.raises(Exception):  # noqa: B017,PT011 - the backend's own error
+        recorder.insert_events([event("rolled-back", 1)], also=[FailingInTheClient()])
+    recorder.insert_events([event("kept", 1)], also=[])
+
+    stored = [n.originator_id for n in recorder.select_notifications(start=1, limit=100)]
+    assert stored == ["kept"]
+
+
 def test_a_failing_write_in_a_group_fails_only_its_own_save(app: SessionsApplication) -> None:
     recorder = app.recorder
     saves = [[event("first", 1)], [event("bad", 1)], [event("third", 1)]]

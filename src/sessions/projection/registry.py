@@ -129,9 +129,25 @@ class Registry:
         """The registration, read inside a write's own transaction: a
         registration or takeover waits for that transaction, or it reads the
         registration as they left it."""
-        lock = " FOR SHARE" if self.postgres else ""
-        rows = self._run(cursor, f"{_SELECT} WHERE name = ?{lock}", (name,))
-        return Registration(*rows[0])
+        self.ask(cursor, name)
+        return self.answer(cursor)
+
+    def ask(self, cursor: Any, name: str) -> None:
+        """Send ``current``'s read (on PostgreSQL in pipeline mode, as a
+        command's write runs, its answer comes with the next round trip)."""
+        if self.postgres:
+            # Prepared from the first use: psycopg loses track of a statement
+            # it starts preparing in a pipeline that an earlier statement's
+            # error aborts (a collision on the events' insert, sent before
+            # this), and later uses a prepared statement the server never made.
+            cursor.execute(f"{_SELECT} WHERE name = %s FOR SHARE", (name,), prepare=True)
+        else:
+            cursor.execute(f"{_SELECT} WHERE name = ?", (name,))
+
+    def answer(self, cursor: Any) -> Registration:
+        """The registration read on ``cursor`` by ``ask``."""
+        rows = cursor.fetchall()
+        return Registration(*(tuple(rows[0].values()) if self.postgres else tuple(rows[0])))
 
     def check(self, cursor: Any, name: str, table: str) -> None:
         """Inside a projector's batch: raise Superseded unless ``table`` is

@@ -54,6 +54,14 @@ class SQLiteSessionRows(SQLiteTrackingRecorder, SessionRows):
             c.execute("DELETE FROM tracking WHERE application_name = ?", (self.tracking_name,))
 
 
+# The PostgreSQL types of rows.COLUMNS (projections/session_snapshots/postgresql.sql).
+COLUMN_TYPES = (
+    "text", "text", "smallint", "smallint", "smallint", "text",
+    "bigint", "bigint", "bigint", "bigint", "integer", "bytea", "bytea",
+)
+assert len(COLUMN_TYPES) == len(COLUMNS)
+
+
 class PostgresSessionRows(PostgresTrackingRecorder, SessionRows):
     mark = "%s"
     BULK = 200  # rows from which a batch is written with COPY
@@ -61,6 +69,13 @@ class PostgresSessionRows(PostgresTrackingRecorder, SessionRows):
     def __init__(self, datastore: Any, *, table: str, **kwargs: Any):
         self._prepare(table)
         super().__init__(datastore, **kwargs)
+        updates = ",".join(f"{c}=excluded.{c}" for c in COLUMNS[1:])
+        self._upsert_arrays = (
+            f"INSERT INTO {table} ({','.join(COLUMNS)}) "
+            f"SELECT * FROM unnest({','.join(f'%s::{t}[]' for t in COLUMN_TYPES)}) AS r({','.join(COLUMNS)}) "
+            f"ORDER BY session_id "
+            f"ON CONFLICT (session_id) DO UPDATE SET {updates} WHERE {table}.version < excluded.version"
+        )
         for statement in create_statements(NAME, "postgresql", self.table):
             self.sql_create_statements.append(SQL(statement))  # type: ignore[arg-type]
 
@@ -77,8 +92,16 @@ class PostgresSessionRows(PostgresTrackingRecorder, SessionRows):
         return self.datastore.transaction(commit=True)
 
     def _upsert_rows(self, cursor: Any, rows: Sequence[SessionRow]) -> None:
+        # (prepare=True: prepared from the first use, see Registry.ask; a
+        # command's rows are sent after its events' insert)
+        if len(rows) == 1:
+            cursor.execute(self._sql(self._upsert), rows[0].values(), prepare=True)
+            return
         if len(rows) < self.BULK:
-            super()._upsert_rows(cursor, rows)
+            # One statement for any number of rows (a group commit's, a
+            # projector batch's): one array per column, not one INSERT per row.
+            columns = list(zip(*(r.values() for r in rows), strict=True))
+            cursor.execute(self._upsert_arrays, [list(c) for c in columns], prepare=True)
             return
         # Large batches (catching up, rebuilding): COPY into a temporary
         # table, then one INSERT ... ON CONFLICT from it.

@@ -40,7 +40,18 @@ class Tables:
         self._opened: dict[str, SessionRows] = {}
 
     def current(self, cursor: Any) -> list[SessionRows]:
-        names = self.registry.current(cursor, NAME).tables
+        return self._named(self.registry.current(cursor, NAME).tables)
+
+    def ask(self, cursor: Any) -> None:
+        """Send the registry's read (PostgreSQL: answered later, with what is
+        sent after it: see ``answer``)."""
+        self.registry.ask(cursor, NAME)
+
+    def answer(self, cursor: Any) -> list[SessionRows]:
+        """The tables of the read sent on ``cursor`` by ``ask``."""
+        return self._named(self.registry.answer(cursor).tables)
+
+    def _named(self, names: tuple[str, ...]) -> list[SessionRows]:
         return [self._opened.get(n) or self._opened.setdefault(n, self._open(n)) for n in names]
 
 
@@ -51,9 +62,19 @@ class RowWrite:
         self.tables = tables
         self.rows = rows
         self.order = rows[0].session_id
+        self._asked: Any = None  # the cursor of the registry's read, once sent
+
+    def read_first(self, cursor: Any) -> None:
+        """(PostgreSQL) Send the registry's read now, in the events'
+        transaction after their table lock: its answer comes back with the
+        events' insert, one round trip fewer than asking in ``write``."""
+        self.tables.ask(cursor)
+        self._asked = cursor
 
     def write(self, cursor: Any) -> None:
-        for table in self.tables.current(cursor):
+        asked, self._asked = self._asked, None
+        tables = self.tables.answer(asked) if asked is not None else self.tables.current(cursor)
+        for table in tables:
             table.upsert_in(cursor, self.rows)
 
     def merged_with(self, other: Any) -> RowWrite | None:

@@ -27,8 +27,9 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
+from psycopg.sql import SQL, Composable, Identifier
 
 from sessions.store.health import connection_lost
 
@@ -36,7 +37,10 @@ from sessions.store.health import connection_lost
 class InTransaction(Protocol):
     """Something to write in the events' own transaction. It may also have
     ``merged_with(other) -> InTransaction | None``: one write doing both,
-    for the saves of a group (None: they cannot be combined)."""
+    for the saves of a group (None: they cannot be combined); and
+    ``read_first(cursor)``: on PostgreSQL, given a cursor of the
+    transaction after the events' insert is sent, to send there what
+    ``write`` will read (its answer comes with the insert's)."""
 
     order: str  # writes of a group go in this order
 
@@ -223,21 +227,82 @@ class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
             # (The application pins the setting off: see store.urls.)
             raise ValueError("PostgresSessionsRecorder needs POSTGRES_ENABLE_DB_FUNCTIONS off")
         self._init_group_commit()
+        self._failed_in_client = threading.local()
+        # The library's statements of every write, rendered to bytes once:
+        # psycopg renders a composed statement again at every execute.
+        self.lock_table_statements = [_rendered(s) for s in self.lock_table_statements]
+        self.insert_events_statement = _rendered(self.insert_events_statement)
+        self._notify_statement = _rendered(SQL("NOTIFY {0}").format(Identifier(self.channel_name)))
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
-        # The library's hook that runs first in the events' transaction, and
-        # the only one whose exceptions roll it back: the library catches what
-        # is raised after the events' INSERT (to keep psycopg's pipeline
-        # quiet) and raises it again only once the transaction has exited,
-        # which commits unless the server already failed the transaction.
-        # An error raised in the client (say, a value psycopg cannot send)
-        # there would commit the events without their rows.
-        # The table lock comes first, as in the library's own insert, so that
+        # The library's hook that runs first in the events' transaction. The
+        # table lock comes first, as in the library's own insert, so that
         # writers take their locks in one order (table, then rows).
         super()._insert_events(curs, stored_events, **kwargs)
         if kwargs.get("also"):
             self._lock_table(curs)
-            _write_also(curs, kwargs)
+
+    def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        # The library's steps (lock the table, notify, insert), without
+        # locking again the table _insert_events locked; then what the writes
+        # will read (read_first), sent with the insert, so that its answer
+        # comes back in the round trip the library makes for the insert's.
+        also = kwargs.get("also")
+        if not also:
+            super()._insert_stored_events(curs, stored_events, **kwargs)
+            return
+        self._notify_channel(curs)
+        PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events, **kwargs)
+        for extra in also:
+            read_first = getattr(extra, "read_first", None)
+            if read_first is not None:
+                read_first(curs.connection.cursor())
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        # After the insert's round trip (a collision has been raised by
+        # then): the writes, sent with the COMMIT. The library catches what
+        # is raised here and raises it again once the transaction has
+        # exited, which commits unless the server failed the transaction: an
+        # error the server raises (a refused row) rolls back everything, and
+        # one raised here in the client (say, a value psycopg cannot send) is
+        # made the server's by a statement the server refuses, so that the
+        # events never commit without their rows.
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        if kwargs.get("also"):
+            try:
+                _write_also(curs, kwargs)
+            except BaseException as e:
+                curs.execute(_FAIL_TRANSACTION, prepare=False)
+                self._failed_in_client.error = e  # what the caller is told (_insert_one)
+                raise
+        return ids
+
+    def _insert_one(self, events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> Sequence[int] | None:
+        self._failed_in_client.error = None
+        try:
+            return super()._insert_one(events, kwargs)
+        except Exception as e:
+            failed, self._failed_in_client.error = self._failed_in_client.error, None
+            if failed is not None and failed is not e:
+                raise failed from e  # the write's own error, not the refused DO's
+            raise
+
+    def _notify_channel(self, curs: Any) -> None:
+        curs.execute(self._notify_statement)
+
+
+# A statement the server refuses, failing the transaction it runs in.
+_FAIL_TRANSACTION = (
+    b"DO $$BEGIN RAISE EXCEPTION 'the writes that commit with these events failed in the client'; END$$"
+)
+
+
+def _rendered(statement: Any) -> Any:
+    """A composed statement as the bytes it renders to (identifiers quoted
+    as psycopg quotes them; placeholders kept)."""
+    return statement.as_bytes(None) if isinstance(statement, Composable) else statement
 
 
 class SQLiteSessionsRecorder(GroupCommit, SQLiteApplicationRecorder):
