@@ -618,6 +618,17 @@ def machine_busy() -> float:
     return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def until(condition: Callable[[], Any], seconds: float, what: str, interval: float) -> Any:
+    """Poll ``condition`` until it is true (and return it); a bench that
+    waits longer than ``seconds`` for ``what`` stops with an error."""
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"waited {seconds:g}s for {what}")
+        time.sleep(interval)
+    return value
+
+
 def best_p50(results: list[load.LoadResult]) -> load.LoadResult:
     return min(results, key=lambda r: r.p50)
 
@@ -982,6 +993,24 @@ def served_call_cost(batches: int = 30, calls: int = 300) -> tuple[float, float]
         for server in servers:
             server.stop(None)
     return best["off"], best["on"]
+
+
+def _failed_gets(metrics_port: int) -> float:
+    """GetSession calls a server answered with a code other than OK, by its
+    own metrics (grpc_server_handled_total; under --workers, the group's)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
+        families = text_string_to_metric_families(answer.read().decode())
+        return sum(
+            sample.value
+            for family in families
+            if family.name == "grpc_server_handled"
+            for sample in family.samples
+            if sample.labels.get("grpc_method") == "GetSession" and sample.labels.get("grpc_code") != "OK"
+        )
 
 
 def _handled_gets(families: Any) -> float:
@@ -1385,24 +1414,41 @@ def part_workers(backend: str, url: str, sizes: Sizes, folder: str) -> None:
             processes=sizes.qps_processes, target_of=[i % WORKER_CONNECTIONS for i in range(len(requests))],
         )
 
-    def drive_c(server: ServerProcess) -> Callable[[], Any]:
-        # one stored session's request: its answer does not change while it runs
-        return lambda: h2load.run(
-            server.target, GET, gets[0], duration=sizes.qps_seconds, connections=WORKER_CONNECTIONS,
-            streams=max(sizes.qps_concurrency // WORKER_CONNECTIONS, 1),
-        )
+    metrics_ports = {"two": free_port(), "one": free_port()}
+
+    def drive_c(server: ServerProcess, name: str) -> Callable[[], Any]:
+        # One stored session's request: its answer does not change while it
+        # runs. h2load cannot read gRPC's status (an error is HTTP 200 with
+        # a grpc-status trailer), so the server's own count of GetSession
+        # answers other than OK (its metrics) must not move during the run.
+        def run() -> load.LoadResult:
+            before = _failed_gets(metrics_ports[name])
+            result = h2load.run(
+                server.target, GET, gets[0], duration=sizes.qps_seconds, connections=WORKER_CONNECTIONS,
+                streams=max(sizes.qps_concurrency // WORKER_CONNECTIONS, 1),
+            )
+            failed = _failed_gets(metrics_ports[name]) - before
+            if failed:
+                result.errors += int(failed)
+                result.error_codes["not OK (server's metrics)"] = int(failed)
+            return result
+
+        return run
 
     c_client = h2load.available()
     one_extra = ("--no-deadlines",) + (("--no-projector",) if backend == "sqlite" else ())
-    with ServerProcess.sessions(url, folder, "--workers", "2", "--no-deadlines") as two, ServerProcess.sessions(
-        url, folder, "--workers", "1", *one_extra
+    with ServerProcess.sessions(
+        url, folder, "--workers", "2", "--no-deadlines", "--metrics-listen", f"127.0.0.1:{metrics_ports['two']}"
+    ) as two, ServerProcess.sessions(
+        url, folder, "--workers", "1", *one_extra, "--metrics-listen", f"127.0.0.1:{metrics_ports['one']}"
     ) as one:
         read_runs = {
             "one": cores_used(one, drive(one, GET, gets, sizes.qps_concurrency)),
             "two": cores_used(two, drive(two, GET, gets, sizes.qps_concurrency)),
         }
         if c_client:
-            read_runs.update({"one-c": cores_used(one, drive_c(one)), "two-c": cores_used(two, drive_c(two))})
+            read_runs["one-c"] = cores_used(one, drive_c(one, "one"))
+            read_runs["two-c"] = cores_used(two, drive_c(two, "two"))
         costed_reads = in_turns(sizes.qps_rounds, read_runs)
         reads = {key: [result for result, _ in runs] for key, runs in costed_reads.items()}
         writes = in_turns(sizes.rounds, {
@@ -1419,8 +1465,8 @@ def part_workers(backend: str, url: str, sizes: Sizes, folder: str) -> None:
         cores = costed_reads[key][best_index][1]
         rounds = ", ".join(f"{r.qps:,.0f}" for r in reads[key])
         detail(
-            f"[{backend}] workers: GetSession {label}: best {reads[key][best_index].qps:,.0f} calls/s (rounds {rounds}); "
-            "cores used in that round: " + ", ".join(f"{party} {used:.2f}" for party, used in cores.items())
+            f"[{backend}] workers: GetSession {label}: best {reads[key][best_index].qps:,.0f} calls/s "
+            f"(rounds {rounds}); cores used in that round: " + ", ".join(f"{party} {used:.2f}" for party, used in cores.items())
         )
     # The target is on reads from a client that leaves the cores to the
     # servers: with the Python client on the same 2 cores, its own CPU caps
@@ -1535,21 +1581,20 @@ def measure_takeover(
             # the owner first, then the standby
             owner_argv = [*(prefix or []), *argv]
             projects.append(subprocess.Popen(owner_argv, stdout=logs[0], stderr=subprocess.STDOUT, cwd=ROOT))
-            while (owner_backend := holder(conn)) is None or connected(conn).get(projects[0].pid) != owner_backend:
-                time.sleep(0.05)
+            owner_backend = until(
+                lambda: (b := holder(conn)) is not None and connected(conn).get(projects[0].pid) == b and b,
+                60, "the first projector to own the read model", 0.05,
+            )
             projects.append(subprocess.Popen(argv, stdout=logs[1], stderr=subprocess.STDOUT, cwd=ROOT))
-            while len(connected(conn)) < 2:
-                time.sleep(0.05)
+            until(lambda: len(connected(conn)) >= 2, 60, "the standby to connect", 0.05)
             writer.start()
             time.sleep(2.0)  # steady writes first
             head_at_end = app.recorder.max_notification_id() or 0
             ended = time.perf_counter()
             end_owner(projects[0])
-            while holder(conn) in (None, owner_backend):
-                time.sleep(0.005)
+            until(lambda: holder(conn) not in (None, owner_backend), 60, "the standby to take over", 0.005)
             taken = time.perf_counter() - ended
-            while folded_rows.position() < head_at_end:
-                time.sleep(0.005)
+            until(lambda: folded_rows.position() >= head_at_end, 60, "the new owner to fold the log", 0.005)
             folded = time.perf_counter() - ended
     finally:
         stop.set()
@@ -1677,16 +1722,14 @@ def main() -> int:
         if any(n < 1 or (r is not None and r < 0) for n, r in services):
             raise SystemExit("--service-threads: N >= 1, R >= 0")
         sizes.qps_service_threads = services
-    for option, attribute in (("bare_threads", "qps_bare_threads"),):
-        text = getattr(args, option)
-        if text is not None:
-            try:
-                counts = tuple(int(n) for n in text.split(",") if n.strip())
-            except ValueError:
-                raise SystemExit(f"--{option.replace('_', '-')}: whole numbers, comma-separated") from None
-            if any(n < 1 for n in counts) or not counts:
-                raise SystemExit(f"--{option.replace('_', '-')}: whole numbers >= 1, comma-separated")
-            setattr(sizes, attribute, counts)
+    if args.bare_threads is not None:
+        try:
+            counts = tuple(int(n) for n in args.bare_threads.split(",") if n.strip())
+        except ValueError:
+            raise SystemExit("--bare-threads: whole numbers, comma-separated") from None
+        if any(n < 1 for n in counts) or not counts:
+            raise SystemExit("--bare-threads: whole numbers >= 1, comma-separated")
+        sizes.qps_bare_threads = counts
     parts = [p.strip() for p in args.only.split(",") if p.strip()] or list(PARTS)
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
