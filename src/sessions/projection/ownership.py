@@ -405,12 +405,15 @@ def create_tables(app: Any) -> None:
         )
 
 
-def projectors(app: Any, name: str) -> list[ProjectorInfo] | None:
+def projectors(app: Any, name: str, *, create: bool = True) -> list[ProjectorInfo] | None:
     """The projectors of ``name`` whose connections are alive, the owner
-    first; None on SQLite (one projector per file, not recorded)."""
+    first; None on SQLite (one projector per file, not recorded).
+    ``create=False``: the caller created the tables once (create_tables),
+    and a read takes no schema lock (which waits for any holder)."""
     if not isinstance(app.factory.datastore, PostgresDatastore):
         return None
-    create_tables(app)
+    if create:
+        create_tables(app)
     with app.factory.datastore.transaction(commit=False) as cursor:
         cursor.execute(
             "SELECT p.host, p.pid, p.backend_start, p.owner_since, l.pid IS NOT NULL AS owner"
