@@ -23,7 +23,11 @@ something in time:
   (which answers probes while it is reachable, whatever its process does),
   the backend exits, and the lock goes to a waiting standby: a takeover
   within 2 s of the cut plus a few ms (tests/scaleout/test_network_loss.py
-  measures it). Each batch's transaction sets the same for itself, since a
+  measures it). That holds for a direct connection: behind a TCP proxy
+  (PgBouncer, a cloud SQL proxy) the server's socket is the proxy's, so its
+  keepalives watch the proxy, not the owner's host, and a cut-off owner
+  keeps the lock as long as the proxy keeps its server connection (the
+  fence below still holds). Each batch's transaction sets the same for itself, since a
   takeover waits for the batch holding the generation row (below): idle,
   in the middle of a message or of a pipeline, a cut-off batch is ended
   as fast. The client's side has the same keepalives and user timeout, so
