@@ -251,6 +251,8 @@ class SessionsServer:
         # every call on 32 threads, and 16 agents write as fast). A
         # client that never sends its request holds a read thread as it
         # would hold one of the server's pool; grpc's limits apply to both.
+        # Access control refuses a call by its metadata before the request
+        # is awaited (api.access): only an admitted caller can hold one.
         if self.read_threads:
             self.read_pool = futures.ThreadPoolExecutor(
                 max_workers=self.read_threads, thread_name_prefix="grpc-read"

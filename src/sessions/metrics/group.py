@@ -40,7 +40,7 @@ def remove_stale_directories(folder: str | None = None) -> list[str]:
     process. A live pid keeps its directory, even if the pid was reused
     (left, never a live group's removed). The removed ones, for the log."""
     folder = folder or tempfile.gettempdir()
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(folder)
     except OSError:
