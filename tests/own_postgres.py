@@ -74,22 +74,31 @@ def own_postgres(
     # postgres user can reach (pytest's tmp_path is private to this user).
     folder = Path(tempfile.mkdtemp(prefix="sessions-own-pg-"))
     data = folder / "data"
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres")
-    _as_owner([_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"])
-    if prepare is not None:
-        prepare(data)
-    port = free_port()
-    with (data / "postgresql.conf").open("a") as conf:
-        conf.write(
-            f"\nport = {port}\nlisten_addresses = '{host}'\n"
-            f"unix_socket_directories = '{folder}'\n"
-            f"fsync = off\nmax_connections = 50\n{settings}"
-        )
-    (data / "pg_hba.conf").write_text(hba)
-    _as_owner([_bin("pg_ctl"), "-D", str(data), "-l", str(folder / "postgres.log"), "-w", "-t", "60", "start"])
     try:
-        yield OwnPostgres(host, port, folder)
+        if os.geteuid() == 0:
+            shutil.chown(folder, "postgres")
+        _as_owner([_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"])
+        if prepare is not None:
+            prepare(data)
+        port = free_port()
+        with (data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                f"\nport = {port}\nlisten_addresses = '{host}'\n"
+                f"unix_socket_directories = '{folder}'\n"
+                f"fsync = off\nmax_connections = 50\n{settings}"
+            )
+        (data / "pg_hba.conf").write_text(hba)
+        try:
+            _as_owner([_bin("pg_ctl"), "-D", str(data), "-l", str(folder / "postgres.log"), "-w", "-t", "60", "start"])
+            yield OwnPostgres(host, port, folder)
+        finally:
+            # Also after a failed start (pg_ctl -w gave up while the server
+            # came up): stop whatever runs; nothing running is no error here.
+            _stop(data)
     finally:
-        _as_owner([_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"])
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stop(data: Path) -> None:
+    if (data / "postmaster.pid").exists():
+        _as_owner([_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"])

@@ -39,6 +39,8 @@ from sessions.transport import (
     DEFAULT_MAX_CONCURRENT_RPCS,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_STREAMS_PER_CONNECTION,
+    DEFAULT_READ_THREADS,
+    DEFAULT_THREADS,
     SecurityConfigError,
     ServerTLS,
     is_loopback,
@@ -56,10 +58,6 @@ log = logging.getLogger("sessions.server")
 # ready to serve.
 LIVENESS = "liveness"
 
-# Threads of the reads' own pool (--read-threads); 0: reads share the
-# server's pool. Chosen by measurement (bench/README.md, issue 18).
-DEFAULT_READ_THREADS = 4
-
 
 class SessionsServer:
     def __init__(
@@ -73,7 +71,7 @@ class SessionsServer:
         rebuild_on_start: bool = False,
         deadline_interval: float = DEFAULT_INTERVAL,
         clock: Clock = system_clock,
-        max_workers: int = 32,
+        max_workers: int = DEFAULT_THREADS,
         read_threads: int = DEFAULT_READ_THREADS,
         auth_file: str | os.PathLike[str] | None = None,
         insecure_no_auth: bool = False,
@@ -253,6 +251,8 @@ class SessionsServer:
         # every call on 32 threads, and 16 agents write as fast). A
         # client that never sends its request holds a read thread as it
         # would hold one of the server's pool; grpc's limits apply to both.
+        # Access control refuses a call by its metadata before the request
+        # is awaited (api.access): only an admitted caller can hold one.
         if self.read_threads:
             self.read_pool = futures.ThreadPoolExecutor(
                 max_workers=self.read_threads, thread_name_prefix="grpc-read"

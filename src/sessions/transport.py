@@ -17,6 +17,12 @@ if TYPE_CHECKING:  # imported where used: `sessions auth` and --help stay quick
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_CONCURRENT_RPCS = 1024
 DEFAULT_MAX_STREAMS_PER_CONNECTION = 100
+# Threads serving calls (--threads), and GetSession and ListSessions on a
+# pool of their own (--read-threads; 0: on --threads). Chosen by measurement
+# (bench/README.md, issue 18). Here, not in sessions.server, so that the CLI
+# names them without importing the server at start.
+DEFAULT_THREADS = 32
+DEFAULT_READ_THREADS = 4
 
 
 class SecurityConfigError(ValueError):

@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from sessions import credentials
-from sessions.api.protos import service_pb2, service_pb2_grpc
+from sessions.api.protos import SESSION_SERVICE, service_pb2, service_pb2_grpc
 from sessions.server import SessionsServer
 
 
@@ -101,3 +101,37 @@ def test_metrics_and_access_control_keep_the_read_pool(
     assert threads["GetSession"].startswith("grpc-read"), threads
     assert threads["ListSessions"].startswith("grpc-read"), threads
     assert not threads["OpenSession"].startswith("grpc-read"), threads
+
+
+def test_silent_callers_without_credentials_hold_no_thread(serve: Callable[..., Served], tmp_path: Path) -> None:
+    # Calls that send their metadata but never their request (a unary call
+    # whose request stream stays silent): refused by their metadata alone,
+    # they hold no thread, of the reads' pool or the server's, and a caller
+    # with credentials is served beside them.
+    auth = tmp_path / "credentials"
+    reader = credentials.add_token(auth, "reader", name="dash")[0]
+    served = serve(read_threads=1, max_workers=2, auth_file=auth)
+    silent = served.channel.stream_unary(
+        f"/{SESSION_SERVICE}/GetSession",
+        request_serializer=service_pb2.GetSessionRequest.SerializeToString,
+        response_deserializer=service_pb2.GetSessionResponse.FromString,
+    )
+    release = threading.Event()
+
+    def never_sent() -> Iterator[service_pb2.GetSessionRequest]:
+        release.wait(60)
+        return
+        yield
+
+    try:
+        calls = [silent.future(never_sent(), timeout=60, metadata=metadata)
+                 for metadata in ([], [("authorization", "Bearer nope")]) * 3]
+        for call in calls:
+            error = call.exception(timeout=15)
+            assert isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.UNAUTHENTICATED, error
+        with pytest.raises(grpc.RpcError) as read:
+            served.stub.GetSession(service_pb2.GetSessionRequest(session_id="ses" + "0" * 20),
+                                   metadata=[("authorization", f"Bearer {reader}")], timeout=15)
+        assert read.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+    finally:
+        release.set()

@@ -4,12 +4,13 @@ standby took over (see projection.ownership)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import psycopg
 import pytest
 
-from sessions.projection.ownership import NotOwner
+from sessions.projection.ownership import NotOwner, PostgresOwnership
 from sessions.projection.read_model import ReadModel
 from tests.projection.projection_support import Workload, head, make_app, poll
 from tests.scaleout.scaleout_support import terminate
@@ -192,3 +193,42 @@ def test_a_standby_waits_in_the_lock_takes_it_when_the_owner_goes_and_stops_prom
         app_a.close()
         app_b.close()
         app_c.close()
+
+
+def test_stopping_right_after_the_lock_was_granted_does_not_stand_by(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # stop() lands between pg_try_advisory_lock granting the lock and the
+    # generation's increment: _take says no; the ownership thread must end,
+    # not say "standing by" and wait for the lock again.
+    app = make_app(postgres_url)
+    ownership = PostgresOwnership(app, "stopping-test")
+    try:
+        ownership._stopped.set()
+        with caplog.at_level(logging.INFO, logger="sessions.projection.ownership"):
+            ownership._stand_by()
+        assert not ownership.held
+        assert "standing by" not in caplog.text
+    finally:
+        ownership.stop()
+        app.close()
+
+
+def test_news_of_a_batch_run_before_ownership_was_taken_drops_nothing(postgres_url: str) -> None:
+    # A batch that found this process not the owner (NotOwner, generation
+    # None) reports it after the ownership thread took the lock: the new
+    # generation stays; only a batch of the current generation drops it.
+    app = make_app(postgres_url)
+    ownership = PostgresOwnership(app, "lost-test")
+    try:
+        assert ownership.try_take()
+        generation = ownership.generation
+        assert generation is not None
+        ownership.lost(None)
+        ownership.lost(generation - 1)
+        assert ownership.held and ownership.generation == generation
+        ownership.lost(generation)
+        assert not ownership.held
+    finally:
+        ownership.stop()
+        app.close()

@@ -151,8 +151,10 @@ def test_the_group_is_serving_and_not_while_it_drains(postgres_url: str, tmp_pat
             assert code == 0 and "SERVING" in said, said
 
         # A write held in flight: its commit waits for the events table's lock.
+        # EXCLUSIVE blocks only writers (the projector's reads go on), and
+        # the wait below matches the write's own LOCK TABLE behind this holder.
         holder = psycopg.connect(postgres_url)
-        holder.execute("LOCK TABLE sessions_events IN ACCESS EXCLUSIVE MODE")
+        holder.execute("LOCK TABLE sessions_events IN EXCLUSIVE MODE")
         outcome: dict[str, Any] = {}
 
         def write() -> None:
@@ -171,7 +173,7 @@ def test_the_group_is_serving_and_not_while_it_drains(postgres_url: str, tmp_pat
         writer = threading.Thread(target=write)
         writer.start()
         try:
-            assert wait_until(lambda: _waiting_on_a_lock(postgres_url), 30, 0.05)
+            assert wait_until(lambda: _write_waiting_on(postgres_url, holder.info.backend_pid), 30, 0.05)
             workers.proc.send_signal(signal.SIGTERM)
             assert wait_until(lambda: draining(workers) == set(pids.values()), 30, 0.05), workers.lines()[-5:]
             code, said = _health(workers.target)
@@ -194,9 +196,12 @@ def draining(workers: Workers) -> set[int]:
     return {line["pid"] for line in workers.lines() if line["message"].startswith("shutting down") and "pid" in line}
 
 
-def _waiting_on_a_lock(store_url: str) -> bool:
+def _write_waiting_on(store_url: str, holder_pid: int) -> bool:
+    """Whether a write (the events' LOCK TABLE) waits for ``holder_pid``'s lock."""
     with psycopg.connect(store_url, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND query ILIKE 'LOCK TABLE%%sessions_events%%' AND %s = ANY(pg_blocking_pids(pid))",
+            (holder_pid,),
         ).fetchone()
     return bool(row and row[0])

@@ -12,6 +12,11 @@ call except health and reflection (always open) it
    (``sessions.domain.access``): an agent opens sessions only under its own
    agent ids and touches only sessions opened for them.
 
+Steps 1 and 2 need only the call's metadata: they run when the call arrives,
+before its request is awaited, so a refused caller never holds a serving
+thread (a call that never sends its request would hold one); the grant and
+the deadline's check reach the call's own thread.
+
 Roles: ``agent`` writes its own sessions and reads (GetSession, ListSessions,
 OperationService.Get and Cancel: clients poll operations, and a session's
 state is what an agent resumes from); ``reader`` reads only; ``auditor`` reads
@@ -81,7 +86,11 @@ def current_grant() -> Grant | None:
 
 
 def bearer_token(context: grpc.ServicerContext) -> str:
-    for name, value in context.invocation_metadata() or ():
+    return _bearer(context.invocation_metadata())
+
+
+def _bearer(metadata: Any) -> str:
+    for name, value in metadata or ():
         if name == "authorization":
             text = value if isinstance(value, str) else value.decode("utf-8", "replace")
             scheme, _, token = text.strip().partition(" ")
@@ -99,37 +108,101 @@ class AccessInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler  # unknown methods: UNIMPLEMENTED, as without us
-        # This runs on gRPC's polling thread: the checks themselves run in the
-        # wrapped handler, on the worker thread that serves the call.
+        # Authenticated and authorized by role here, from the call's metadata,
+        # before its request arrives (on gRPC's polling thread: a SHA-256 and
+        # a dict lookup). grpcio gives a unary method's call a serving thread
+        # that then waits for the request: a refused call is answered by a
+        # handler that never reads it (a request stream, on the server's
+        # pool), so a client without a valid token cannot hold a thread by
+        # never sending its request. What needs the request (the domain's
+        # agent rule) and the deadline are checked on the serving thread.
+        verdict = self.check(method, handler_call_details.invocation_metadata)
+        if isinstance(verdict, Refusal):
+            return _refusing(handler, method, verdict)
+        return _wrapped(handler, method, lambda context: _started_in_time(verdict, method, context))
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """``handler`` admitting each call from its context's metadata (the
+        REST gateway: one handler for every call of a route)."""
         return _wrapped(handler, method, lambda context: self.admit(method, context))
 
     def admit(self, method: str, context: grpc.ServicerContext) -> Grant:
         """Authenticate and authorize the call, or abort it."""
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            _refuse(context, method, "-", grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call started")
-        token = bearer_token(context)
+        verdict = self.check(method, context.invocation_metadata())
+        if isinstance(verdict, Refusal):
+            verdict.abort(context, method)
+        return _started_in_time(verdict, method, context)
+
+    def check(self, method: str, metadata: Any) -> Grant | Refusal:
+        """The caller's grant by the call's metadata, or why it is refused."""
+        token = _bearer(metadata)
         if not token:
-            _refuse(
-                context, method, "anonymous", grpc.StatusCode.UNAUTHENTICATED,
-                "missing credentials: send 'authorization: Bearer <token>' metadata",
-                reason="no bearer token",
+            return Refusal(
+                "anonymous", grpc.StatusCode.UNAUTHENTICATED,
+                "missing credentials: send 'authorization: Bearer <token>' metadata", "no bearer token",
             )
         found = self.credentials.authenticate(token)
         credential = found.credential
         if credential is None:
-            _refuse(
-                context, method, "unknown", grpc.StatusCode.UNAUTHENTICATED,
-                "invalid credentials: the token is unknown or revoked", reason=found.reason,
+            return Refusal(
+                "unknown", grpc.StatusCode.UNAUTHENTICATED,
+                "invalid credentials: the token is unknown or revoked", found.reason,
             )
         allowed = ALLOWED.get(method)
         if credential.role != ADMIN and (allowed is None or credential.role not in allowed):
-            _refuse(
-                context, method, credential.principal, grpc.StatusCode.PERMISSION_DENIED,
+            return Refusal(
+                credential.principal, grpc.StatusCode.PERMISSION_DENIED,
                 f"role {credential.role!r} may not call {method.rsplit('/', 1)[-1]}",
             )
         acting_for = frozenset(credential.agent_ids) if credential.role == AGENT else None
         return Grant(credential.principal, credential.role, acting_for)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A call refused before it reached the service."""
+
+    principal: str
+    code: grpc.StatusCode
+    message: str
+    reason: str | None = None
+
+    def abort(self, context: grpc.ServicerContext, method: str) -> NoReturn:
+        _refuse(context, method, self.principal, self.code, self.message, reason=self.reason)
+
+
+def _started_in_time(grant: Grant, method: str, context: grpc.ServicerContext) -> Grant:
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        _refuse(context, method, "-", grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call started")
+    return grant
+
+
+# The gRPC type a refused call's method has (its handler's type is a request
+# stream's, so that it never waits for the request): what metrics label it by.
+GRPC_TYPE = "grpc_type"
+
+
+def _refusing(handler: grpc.RpcMethodHandler, method: str, refusal: Refusal) -> grpc.RpcMethodHandler:
+    """A handler that refuses the call without reading its request, on the
+    server's pool (never a method's own, e.g. the reads')."""
+
+    def refuse(requests: Any, context: grpc.ServicerContext) -> Any:
+        refusal.abort(context, method)
+
+    def refuse_streaming(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        refusal.abort(context, method)
+        yield  # (a generator, as a response stream's behavior is)
+
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.response_streaming:
+        setattr(refuse_streaming, GRPC_TYPE, "bidi_stream" if handler.request_streaming else "server_stream")
+        return grpc.stream_stream_rpc_method_handler(refuse_streaming, **kwargs)
+    setattr(refuse, GRPC_TYPE, "client_stream" if handler.request_streaming else "unary")
+    return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
 
 
 def _refuse(

@@ -25,7 +25,7 @@ from sessions.cli.common import (
 from sessions.cli.security import add_serve_options, reload_on_sighup, server_kwargs, usage_errors
 from sessions.domain.policy import Policy
 from sessions.store.urls import default_store_url, redact_url
-from sessions.transport import add_client_options
+from sessions.transport import DEFAULT_READ_THREADS, DEFAULT_THREADS, add_client_options
 
 log = logging.getLogger("sessions")
 
@@ -36,8 +36,6 @@ POLICY_FLAGS = {  # name: (help, the default Policy's value shown in --help)
     "full_sync_period": ("seconds after which the next session is a FULL_SYNC again", "86400"),
 }
 
-DEFAULT_THREADS = 32
-DEFAULT_READ_THREADS = 4  # (as sessions.server's, which the CLI does not import at start)
 
 
 def _add_policy(parser: argparse.ArgumentParser) -> None:

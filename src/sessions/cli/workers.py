@@ -105,16 +105,20 @@ class Workers:
         signal.signal(signal.SIGINT, lambda signum, frame: self._stop.set())
         signal.signal(signal.SIGHUP, lambda signum, frame: self._signal_all(signal.SIGHUP))
         log.info("starting %d workers", self.count)
-        for index in range(self.count):
-            self._start(index)
         code = 0
-        while not self._stop.wait(WATCH_INTERVAL):
-            code = self._watch()
-            if code:
-                break
-        self._stop_all()
-        if self.metrics is not None:
-            self.metrics.close()
+        try:
+            for index in range(self.count):
+                self._start(index)
+            while not self._stop.wait(WATCH_INTERVAL):
+                code = self._watch()
+                if code:
+                    break
+        finally:
+            try:
+                self._stop_all()
+            finally:
+                if self.metrics is not None:
+                    self.metrics.close()  # (its directory and HTTP thread, whatever stopped us)
         return code
 
     def _watch(self) -> int:

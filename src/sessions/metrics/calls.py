@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from sessions.api.access import GRPC_TYPE
 from sessions.api.pools import same_pool
 
 
@@ -65,6 +66,11 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
 
 def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
+    # A call access control refused before its request arrived is served
+    # by a request stream's handler; its behavior names the method's type.
+    declared = getattr(handler.stream_unary or handler.stream_stream, GRPC_TYPE, None)
+    if isinstance(declared, str):
+        return declared
     if handler.request_streaming:
         return "bidi_stream" if handler.response_streaming else "client_stream"
     return "server_stream" if handler.response_streaming else "unary"

@@ -30,6 +30,43 @@ from sessions.metrics.store import StoreCollector
 log = logging.getLogger("sessions.metrics")
 
 
+# The group's directory: DIRECTORY_PREFIX, the parent's pid, "-", a random part.
+DIRECTORY_PREFIX = "sessions-metrics-"
+
+
+def remove_stale_directories(folder: str | None = None) -> list[str]:
+    """Remove the group directories left by parents that are gone (killed
+    with SIGKILL, so ``close`` never ran): those whose pid names no live
+    process. A live pid keeps its directory, even if the pid was reused
+    (left, never a live group's removed). The removed ones, for the log."""
+    folder = folder or tempfile.gettempdir()
+    removed: list[str] = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        pid_text, dash, _ = name.removeprefix(DIRECTORY_PREFIX).partition("-")
+        if not name.startswith(DIRECTORY_PREFIX) or not dash or not pid_text.isdigit():
+            continue
+        if _alive(int(pid_text)):
+            continue
+        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+        removed.append(name)
+        log.info("metrics: removed %s, left by a group whose parent (pid %s) is gone", name, pid_text)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (another user's: alive)
+        return True
+    return True
+
+
 class GroupMetrics:
     """The metrics of `sessions serve --workers N`, served by the parent at
     --metrics-listen for the whole group (the library's multiprocess mode,
@@ -37,7 +74,9 @@ class GroupMetrics:
 
     - **counters and histograms** (calls, events, commits, replays,
       refusals, REST): each worker writes its own into files named by its
-      pid in ``directory`` (made fresh here, removed by ``close``); a
+      pid in ``directory`` (made fresh here, named by the parent's pid,
+      removed by ``close``, or at the next group's start on this machine
+      if the parent was killed before it could close it); a
       scrape sums every file. A worker that exits leaves what it counted:
       ``worker_exited`` adds its files into the ``*_retired.db`` files, so
       the sums never go back when a worker is replaced, and the files stay
@@ -62,7 +101,8 @@ class GroupMetrics:
         projector while it runs (None: none runs now), or None if the group
         runs no projector."""
         disable_created_metrics()
-        self.directory = tempfile.mkdtemp(prefix="sessions-metrics-")
+        remove_stale_directories()
+        self.directory = tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-")
         self.registry = CollectorRegistry()
         self._files = _WorkerFiles(self.directory)
         self.registry.register(self._files)
@@ -163,7 +203,19 @@ class _GroupStore(Collector):
     def _opened(self) -> StoreCollector | None:
         if self._collector is None:
             try:
-                self._app, registry = self._open_store()
+                app, registry = self._open_store()
+                if self._projector_pid is not None:
+                    try:
+                        # Once, here: a scrape reads them without DDL (no
+                        # schema lock to queue behind).
+                        from sessions.projection.ownership import create_tables
+
+                        if app.settings.backend == "postgresql":
+                            create_tables(app)
+                    except BaseException:
+                        app.close()
+                        raise
+                self._app = app
             except Exception:  # noqa: BLE001 - said as sessions_store_up 0
                 log.debug("metrics: cannot open the store", exc_info=True)
                 return None
@@ -178,7 +230,7 @@ class _GroupStore(Collector):
 
         pid = self._projector_pid()
         try:
-            found = projectors(self._app, NAME) if pid is not None else []
+            found = projectors(self._app, NAME, create=False) if pid is not None else []
         except Exception:  # noqa: BLE001 - the store's trouble is said by sessions_store_up
             log.debug("metrics: cannot read the projectors", exc_info=True)
             return None

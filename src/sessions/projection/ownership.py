@@ -23,7 +23,11 @@ something in time:
   (which answers probes while it is reachable, whatever its process does),
   the backend exits, and the lock goes to a waiting standby: a takeover
   within 2 s of the cut plus a few ms (tests/scaleout/test_network_loss.py
-  measures it). Each batch's transaction sets the same for itself, since a
+  measures it). That holds for a direct connection: behind a TCP proxy
+  (PgBouncer, a cloud SQL proxy) the server's socket is the proxy's, so its
+  keepalives watch the proxy, not the owner's host, and a cut-off owner
+  keeps the lock as long as the proxy keeps its server connection (the
+  fence below still holds). Each batch's transaction sets the same for itself, since a
   takeover waits for the batch holding the generation row (below): idle,
   in the middle of a message or of a pipeline, a cut-off batch is ended
   as fast. The client's side has the same keepalives and user timeout, so
@@ -111,7 +115,12 @@ KEEPALIVES = {
 
 
 class NotOwner(Exception):
-    """A batch of a projector that no longer owns its read model."""
+    """A batch of a projector that no longer owns its read model.
+    ``generation``: the one the batch ran under (None: not the owner)."""
+
+    def __init__(self, message: str, generation: int | None = None):
+        super().__init__(message)
+        self.generation = generation
 
 
 def lock_key(name: str) -> int:
@@ -147,7 +156,7 @@ class SoleOwnership:
     def check(self, cursor: Any) -> None:
         pass
 
-    def lost(self) -> None:
+    def lost(self, generation: int | None) -> None:
         pass
 
 
@@ -157,9 +166,11 @@ class PostgresOwnership:
         self.name = name
         self.key = lock_key(name)
         self.interval = interval
-        self.held = False
-        self.generation: int | None = None
-        self.since: datetime | None = None
+        # (generation, since) while this process owns the read model: one
+        # attribute, so that a batch reads whether it owns and under which
+        # generation at once (assigned whole: atomic for readers).
+        self._owned: tuple[int, datetime] | None = None
+        self._state = threading.Lock()  # taking, losing: one at a time
         self.host = socket.gethostname()
         self._conn: Any = None  # the lock connection: the ownership thread's alone once started
         self._stopped = threading.Event()
@@ -167,6 +178,20 @@ class PostgresOwnership:
         self._thread: threading.Thread | None = None
         self._on_taken: Callable[[], None] = lambda: None
         create_tables(app)
+
+    @property
+    def held(self) -> bool:
+        return self._owned is not None
+
+    @property
+    def generation(self) -> int | None:
+        owned = self._owned
+        return owned[0] if owned else None
+
+    @property
+    def since(self) -> datetime | None:
+        owned = self._owned
+        return owned[1] if owned else None
 
     # --- the lock connection --------------------------------------------------------
 
@@ -201,9 +226,10 @@ class PostgresOwnership:
                 log.debug("projector: closing the lock connection failed", exc_info=True)
 
     def _lose(self, error: Exception) -> None:
-        if self.held:
-            log.warning("projector: lost ownership of %s (%s)", self.name, error)
-        self.held = False
+        with self._state:
+            if self._owned is not None:
+                log.warning("projector: lost ownership of %s (%s)", self.name, error)
+            self._owned = None
         self._drop_connection()
 
     # --- taking and keeping -------------------------------------------------------------
@@ -239,17 +265,26 @@ class PostgresOwnership:
                 (self.name,),
             ).fetchone()
             conn.execute("UPDATE projectors SET owner_since = %s WHERE backend_pid = pg_backend_pid()", (row[1],))
-        self.generation, self.since = int(row[0]), row[1]
-        self.held = True
+        with self._state:
+            self._owned = (int(row[0]), row[1])
         log.info("projector: owns %s (generation %d)", self.name, self.generation)
         return True
 
-    def lost(self) -> None:
-        """A batch found another owner's generation: stop folding, release
-        the lock if this connection still holds it, and stand by."""
-        if self.held:
-            log.warning("projector: another process took over %s; standing by", self.name)
-        self.held = False
+    def lost(self, generation: int | None) -> None:
+        """A batch run under ``generation`` (NotOwner's) found another
+        owner's generation: stop folding, release the lock if this
+        connection still holds it, and stand by. Unless ownership changed
+        since that batch read it (the ownership thread took it, a new
+        generation, after the batch found this process not the owner):
+        then the batch's news is old, and nothing is dropped. Correct
+        either way (the fence refuses every batch of a stale generation);
+        this spares a needless takeover."""
+        with self._state:
+            if self.generation != generation:
+                return
+            if self._owned is not None:
+                log.warning("projector: another process took over %s; standing by", self.name)
+            self._owned = None
         if self._thread is None:
             self._drop_connection()
         else:
@@ -278,7 +313,7 @@ class PostgresOwnership:
                     self._lose(e)
                     self._stopped.wait(self.interval)  # (then connects again)
         finally:
-            self.held = False
+            self._owned = None
             self._drop_connection()  # (releases the lock; a standby takes over)
 
     def _stand_by(self) -> None:
@@ -286,6 +321,8 @@ class PostgresOwnership:
         if self._take(conn, wait=False):
             self._on_taken()
             return
+        if self._stopped.is_set():
+            return  # stopping (maybe why _take said no, holding the lock): no wait
         log.info("projector: %s is owned by another process; standing by", self.name)
         if self._take(conn, wait=True):
             self._on_taken()
@@ -310,7 +347,7 @@ class PostgresOwnership:
         self._wake.set()
         thread = self._thread
         if thread is None:
-            self.held = False
+            self._owned = None
             self._drop_connection()  # (releases the lock; the standbys take over)
             return
         deadline = time.monotonic() + 5
@@ -324,7 +361,7 @@ class PostgresOwnership:
                 except Exception:  # noqa: BLE001 - closed meanwhile, or the server is away
                     log.debug("projector: cancelling the wait for the lock failed", exc_info=True)
             thread.join(0.2)
-        self.held = False
+        self._owned = None
 
     # --- the fence ----------------------------------------------------------------------
 
@@ -335,8 +372,10 @@ class PostgresOwnership:
         cursor.execute("SELECT generation FROM projector_generations WHERE name = %s FOR SHARE", (self.name,))
         rows = cursor.fetchall()
         current = rows[0]["generation"] if rows else None
-        if not self.held or current != self.generation:
-            raise NotOwner(f"{self.name} is owned by generation {current}, this projector's is {self.generation}")
+        owned = self._owned
+        mine = owned[0] if owned else None
+        if mine is None or current != mine:
+            raise NotOwner(f"{self.name} is owned by generation {current}, this projector's is {mine}", mine)
 
 
 def set_silence(cursor: Any, *, local: bool, also: dict[str, str]) -> None:
@@ -370,12 +409,15 @@ def create_tables(app: Any) -> None:
         )
 
 
-def projectors(app: Any, name: str) -> list[ProjectorInfo] | None:
+def projectors(app: Any, name: str, *, create: bool = True) -> list[ProjectorInfo] | None:
     """The projectors of ``name`` whose connections are alive, the owner
-    first; None on SQLite (one projector per file, not recorded)."""
+    first; None on SQLite (one projector per file, not recorded).
+    ``create=False``: the caller created the tables once (create_tables),
+    and a read takes no schema lock (which waits for any holder)."""
     if not isinstance(app.factory.datastore, PostgresDatastore):
         return None
-    create_tables(app)
+    if create:
+        create_tables(app)
     with app.factory.datastore.transaction(commit=False) as cursor:
         cursor.execute(
             "SELECT p.host, p.pid, p.backend_start, p.owner_since, l.pid IS NOT NULL AS owner"

@@ -259,7 +259,7 @@ class Projector:
         except NotOwner as e:  # another process took over since this one last checked
             log.info("projector: %s", e)
             self._batches.forget()
-            self.ownership.lost()
+            self.ownership.lost(e.generation)
             return False
 
     def failed(self, error: Exception) -> bool:

@@ -27,9 +27,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from time import perf_counter
-from typing import Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import grpc
 from google.protobuf import json_format
@@ -43,6 +42,9 @@ from sessions.api.edge import add_service
 from sessions.api.errors import translated_errors
 from sessions.domain.errors import InvalidArgument
 from sessions.rest.routes import Route
+
+if TYPE_CHECKING:
+    from sessions.api.access import AccessInterceptor
 
 # The standard mapping of gRPC codes to HTTP statuses (google/rpc/code.proto).
 HTTP_STATUS = {
@@ -145,12 +147,6 @@ class _Registrar:
             self.handlers[f"/{service}/{name}"] = handler
 
 
-@dataclass(frozen=True)
-class _CallDetails:
-    method: str
-    invocation_metadata: tuple[tuple[str, str], ...] = ()
-
-
 class _Refusal:
     """A request that could not be put together: refused once the caller is admitted."""
 
@@ -166,7 +162,7 @@ class Gateway:
     ``api.edge.add_service``), behind ``access`` (an AccessInterceptor) if
     given."""
 
-    def __init__(self, routes: Iterable[Route], services: Iterable[Service], access: grpc.ServerInterceptor | None):
+    def __init__(self, routes: Iterable[Route], services: Iterable[Service], access: AccessInterceptor | None):
         registrar = _Registrar()
         for add_generated, servicer, serialized in services:
             add_service(add_generated, servicer, registrar, serialized)  # type: ignore[arg-type]
@@ -174,10 +170,10 @@ class Gateway:
         self._calls: dict[str, Callable[[Any, Any], Any]] = {}
         for route in self.routes:
             name = route.grpc_method
-            handler: grpc.RpcMethodHandler | None = _with_refusals(registrar.handlers[name], route.method.name, name)
+            handler = _with_refusals(registrar.handlers[name], route.method.name, name)
             if access is not None:
-                handler = access.intercept_service(_constant(handler), cast(Any, _CallDetails(name)))
-            assert handler is not None and handler.unary_unary is not None, f"{name}: only unary methods have routes"
+                handler = access.wrap(handler, name)
+            assert handler.unary_unary is not None, f"{name}: only unary methods have routes"
             self._calls[name] = handler.unary_unary
         self._response_classes = {r.grpc_method: GetMessageClass(r.response) for r in self.routes}
         self._request_classes = {r.grpc_method: GetMessageClass(r.request) for r in self.routes}
@@ -223,10 +219,6 @@ class Gateway:
                 raise InvalidArgument(field.json_name, f"the body says {given!r}, the path {value!r}")
             _set_scalar(request, field, value, field.name)
         return request
-
-
-def _constant(handler: grpc.RpcMethodHandler | None) -> Callable[[Any], grpc.RpcMethodHandler | None]:
-    return lambda details: handler
 
 
 def _with_refusals(edge: grpc.RpcMethodHandler, name: str, full_method: str) -> grpc.RpcMethodHandler:
