@@ -20,8 +20,8 @@ from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.projection.fold import SessionFold
 from sessions.projection.projector import Projector
 from sessions.projection.registry import Registry
-from sessions.projection.row_tables import PostgresSessionRows, open_rows, rows_on
-from sessions.projection.rows import NAME
+from sessions.projection.row_tables import COLUMN_TYPES, PostgresSessionRows, open_rows, rows_on
+from sessions.projection.rows import COLUMNS, NAME
 from sessions.projection.schema import version as code_version
 from sessions.projection.write_through import RowWrite, Tables
 from sessions.store.application import Caller, SessionsApplication
@@ -285,5 +285,25 @@ def test_a_command_transaction_with_more_rows_than_a_bulk_batch_writes_them_all(
 
         assert ids is None or len(ids) == 1
         assert live.row_versions(r.session_id for r in rows) == {r.session_id: template.version for r in rows}
+    finally:
+        app.close()
+
+
+@pytest.mark.postgres
+def test_the_column_types_of_the_arrays_statement_are_the_tables(postgres_url: str) -> None:
+    """row_tables.COLUMN_TYPES (the arrays' casts) repeats the types of
+    projections/session_snapshots/postgresql.sql: both must agree, else a
+    value is cast to another type than the column's on every multi-row write."""
+    app = make_app(postgres_url)
+    try:
+        table = open_rows(app).table
+        datastore = app.factory.datastore  # type: ignore[attr-defined]
+        with datastore.get_connection() as conn:
+            found = conn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                (table,),
+            ).fetchall()
+        assert [(r["attname"], r["type"]) for r in found] == list(zip(COLUMNS, COLUMN_TYPES, strict=True))
     finally:
         app.close()

@@ -54,7 +54,8 @@ class SQLiteSessionRows(SQLiteTrackingRecorder, SessionRows):
             c.execute("DELETE FROM tracking WHERE application_name = ?", (self.tracking_name,))
 
 
-# The PostgreSQL types of rows.COLUMNS (projections/session_snapshots/postgresql.sql).
+# The PostgreSQL types of rows.COLUMNS (projections/session_snapshots/postgresql.sql;
+# tests/projection/test_write_through.py compares them with a created table).
 COLUMN_TYPES = (
     "text", "text", "smallint", "smallint", "smallint", "text",
     "bigint", "bigint", "bigint", "bigint", "integer", "bytea", "bytea",
