@@ -4,6 +4,7 @@ events later changes nothing, and rows never move back."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import grpc
@@ -19,8 +20,8 @@ from sessions.domain.progress import ChangeCount, ProgressEntry
 from sessions.projection.fold import SessionFold
 from sessions.projection.projector import Projector
 from sessions.projection.registry import Registry
-from sessions.projection.row_tables import open_rows, rows_on
-from sessions.projection.rows import NAME
+from sessions.projection.row_tables import COLUMN_TYPES, PostgresSessionRows, open_rows, rows_on
+from sessions.projection.rows import COLUMNS, NAME
 from sessions.projection.schema import version as code_version
 from sessions.projection.write_through import RowWrite, Tables
 from sessions.store.application import Caller, SessionsApplication
@@ -260,5 +261,49 @@ def test_rows_of_a_group_commit_go_in_one_write_per_table_with_the_newest_row_of
             for sid in ids:
                 assert view.row_version(sid) == latest[sid].version
                 assert view.get(sid).session == fold.row(latest[sid]).session  # type: ignore[union-attr]
+    finally:
+        app.close()
+
+
+def test_a_command_transaction_with_more_rows_than_a_bulk_batch_writes_them_all(store_url) -> None:  # type: ignore[no-untyped-def]
+    """Rows written with events (on PostgreSQL in pipeline mode, where COPY
+    is refused) go in one statement however many: as many as a projector
+    batch that COPY would write."""
+    app = make_app(store_url)
+    try:
+        workload = Workload(app)
+        template = SessionFold(app.mapper).row(app.get_session(workload.open("c-1")))
+        count = PostgresSessionRows.BULK + 50
+        rows = [dataclasses.replace(template, session_id=f"bulk-{k:04d}") for k in range(count)]
+        registry = Registry.of(app)
+        live = rows_on(app, registry.get(NAME).live_table)
+        tables = Tables(registry, {live.table: live}.__getitem__)
+
+        ids = app.recorder.insert_events(
+            [StoredEvent("bulk-events", 1, "tests.Event", b"{}")], also=[RowWrite(tables, rows)]
+        )
+
+        assert ids is None or len(ids) == 1
+        assert live.row_versions(r.session_id for r in rows) == {r.session_id: template.version for r in rows}
+    finally:
+        app.close()
+
+
+@pytest.mark.postgres
+def test_the_column_types_of_the_arrays_statement_are_the_tables(postgres_url: str) -> None:
+    """row_tables.COLUMN_TYPES (the arrays' casts) repeats the types of
+    projections/session_snapshots/postgresql.sql: both must agree, else a
+    value is cast to another type than the column's on every multi-row write."""
+    app = make_app(postgres_url)
+    try:
+        table = open_rows(app).table
+        datastore = app.factory.datastore  # type: ignore[attr-defined]
+        with datastore.get_connection() as conn:
+            found = conn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                (table,),
+            ).fetchall()
+        assert [(r["attname"], r["type"]) for r in found] == list(zip(COLUMNS, COLUMN_TYPES, strict=True))
     finally:
         app.close()

@@ -168,24 +168,38 @@ def alive(pid: int) -> bool:
 
 
 class Writes:
-    """Events written by the test's application until stopped (a thread)."""
+    """Events written by the test's application until stopped (a thread).
+    Leaving the block fails the test if the writer died or wrote nothing:
+    an "under writes" test must not pass with its writes dead."""
 
     def __init__(self, workload: Workload):
         self.workload = workload
+        self.rounds = 0  # rounds of writes completed
+        self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self.workload.run(20)
+        try:
+            while not self._stop.is_set():
+                self.workload.run(20)
+                self.rounds += 1
+        except BaseException as e:  # noqa: BLE001 - raised again in __exit__
+            self.error = e
 
     def __enter__(self) -> Writes:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self._stop.set()
         self._thread.join(60)
+        if exc_type is not None:
+            return  # the block's own failure says more
+        assert not self._thread.is_alive(), "the writer did not stop within 60 s"
+        if self.error is not None:
+            raise AssertionError(f"the writer failed: {self.error!r}") from self.error
+        assert self.rounds > 0, "the writer completed no writes"
 
 
 def wait_for_status(url: str, predicate: Any, timeout: float = 60) -> dict[str, Any]:

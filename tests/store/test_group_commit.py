@@ -143,7 +143,7 @@ class FailingInTheClient:
 
 def test_a_write_failing_in_the_client_takes_the_events_with_it(app: SessionsApplication) -> None:
     recorder = app.recorder
-    with pytest.raises(Exception):  # noqa: B017,PT011 - the backend's own error
+    with pytest.raises(RuntimeError, match="cannot be sent"):  # the write's own error
         recorder.insert_events([event("rolled-back", 1)], also=[FailingInTheClient()])
     recorder.insert_events([event("kept", 1)], also=[])
 

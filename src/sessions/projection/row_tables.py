@@ -54,7 +54,8 @@ class SQLiteSessionRows(SQLiteTrackingRecorder, SessionRows):
             c.execute("DELETE FROM tracking WHERE application_name = ?", (self.tracking_name,))
 
 
-# The PostgreSQL types of rows.COLUMNS (projections/session_snapshots/postgresql.sql).
+# The PostgreSQL types of rows.COLUMNS (projections/session_snapshots/postgresql.sql;
+# tests/projection/test_write_through.py compares them with a created table).
 COLUMN_TYPES = (
     "text", "text", "smallint", "smallint", "smallint", "text",
     "bigint", "bigint", "bigint", "bigint", "integer", "bytea", "bytea",
@@ -64,7 +65,7 @@ assert len(COLUMN_TYPES) == len(COLUMNS)
 
 class PostgresSessionRows(PostgresTrackingRecorder, SessionRows):
     mark = "%s"
-    BULK = 200  # rows from which a batch is written with COPY
+    BULK = 200  # rows from which a projector's batch is written with COPY
 
     def __init__(self, datastore: Any, *, table: str, **kwargs: Any):
         self._prepare(table)
@@ -91,20 +92,29 @@ class PostgresSessionRows(PostgresTrackingRecorder, SessionRows):
     def _write(self) -> Any:
         return self.datastore.transaction(commit=True)
 
-    def _upsert_rows(self, cursor: Any, rows: Sequence[SessionRow]) -> None:
-        # (prepare=True: prepared from the first use, see Registry.ask; a
-        # command's rows are sent after its events' insert)
+    def upsert_in(self, cursor: Any, rows: Sequence[SessionRow]) -> None:
+        # A command's transaction (a group commit's) runs in pipeline mode,
+        # where psycopg refuses COPY: one statement, whatever the number of rows.
+        self._upsert_statement(cursor, rows)
+
+    def _upsert_statement(self, cursor: Any, rows: Sequence[SessionRow]) -> None:
+        # (prepare=True: prepared from the first use, see Registry.ask and
+        # store.recorders; a command's rows are sent after its events' insert)
         if len(rows) == 1:
             cursor.execute(self._sql(self._upsert), rows[0].values(), prepare=True)
             return
+        # One statement for any number of rows (a group commit's, a
+        # projector batch's): one array per column, not one INSERT per row.
+        columns = list(zip(*(r.values() for r in rows), strict=True))
+        cursor.execute(self._upsert_arrays, [list(c) for c in columns], prepare=True)
+
+    def _upsert_rows(self, cursor: Any, rows: Sequence[SessionRow]) -> None:
         if len(rows) < self.BULK:
-            # One statement for any number of rows (a group commit's, a
-            # projector batch's): one array per column, not one INSERT per row.
-            columns = list(zip(*(r.values() for r in rows), strict=True))
-            cursor.execute(self._upsert_arrays, [list(c) for c in columns], prepare=True)
+            self._upsert_statement(cursor, rows)
             return
-        # Large batches (catching up, rebuilding): COPY into a temporary
-        # table, then one INSERT ... ON CONFLICT from it.
+        # Large projector batches (catching up, rebuilding; never in a
+        # pipeline): COPY into a temporary table, then one INSERT ... ON
+        # CONFLICT from it.
         cursor.execute(
             SQL("CREATE TEMPORARY TABLE IF NOT EXISTS snapshot_batch (LIKE {table}) ON COMMIT DELETE ROWS").format(
                 table=Identifier(self.table)

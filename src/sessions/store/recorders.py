@@ -23,12 +23,14 @@ and notification ids stay the library's.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
+from psycopg.errors import RaiseException
 from psycopg.sql import SQL, Composable, Identifier
 
 from sessions.store.health import connection_lost
@@ -234,50 +236,63 @@ class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
         self.insert_events_statement = _rendered(self.insert_events_statement)
         self._notify_statement = _rendered(SQL("NOTIFY {0}").format(Identifier(self.channel_name)))
 
-    def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
-        # The library's hook that runs first in the events' transaction. The
-        # table lock comes first, as in the library's own insert, so that
-        # writers take their locks in one order (table, then rows).
-        super()._insert_events(curs, stored_events, **kwargs)
-        if kwargs.get("also"):
-            self._lock_table(curs)
-
     def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
-        # The library's steps (lock the table, notify, insert), without
-        # locking again the table _insert_events locked; then what the writes
-        # will read (read_first), sent with the insert, so that its answer
-        # comes back in the round trip the library makes for the insert's.
-        also = kwargs.get("also")
-        if not also:
-            super()._insert_stored_events(curs, stored_events, **kwargs)
-            return
+        # The library's steps (lock the table, notify, insert; the lock first,
+        # so that writers take their locks in one order: table, then rows);
+        # then what the writes will read (read_first), sent with the insert,
+        # so that its answer comes back in the round trip the library makes
+        # for the insert's. Every statement of the transaction is sent with
+        # prepare=True or False, never psycopg's automatic prepare (None): in
+        # pipeline mode, a statement prepared automatically (at its 6th use)
+        # is recorded as prepared before the server's answer, and never
+        # checked; if an earlier statement fails (a lock or statement
+        # timeout, a cancel), the server skips the prepare, and every later
+        # write on the pooled connection would use a statement that does not
+        # exist. With True, psycopg checks the answer and forgets a failed
+        # prepare; with False, it never prepares. (The library's lock is
+        # prepare=True; its insert is not, hence the insert here.)
+        self._lock_table(curs)
         self._notify_channel(curs)
-        PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events, **kwargs)
-        for extra in also:
-            read_first = getattr(extra, "read_first", None)
-            if read_first is not None:
-                read_first(curs.connection.cursor())
+        with self._failing_the_transaction(curs):
+            events = [
+                self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
+                for e in stored_events
+            ]
+            curs.execute(self.insert_events_statement, (events,), prepare=True)
+            for extra in kwargs.get("also", ()):
+                read_first = getattr(extra, "read_first", None)
+                if read_first is not None:
+                    read_first(curs.connection.cursor())
 
     def _fetch_ids_after_insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         # After the insert's round trip (a collision has been raised by
-        # then): the writes, sent with the COMMIT. The library catches what
-        # is raised here and raises it again once the transaction has
-        # exited, which commits unless the server failed the transaction: an
-        # error the server raises (a refused row) rolls back everything, and
-        # one raised here in the client (say, a value psycopg cannot send) is
-        # made the server's by a statement the server refuses, so that the
-        # events never commit without their rows.
-        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        if kwargs.get("also"):
-            try:
-                _write_also(curs, kwargs)
-            except BaseException as e:
-                curs.execute(_FAIL_TRANSACTION, prepare=False)
-                self._failed_in_client.error = e  # what the caller is told (_insert_one)
-                raise
+        # then): the writes, sent with the COMMIT.
+        with self._failing_the_transaction(curs):
+            ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+            _write_also(curs, kwargs)
         return ids
+
+    @contextmanager
+    def _failing_the_transaction(self, curs: Any) -> Iterator[None]:
+        """Around every step that runs in the client once the events' insert
+        may have been sent. The library catches what is raised after its
+        insert and raises it again once the transaction has exited, which
+        commits unless the server failed the transaction: an error the
+        server raises (a refused row) rolls back everything, and one raised
+        here in the client (say, a value psycopg cannot send, or a read the
+        library finds wrong) is made the server's by a statement the server
+        refuses, so that the events never commit without their rows, nor
+        with an error for an answer."""
+        try:
+            yield
+        except BaseException as e:
+            if getattr(e, "sqlstate", None):
+                raise  # the server's: it failed the transaction already
+            curs.execute(_FAIL_TRANSACTION, prepare=False)
+            self._failed_in_client.error = e  # what the caller is told (_insert_one)
+            raise
 
     def _insert_one(self, events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> Sequence[int] | None:
         self._failed_in_client.error = None
@@ -285,18 +300,29 @@ class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
             return super()._insert_one(events, kwargs)
         except Exception as e:
             failed, self._failed_in_client.error = self._failed_in_client.error, None
-            if failed is not None and failed is not e:
+            if failed is not None and failed is not e and _refused_do(e):
                 raise failed from e  # the write's own error, not the refused DO's
-            raise
+            raise  # (the store's own error: a collision, a lost connection)
 
     def _notify_channel(self, curs: Any) -> None:
-        curs.execute(self._notify_statement)
+        curs.execute(self._notify_statement, prepare=True)  # (see _insert_stored_events)
 
 
 # A statement the server refuses, failing the transaction it runs in.
-_FAIL_TRANSACTION = (
-    b"DO $$BEGIN RAISE EXCEPTION 'the writes that commit with these events failed in the client'; END$$"
-)
+_FAILED_IN_THE_CLIENT = "the writes that commit with these events failed in the client"
+_FAIL_TRANSACTION = f"DO $$BEGIN RAISE EXCEPTION '{_FAILED_IN_THE_CLIENT}'; END$$".encode()
+
+
+def _refused_do(error: BaseException) -> bool:
+    """Whether ``error`` is (or wraps) the server's refusal of _FAIL_TRANSACTION."""
+    seen: BaseException | None = error
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, RaiseException) and _FAILED_IN_THE_CLIENT in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _rendered(statement: Any) -> Any:
