@@ -55,7 +55,11 @@ folder, or a database ``sessions_bench_<random>`` created on the server of
            spreads them among the workers): GetSession QPS with 16 calls in
            flight, and events/s of 16 concurrent agents. Both servers up,
            measured in turns; on SQLite the --workers 1 server runs no
-           projector (one projector per store file).
+           projector (one projector per store file). GetSession is also
+           driven by h2load (a C client, bench/h2load.py; `apt install
+           nghttp2-client`), when installed, whose own CPU leaves the
+           cores to the servers; every round prints the cores each party
+           used (servers, PostgreSQL, client, machine).
   failover (PostgreSQL only) two `sessions project`, steady writes, kill -9
            of the owner: the time until the standby holds the lock, and until
            everything written before the kill is folded. Then (as root) the
