@@ -1644,7 +1644,7 @@ def part_rebuild(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     detail(f"[{backend}] rebuild: read {[round(r) for r in reads]} events/s, rebuild {[round(f) for f in folds]} events/s")
     FIGURES.append(Figure(
         "rebuild", "projection rebuild events/s", backend, max(folds), "events/s", max(reads),
-        "library decoded read rate", ">= 1.0x", ratio_target=lambda r: r >= 1.0,
+        "library decoded read rate", ">= 1.5x (issue 18)", ratio_target=lambda r: r >= 1.5,
     ))
 
 
