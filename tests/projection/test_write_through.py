@@ -107,10 +107,7 @@ def test_rows_written_together_in_one_statement_each_move_only_forward(store_url
     row is inserted or moves forward on its own, never back."""
     app = make_app(store_url)
     try:
-        workload = Workload(app)
-        ids = [workload.open(f"c-{k}") for k in range(3)]
-        for session_id in ids:
-            workload.report(session_id)
+        ids = _reported_sessions(Workload(app), 3)
         fold = SessionFold(app.mapper)
         view = rows_on(app, "session_snapshots_together")
         latest = {sid: app.get_session(sid) for sid in ids}
@@ -206,10 +203,7 @@ def test_the_projector_passes_over_written_rows_and_folds_what_others_wrote(stor
 def test_rows_of_a_group_commit_go_in_one_write_per_table_with_the_newest_row_of_each_session(store_url) -> None:  # type: ignore[no-untyped-def]
     app = make_app(store_url)
     try:
-        workload = Workload(app)
-        ids = [workload.open(f"c-{k}") for k in range(3)]
-        for session_id in ids:
-            workload.report(session_id)
+        ids = _reported_sessions(Workload(app), 3)
         fold = SessionFold(app.mapper)
         registry = Registry.of(app)
         live = rows_on(app, registry.get(NAME).live_table)
@@ -307,3 +301,11 @@ def test_the_column_types_of_the_arrays_statement_are_the_tables(postgres_url: s
         assert [(r["attname"], r["type"]) for r in found] == list(zip(COLUMNS, COLUMN_TYPES, strict=True))
     finally:
         app.close()
+
+
+def _reported_sessions(workload: Workload, count: int) -> list[str]:
+    """``count`` sessions, each opened in a container of its own and reported once."""
+    ids = [workload.open(f"c-{k}") for k in range(count)]
+    for session_id in ids:
+        workload.report(session_id)
+    return ids
