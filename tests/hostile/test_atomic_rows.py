@@ -1,7 +1,7 @@
 """Events and the rows written with them commit together or not at all, on
 both backends, whatever fails in the rows' write: also an error raised in
-the client before anything reaches the server (on PostgreSQL the library
-commits what it inserted when such an error is raised after its INSERT)."""
+the client before anything reaches the server (on PostgreSQL, after the
+events' insert has been sent in the same pipeline)."""
 
 from __future__ import annotations
 
@@ -72,28 +72,3 @@ def test_a_failing_write_with_the_events_commits_nothing(app: SessionsApplicatio
     app.recorder.insert_events(_events("s-1"), also=[MarkerWrite(app)])
     assert [e.originator_version for e in app.recorder.select_events("s-1")] == [1, 2]
     assert _count(app, "SELECT COUNT(*) FROM marker") == 1
-
-
-class FailingRead:
-    """A write whose read, sent after the events' insert (PostgreSQL's
-    ``read_first``), fails in the client."""
-
-    order = "a"
-
-    def read_first(self, cursor: Any) -> None:
-        raise ValueError("this read cannot be sent")
-
-    def write(self, cursor: Any) -> None:  # pragma: no cover - never reached
-        raise AssertionError("written after a failed read")
-
-
-@pytest.mark.postgres
-def test_a_read_failing_after_the_insert_commits_nothing(postgres_url: str) -> None:
-    application = SessionsApplication(parse_store_url(postgres_url))
-    try:
-        with pytest.raises(ValueError, match="cannot be sent"):
-            application.recorder.insert_events(_events("s-1"), also=[FailingRead()])
-        assert application.recorder.select_events("s-1") == []
-        assert (application.recorder.max_notification_id() or 0) == 0
-    finally:
-        application.close()

@@ -197,11 +197,11 @@ def draining(workers: Workers) -> set[int]:
 
 
 def _write_waiting_on(store_url: str, holder_pid: int) -> bool:
-    """Whether a write (the events' LOCK TABLE) waits for ``holder_pid``'s lock."""
+    """Whether a write (its message, which locks the events table) waits for ``holder_pid``'s lock."""
     with psycopg.connect(store_url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND query ILIKE 'LOCK TABLE%%sessions_events%%' AND %s = ANY(pg_blocking_pids(pid))",
+            " AND query ILIKE '%%LOCK TABLE%%sessions_events%%' AND %s = ANY(pg_blocking_pids(pid))",
             (holder_pid,),
         ).fetchone()
     return bool(row and row[0])

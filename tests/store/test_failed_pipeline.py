@@ -1,8 +1,9 @@
-"""A write that fails in the middle of its pipelined transaction (its table
-lock refused, say by a statement timeout) leaves its pooled connection usable:
-no statement of the transaction is one psycopg prepares automatically,
-which it would record as prepared although the server, skipping the rest of
-the failed pipeline, never prepared it (store.recorders)."""
+"""A write refused by the server in the middle of its transaction (its
+table lock, by a statement timeout) leaves its pooled connection usable: a
+write is one message (store.recorders), and nothing of it is a statement
+psycopg prepares automatically, which in pipeline mode it would record as
+prepared although the server, skipping the rest of the failed pipeline,
+never prepared it."""
 
 from __future__ import annotations
 

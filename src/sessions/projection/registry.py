@@ -94,7 +94,7 @@ class Registry:
         if not sql.startswith("SELECT"):
             return []
         # (fetched without looking at the description first: in psycopg's
-        # pipeline mode, where a command's writes run, it comes with the rows)
+        # pipeline mode it comes with the rows)
         if self.postgres:
             return [tuple(r.values()) for r in cursor.fetchall()]
         return [tuple(r) for r in cursor.fetchall()]
@@ -128,26 +128,10 @@ class Registry:
     def current(self, cursor: Any, name: str) -> Registration:
         """The registration, read inside a write's own transaction: a
         registration or takeover waits for that transaction, or it reads the
-        registration as they left it."""
-        self.ask(cursor, name)
-        return self.answer(cursor)
-
-    def ask(self, cursor: Any, name: str) -> None:
-        """Send ``current``'s read (on PostgreSQL in pipeline mode, as a
-        command's write runs, its answer comes with the next round trip)."""
-        if self.postgres:
-            # Prepared from the first use: psycopg loses track of a statement
-            # it starts preparing in a pipeline that an earlier statement's
-            # error aborts (a collision on the events' insert, sent before
-            # this), and later uses a prepared statement the server never made.
-            cursor.execute(f"{_SELECT} WHERE name = %s FOR SHARE", (name,), prepare=True)
-        else:
-            cursor.execute(f"{_SELECT} WHERE name = ?", (name,))
-
-    def answer(self, cursor: Any) -> Registration:
-        """The registration read on ``cursor`` by ``ask``."""
-        rows = cursor.fetchall()
-        return Registration(*(tuple(rows[0].values()) if self.postgres else tuple(rows[0])))
+        registration as they left it. (A command's write on PostgreSQL reads
+        it in the server: row_tables.write_rows.)"""
+        lock = " FOR SHARE" if self.postgres else ""
+        return Registration(*self._run(cursor, f"{_SELECT} WHERE name = ?{lock}", (name,))[0])
 
     def check(self, cursor: Any, name: str, table: str) -> None:
         """Inside a projector's batch: raise Superseded unless ``table`` is

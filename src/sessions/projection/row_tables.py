@@ -92,14 +92,9 @@ class PostgresSessionRows(PostgresTrackingRecorder, SessionRows):
     def _write(self) -> Any:
         return self.datastore.transaction(commit=True)
 
-    def upsert_in(self, cursor: Any, rows: Sequence[SessionRow]) -> None:
-        # A command's transaction (a group commit's) runs in pipeline mode,
-        # where psycopg refuses COPY: one statement, whatever the number of rows.
-        self._upsert_statement(cursor, rows)
-
     def _upsert_statement(self, cursor: Any, rows: Sequence[SessionRow]) -> None:
-        # (prepare=True: prepared from the first use, see Registry.ask and
-        # store.recorders; a command's rows are sent after its events' insert)
+        # (a projector's batch; a command's rows on PostgreSQL go through
+        # write_rows below)
         if len(rows) == 1:
             cursor.execute(self._sql(self._upsert), rows[0].values(), prepare=True)
             return
@@ -191,6 +186,8 @@ def _create(recorder: Any, attempts: int = 20) -> None:
     for attempt in range(attempts):
         try:
             recorder.create_table()
+            if isinstance(recorder, PostgresSessionRows):
+                _create_write_rows(recorder.datastore)
             return
         except IntegrityError:
             if isinstance(recorder, SQLiteSessionRows) and recorder.exists():
@@ -205,3 +202,66 @@ def _create(recorder: Any, attempts: int = 20) -> None:
 def open_rows(app: Any) -> SessionRows:
     """The live read model, as the registry names it."""
     return rows_on(app, Registry.of(app).get(NAME).live_table)
+
+
+# --- a command's rows on PostgreSQL: one statement, decided by the server ------------
+#
+# A command's rows go into the tables the registry names inside the command's
+# own transaction (projection.registry). On PostgreSQL that read and the
+# upserts are one function, called in the same round trip as the events'
+# insert: the client never waits, with the events table locked, for the
+# registry's answer (see store.recorders).
+
+WRITE_ROWS_FUNCTION = f"{NAME}_write_rows"
+
+
+def _write_rows_function() -> str:
+    columns = ",".join(COLUMNS)
+    updates = ",".join(f"{c}=excluded.{c}" for c in COLUMNS[1:])
+    parameters = ",".join(f"${k + 1}" for k in range(len(COLUMNS)))
+    arguments = ",".join(f"c{k} {t}[]" for k, t in enumerate(COLUMN_TYPES))
+    using = ",".join(f"c{k}" for k in range(len(COLUMNS)))
+    upsert = (
+        f"INSERT INTO %I ({columns}) SELECT * FROM unnest({parameters}) AS r({columns}) ORDER BY session_id "
+        f"ON CONFLICT (session_id) DO UPDATE SET {updates} WHERE %I.version < excluded.version"
+    )
+    return (
+        f"CREATE OR REPLACE FUNCTION {WRITE_ROWS_FUNCTION}({arguments}) RETURNS void LANGUAGE plpgsql AS $body$\n"
+        "DECLARE model record;\n"
+        "BEGIN\n"
+        f"  SELECT live_table, building_table INTO model FROM read_models WHERE name = '{NAME}' FOR SHARE;\n"
+        f"  IF NOT FOUND THEN RAISE EXCEPTION 'the read model {NAME} is not registered'; END IF;\n"
+        f"  EXECUTE format('{upsert}', model.live_table, model.live_table) USING {using};\n"
+        "  IF model.building_table IS NOT NULL THEN\n"
+        f"    EXECUTE format('{upsert}', model.building_table, model.building_table) USING {using};\n"
+        "  END IF;\n"
+        "END $body$"
+    )
+
+
+_WRITE_ROWS_CALL = (
+    f"SELECT {WRITE_ROWS_FUNCTION}({','.join(f'%s::{t}[]' for t in COLUMN_TYPES)})"
+).encode()
+
+
+def _create_write_rows(datastore: Any) -> None:
+    """(PostgreSQL; under the schema lock, since two processes replacing one
+    function at once collide) Create the function that writes a command's
+    rows, or bring it up to date: replaced only if its text differs, so that
+    the sessions using it keep their plans."""
+    definition = _write_rows_function()
+    body = definition.split("$body$")[1]
+    with datastore.transaction(commit=True) as cursor:
+        cursor.execute(
+            "SELECT prosrc FROM pg_proc WHERE proname = %s AND pronamespace = current_schema()::regnamespace",
+            (WRITE_ROWS_FUNCTION,),
+        )
+        if [r["prosrc"] for r in cursor.fetchall()] != [body]:
+            cursor.execute(definition)
+
+
+def write_rows(cursor: Any, rows: Sequence[SessionRow]) -> None:
+    """(PostgreSQL) Send the call that writes ``rows`` into the current
+    tables, in the transaction of ``cursor``; its answer is not waited for."""
+    columns = zip(*(r.values() for r in rows), strict=True)
+    cursor.execute(_WRITE_ROWS_CALL, [list(c) for c in columns], prepare=True)

@@ -24,7 +24,7 @@ from typing import Any
 from sessions.domain.session import Session
 from sessions.projection.fold import SessionFold
 from sessions.projection.registry import Registry
-from sessions.projection.row_tables import rows_named, rows_on
+from sessions.projection.row_tables import rows_named, rows_on, write_rows
 from sessions.projection.rows import NAME, SessionRow, SessionRows
 
 log = logging.getLogger("sessions.write_through")
@@ -32,27 +32,23 @@ log = logging.getLogger("sessions.write_through")
 
 class Tables:
     """The read model's tables as a write finds them: named by the registry
-    inside the write's transaction, each opened once."""
+    inside the write's transaction. On PostgreSQL the server reads the
+    registry and writes the rows, in one statement sent with the events'
+    insert (row_tables.write_rows); on SQLite, where a write holds the
+    whole database, the tables named are each opened once."""
 
     def __init__(self, registry: Registry, open_table: Callable[[str], SessionRows]):
         self.registry = registry
         self._open = open_table
         self._opened: dict[str, SessionRows] = {}
 
-    def current(self, cursor: Any) -> list[SessionRows]:
-        return self._named(self.registry.current(cursor, NAME).tables)
-
-    def ask(self, cursor: Any) -> None:
-        """Send the registry's read (PostgreSQL: answered later, with what is
-        sent after it: see ``answer``)."""
-        self.registry.ask(cursor, NAME)
-
-    def answer(self, cursor: Any) -> list[SessionRows]:
-        """The tables of the read sent on ``cursor`` by ``ask``."""
-        return self._named(self.registry.answer(cursor).tables)
-
-    def _named(self, names: tuple[str, ...]) -> list[SessionRows]:
-        return [self._opened.get(n) or self._opened.setdefault(n, self._open(n)) for n in names]
+    def write(self, cursor: Any, rows: Sequence[SessionRow]) -> None:
+        if self.registry.postgres:
+            write_rows(cursor, rows)
+            return
+        for name in self.registry.current(cursor, NAME).tables:
+            table = self._opened.get(name) or self._opened.setdefault(name, self._open(name))
+            table.upsert_in(cursor, rows)
 
 
 class RowWrite:
@@ -62,20 +58,9 @@ class RowWrite:
         self.tables = tables
         self.rows = rows
         self.order = rows[0].session_id
-        self._asked: Any = None  # the cursor of the registry's read, once sent
-
-    def read_first(self, cursor: Any) -> None:
-        """(PostgreSQL) Send the registry's read now, in the events'
-        transaction after their table lock: its answer comes back with the
-        events' insert, one round trip fewer than asking in ``write``."""
-        self.tables.ask(cursor)
-        self._asked = cursor
 
     def write(self, cursor: Any) -> None:
-        asked, self._asked = self._asked, None
-        tables = self.tables.answer(asked) if asked is not None else self.tables.current(cursor)
-        for table in tables:
-            table.upsert_in(cursor, self.rows)
+        self.tables.write(cursor, self.rows)
 
     def merged_with(self, other: Any) -> RowWrite | None:
         """Several commands' rows as one write, when group commit puts them

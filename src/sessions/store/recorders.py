@@ -23,26 +23,25 @@ and notification ids stay the library's.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
-from psycopg.errors import RaiseException
+from eventsourcing.utils import retry
+from psycopg import ClientCursor
 from psycopg.sql import SQL, Composable, Identifier
 
 from sessions.store.health import connection_lost
 
 
 class InTransaction(Protocol):
-    """Something to write in the events' own transaction. It may also have
+    """Something to write in the events' own transaction, after the events'
+    insert. On PostgreSQL ``write`` sends statements without waiting for
+    any answer (the transaction is one round trip). It may also have
     ``merged_with(other) -> InTransaction | None``: one write doing both,
-    for the saves of a group (None: they cannot be combined); and
-    ``read_first(cursor)``: on PostgreSQL, given a cursor of the
-    transaction after the events' insert is sent, to send there what
-    ``write`` will read (its answer comes with the insert's)."""
+    for the saves of a group (None: they cannot be combined)."""
 
     order: str  # writes of a group go in this order
 
@@ -86,12 +85,8 @@ class GroupCommit:
         self.observer: CommitObserver | None = None
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        if kwargs.get("tracking") is not None or not stored_events:
-            # A tracked write (a process application's) stays on its own.
-            ids = self._insert_one(stored_events, kwargs)
-            if self.observer is not None:
-                self.observer.events_appended(stored_events)
-            return ids
+        if not stored_events:
+            return self._insert_one(stored_events, kwargs)
         save = _Save(stored_events, kwargs)
         with self._turns:
             self._queue.append(save)
@@ -220,109 +215,92 @@ def _write_also(cursor: Any, kwargs: dict[str, Any]) -> None:
 
 
 class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
+    """The library's recorder, each write (a group commit's) sent as one
+    message that the server runs as one transaction.
+
+    The library's write takes two round trips: it locks the events table and
+    inserts, waits for the insert's answer, then commits; and in a pipeline
+    each statement is flushed as it is executed. Every writer waits for that
+    lock, so whatever the writing process does while it holds it (build and
+    send the next statement; wake up when an answer comes, which in a busy
+    process means waiting for the interpreter lock) is time in which no
+    other process can write: the section under the lock bounds the write
+    rate of all processes together. Here the same statements (the library's
+    lock, NOTIFY and insert, then the writes that commit with the events)
+    are rendered with their values and sent in one simple-protocol message,
+    which the server runs as one implicit transaction, committed at its end:
+    the lock is held only while the server runs them and flushes the commit,
+    and the client plays no part in between. The writes that commit with the
+    events must need no answer from the server (the rows' write reads the
+    registry in the server: projection.row_tables.write_rows). If any
+    statement fails, none of them commits; if rendering a value fails in the
+    client, nothing was sent."""
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         if self.datastore.enable_db_functions:
-            # The library's insert through a database function runs none of
-            # the recorder's steps (_insert_events): the rows would not be
-            # written with the events.
+            # The library's insert through a database function writes the
+            # events alone, not what commits with them.
             # (The application pins the setting off: see store.urls.)
             raise ValueError("PostgresSessionsRecorder needs POSTGRES_ENABLE_DB_FUNCTIONS off")
         self._init_group_commit()
-        self._failed_in_client = threading.local()
-        # The library's statements of every write, rendered to bytes once:
-        # psycopg renders a composed statement again at every execute.
-        self.lock_table_statements = [_rendered(s) for s in self.lock_table_statements]
-        self.insert_events_statement = _rendered(self.insert_events_statement)
-        self._notify_statement = _rendered(SQL("NOTIFY {0}").format(Identifier(self.channel_name)))
+        # The library's statements, rendered once. Its insert takes the
+        # events as one array per column here, rather than one array of its
+        # composite type (which psycopg renders in Python, field by field).
+        # Same table, columns, order and RETURNING.
+        self._before_insert = b"; ".join(
+            [*(_rendered(s) for s in self.lock_table_statements), _rendered(
+                SQL("NOTIFY {0}").format(Identifier(self.channel_name))
+            )]
+        )
+        self._insert_statement = _rendered(
+            SQL(
+                "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+                "SELECT * FROM unnest(%s::{id_type}[], %s::bigint[], %s::text[], %s::bytea[]) "
+                "RETURNING notification_id"
+            ).format(
+                schema=Identifier(self.datastore.schema),
+                table=Identifier(self.events_table_name),
+                id_type=SQL(self.datastore.originator_id_type),
+            )
+        )
 
-    def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
-        # The library's steps (lock the table, notify, insert; the lock first,
-        # so that writers take their locks in one order: table, then rows);
-        # then what the writes will read (read_first), sent with the insert,
-        # so that its answer comes back in the round trip the library makes
-        # for the insert's. Every statement of the transaction is sent with
-        # prepare=True or False, never psycopg's automatic prepare (None): in
-        # pipeline mode, a statement prepared automatically (at its 6th use)
-        # is recorded as prepared before the server's answer, and never
-        # checked; if an earlier statement fails (a lock or statement
-        # timeout, a cancel), the server skips the prepare, and every later
-        # write on the pooled connection would use a statement that does not
-        # exist. With True, psycopg checks the answer and forgets a failed
-        # prepare; with False, it never prepares. (The library's lock is
-        # prepare=True; its insert is not, hence the insert here.)
-        self._lock_table(curs)
-        self._notify_channel(curs)
-        with self._failing_the_transaction(curs):
-            events = [
-                self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
-                for e in stored_events
-            ]
-            curs.execute(self.insert_events_statement, (events,), prepare=True)
-            for extra in kwargs.get("also", ()):
-                read_first = getattr(extra, "read_first", None)
-                if read_first is not None:
-                    read_first(curs.connection.cursor())
-
-    def _fetch_ids_after_insert_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        # After the insert's round trip (a collision has been raised by
-        # then): the writes, sent with the COMMIT.
-        with self._failing_the_transaction(curs):
-            ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-            _write_also(curs, kwargs)
-        return ids
-
-    @contextmanager
-    def _failing_the_transaction(self, curs: Any) -> Iterator[None]:
-        """Around every step that runs in the client once the events' insert
-        may have been sent. The library catches what is raised after its
-        insert and raises it again once the transaction has exited, which
-        commits unless the server failed the transaction: an error the
-        server raises (a refused row) rolls back everything, and one raised
-        here in the client (say, a value psycopg cannot send, or a read the
-        library finds wrong) is made the server's by a statement the server
-        refuses, so that the events never commit without their rows, nor
-        with an error for an answer."""
-        try:
-            yield
-        except BaseException as e:
-            if getattr(e, "sqlstate", None):
-                raise  # the server's: it failed the transaction already
-            curs.execute(_FAIL_TRANSACTION, prepare=False)
-            self._failed_in_client.error = e  # what the caller is told (_insert_one)
-            raise
-
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # (as the library's insert_events)
     def _insert_one(self, events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> Sequence[int] | None:
-        self._failed_in_client.error = None
-        try:
-            return super()._insert_one(events, kwargs)
-        except Exception as e:
-            failed, self._failed_in_client.error = self._failed_in_client.error, None
-            if failed is not None and failed is not e and _refused_do(e):
-                raise failed from e  # the write's own error, not the refused DO's
-            raise  # (the store's own error: a collision, a lost connection)
+        if not events:
+            return None
+        columns = (
+            [e.originator_id for e in events],
+            [e.originator_version for e in events],
+            [e.topic for e in events],
+            [e.state for e in events],
+        )
+        with self.datastore.get_connection() as conn:
+            assert conn.autocommit  # (the library's pool: the message is its own transaction)
+            statements = _Rendering(ClientCursor(conn))
+            statements.execute(self._insert_statement, columns)
+            for extra in kwargs.get("also", ()):
+                extra.write(statements)
+            with conn.cursor() as curs:
+                # (no parameters: the simple protocol, which takes several
+                # statements in one message)
+                curs.execute(b"; ".join([self._before_insert, *statements.rendered]))
+                while not (curs.statusmessage or "").startswith("INSERT"):
+                    curs.nextset()
+                return [row["notification_id"] for row in curs.fetchall()]
 
-    def _notify_channel(self, curs: Any) -> None:
-        curs.execute(self._notify_statement, prepare=True)  # (see _insert_stored_events)
 
+class _Rendering:
+    """A cursor's ``execute`` that renders the statement with its values
+    (psycopg's client-side binding, the connection's quoting) instead of
+    sending it."""
 
-# A statement the server refuses, failing the transaction it runs in.
-_FAILED_IN_THE_CLIENT = "the writes that commit with these events failed in the client"
-_FAIL_TRANSACTION = f"DO $$BEGIN RAISE EXCEPTION '{_FAILED_IN_THE_CLIENT}'; END$$".encode()
+    def __init__(self, cursor: ClientCursor[Any]):
+        self._cursor = cursor
+        self.rendered: list[bytes] = []
 
-
-def _refused_do(error: BaseException) -> bool:
-    """Whether ``error`` is (or wraps) the server's refusal of _FAIL_TRANSACTION."""
-    seen: BaseException | None = error
-    for _ in range(4):
-        if seen is None:
-            return False
-        if isinstance(seen, RaiseException) and _FAILED_IN_THE_CLIENT in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    def execute(self, statement: Any, params: Sequence[Any] = (), **_: Any) -> None:
+        self.rendered.append(self._cursor.mogrify(statement, params).encode())
 
 
 def _rendered(statement: Any) -> Any:

@@ -1,0 +1,98 @@
+"""On PostgreSQL a command's write (its events, and its sessions' rows into
+every table the registry names) is one message that the server runs as one
+transaction and commits at its end: the events table's lock is never held
+while this process builds, sends or waits for anything (store.recorders).
+
+Checked on the wire, with libpq's trace of the connection: the write sends
+exactly one frontend message, a simple-protocol Query, and the server's
+answer ends ready for the next query outside any transaction (committed)."""
+
+from __future__ import annotations
+
+import tempfile
+
+import pytest
+from eventsourcing.persistence import StoredEvent
+from projection_support import PRINCIPAL, Workload, make_app
+
+from sessions.projection.fold import SessionFold
+from sessions.projection.registry import Registry
+from sessions.projection.row_tables import rows_on
+from sessions.projection.rows import NAME
+from sessions.projection.schema import version as code_version
+from sessions.projection.write_through import WriteThrough
+
+pytestmark = pytest.mark.postgres
+
+
+def _traced_lines(app, write) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """(direction, message type) of every message of ``write()`` on the
+    pool's only connection."""
+    datastore = app.factory.datastore
+    with tempfile.TemporaryFile("w+") as trace:
+        with datastore.get_connection() as conn:
+            conn.pgconn.trace(trace.fileno())
+        try:
+            write()
+        finally:
+            with datastore.get_connection() as conn:
+                conn.pgconn.untrace()
+        trace.seek(0)
+        fields = [line.split("\t") for line in trace.read().splitlines() if line.strip()]
+    return [(f[1], f[3].split(" ")[0]) for f in fields]
+
+
+def test_a_write_with_rows_is_one_query_message_and_commits(postgres_url: str) -> None:
+    app = make_app(f"{postgres_url}?pool_size=1&max_overflow=0")
+    try:
+        session_id = Workload(app).open("c-one-message")
+        # A build in progress, so that the rows go into two tables.
+        registry = Registry.of(app)
+        live = rows_on(app, registry.get(NAME).live_table)
+        building = rows_on(app, registry.next_build_table(NAME, code_version(NAME)))
+        registry.start_build(NAME, building.table, code_version(NAME))
+        session = app.get_session(session_id)
+        session.heartbeat(now=app.clock(), policy=app.policy, principal=PRINCIPAL)  # a new event, not saved yet
+        rows = WriteThrough(app).rows_for([session])
+        assert rows is not None
+        events = app.mapper.to_stored_event  # (the library's own mapping)
+        stored = [events(e) for e in session.collect_events()]
+
+        messages = _traced_lines(app, lambda: app.recorder.insert_events(stored, also=[rows]))
+
+        sent = [kind for direction, kind in messages if direction == "F"]
+        assert sent == ["Query"], messages
+        answered = [kind for direction, kind in messages if direction == "B"]
+        assert answered[-1] == "ReadyForQuery" and "ErrorResponse" not in answered, messages
+        expected = SessionFold(app.mapper).row(app.get_session(session_id))
+        for table in (live, building):
+            assert table.row_version(session_id) == session.version
+            assert table.get(session_id).session == expected.session  # type: ignore[union-attr]
+    finally:
+        app.close()
+
+
+def test_a_refused_write_commits_none_of_its_statements(postgres_url: str) -> None:
+    """A collision in the events' insert (the third statement of the message)
+    leaves nothing of the message: not the rows, not the other events."""
+    app = make_app(postgres_url)
+    try:
+        session_id = Workload(app).open("c-refused")
+        live = rows_on(app, Registry.of(app).get(NAME).live_table)
+        before = live.row_version(session_id)
+        session = app.get_session(session_id)
+        session.heartbeat(now=app.clock(), policy=app.policy, principal=PRINCIPAL)
+        rows = WriteThrough(app).rows_for([session])
+        stored = [app.mapper.to_stored_event(e) for e in session.collect_events()]
+        head = app.recorder.max_notification_id()
+        # An event of another stream first, then one that collides with the
+        # session's first event (version 1 exists).
+        other = StoredEvent("c-refused-other", 1, "tests.Event", b"{}")
+        colliding = StoredEvent(session_id, 1, stored[0].topic, stored[0].state)
+        with pytest.raises(Exception, match="duplicate key"):  # noqa: PT011 - the store's own error
+            app.recorder.insert_events([other, colliding], also=[rows])
+        assert app.recorder.max_notification_id() == head
+        assert app.recorder.select_events("c-refused-other") == []
+        assert live.row_version(session_id) == before
+    finally:
+        app.close()
