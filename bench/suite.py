@@ -1394,7 +1394,7 @@ def part_agents(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     ))
 
 
-WORKER_CONNECTIONS = 8  # per client process: connections the kernel spreads among the workers
+WORKER_CONNECTIONS = 16  # per client process: connections the kernel spreads among the workers
 
 
 def part_workers(backend: str, url: str, sizes: Sizes, folder: str) -> None:

@@ -187,7 +187,7 @@ def _create(recorder: Any, attempts: int = 20) -> None:
         try:
             recorder.create_table()
             if isinstance(recorder, PostgresSessionRows):
-                _create_write_rows(recorder.datastore)
+                _create_write_rows(recorder.datastore, recorder.table)
             return
         except IntegrityError:
             if isinstance(recorder, SQLiteSessionRows) and recorder.exists():
@@ -215,28 +215,54 @@ def open_rows(app: Any) -> SessionRows:
 WRITE_ROWS_FUNCTION = f"{NAME}_write_rows"
 
 
-def _write_rows_function() -> str:
+def _write_rows_function(known: Sequence[str]) -> str:
+    """The function's definition. Each table it may write into is named by
+    the registry row it reads; for the ``known`` tables (those current when
+    it was made) the upsert is a static statement, whose plan the server
+    keeps for the session, and for any other (after a takeover, until the
+    function is made again) a dynamic one, planned at each call. Which runs
+    is decided by the name the registry gives, so either is correct."""
     columns = ",".join(COLUMNS)
     updates = ",".join(f"{c}=excluded.{c}" for c in COLUMNS[1:])
-    parameters = ",".join(f"${k + 1}" for k in range(len(COLUMNS)))
     arguments = ",".join(f"c{k} {t}[]" for k, t in enumerate(COLUMN_TYPES))
     using = ",".join(f"c{k}" for k in range(len(COLUMNS)))
-    upsert = (
-        f"INSERT INTO %I ({columns}) SELECT * FROM unnest({parameters}) AS r({columns}) ORDER BY session_id "
-        f"ON CONFLICT (session_id) DO UPDATE SET {updates} WHERE %I.version < excluded.version"
-    )
+
+    def upsert(table: str, values: str) -> str:
+        return (
+            f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({values}) AS r({columns}) ORDER BY session_id "
+            f"ON CONFLICT (session_id) DO UPDATE SET {updates} WHERE {table}.version < excluded.version"
+        )
+
+    dynamic = upsert("%1$I", ",".join(f"${k + 1}" for k in range(len(COLUMNS))))
+
+    def into(table: str) -> str:
+        branches = "".join(
+            f"{'IF' if k == 0 else 'ELSIF'} {table} = {_literal(name)} THEN {upsert(_identifier(name), using)};\n    "
+            for k, name in enumerate(known)
+        )
+        otherwise = f"EXECUTE format('{dynamic}', {table}) USING {using};"
+        return f"{branches}ELSE {otherwise}\n    END IF;" if known else otherwise
+
     return (
         f"CREATE OR REPLACE FUNCTION {WRITE_ROWS_FUNCTION}({arguments}) RETURNS void LANGUAGE plpgsql AS $body$\n"
         "DECLARE model record;\n"
         "BEGIN\n"
         f"  SELECT live_table, building_table INTO model FROM read_models WHERE name = '{NAME}' FOR SHARE;\n"
         f"  IF NOT FOUND THEN RAISE EXCEPTION 'the read model {NAME} is not registered'; END IF;\n"
-        f"  EXECUTE format('{upsert}', model.live_table, model.live_table) USING {using};\n"
+        f"  {into('model.live_table')}\n"
         "  IF model.building_table IS NOT NULL THEN\n"
-        f"    EXECUTE format('{upsert}', model.building_table, model.building_table) USING {using};\n"
+        f"    {into('model.building_table')}\n"
         "  END IF;\n"
         "END $body$"
     )
+
+
+def _literal(name: str) -> str:
+    return "'" + name.replace("'", "''") + "'"
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 _WRITE_ROWS_CALL = (
@@ -244,20 +270,31 @@ _WRITE_ROWS_CALL = (
 ).encode()
 
 
-def _create_write_rows(datastore: Any) -> None:
+def _create_write_rows(datastore: Any, table: str) -> None:
     """(PostgreSQL; under the schema lock, since two processes replacing one
     function at once collide) Create the function that writes a command's
-    rows, or bring it up to date: replaced only if its text differs, so that
+    rows, or bring it up to date, knowing the tables the registry names and
+    ``table`` (being created): replaced only if its text differs, so that
     the sessions using it keep their plans."""
-    definition = _write_rows_function()
-    body = definition.split("$body$")[1]
     with datastore.transaction(commit=True) as cursor:
+        cursor.execute(
+            f"SELECT live_table, building_table FROM read_models WHERE name = '{NAME}'"
+            if _registry_exists(cursor)
+            else "SELECT NULL WHERE false"
+        )
+        named = [name for row in cursor.fetchall() for name in row.values() if name]
+        definition = _write_rows_function(list(dict.fromkeys([*named, table])))
         cursor.execute(
             "SELECT prosrc FROM pg_proc WHERE proname = %s AND pronamespace = current_schema()::regnamespace",
             (WRITE_ROWS_FUNCTION,),
         )
-        if [r["prosrc"] for r in cursor.fetchall()] != [body]:
+        if [r["prosrc"] for r in cursor.fetchall()] != [definition.split("$body$")[1]]:
             cursor.execute(definition)
+
+
+def _registry_exists(cursor: Any) -> bool:
+    cursor.execute("SELECT to_regclass('read_models') IS NOT NULL AS found")
+    return bool(cursor.fetchone()["found"])
 
 
 def write_rows(cursor: Any, rows: Sequence[SessionRow]) -> None:
