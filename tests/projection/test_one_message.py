@@ -17,7 +17,7 @@ from projection_support import PRINCIPAL, Workload, make_app
 
 from sessions.projection.fold import SessionFold
 from sessions.projection.registry import Registry
-from sessions.projection.row_tables import rows_on
+from sessions.projection.row_tables import WRITE_ROWS_FUNCTION, _create_write_rows, rows_on
 from sessions.projection.rows import NAME
 from sessions.projection.schema import version as code_version
 from sessions.projection.write_through import WriteThrough
@@ -96,3 +96,38 @@ def test_a_refused_write_commits_none_of_its_statements(postgres_url: str) -> No
         assert live.row_version(session_id) == before
     finally:
         app.close()
+
+
+def test_a_table_the_function_does_not_know_is_written_too(postgres_url: str) -> None:
+    """The function upserts with static statements into the tables current
+    when it was made; a table registered after (a build started by another
+    process, say) is written through its dynamic branch."""
+    app = make_app(postgres_url)
+    try:
+        session_id = Workload(app).open("c-unknown-table")
+        registry = Registry.of(app)
+        live = rows_on(app, registry.get(NAME).live_table)
+        building = rows_on(app, registry.next_build_table(NAME, code_version(NAME)))
+        through = WriteThrough(app)
+        # Made again knowing only the live table (as a process that started
+        # before the build's table existed made it).
+        _create_write_rows(app.factory.datastore, live.table)  # type: ignore[attr-defined]
+        assert building.table not in _function_text(app)
+        registry.start_build(NAME, building.table, code_version(NAME))
+
+        session = app.get_session(session_id)
+        session.heartbeat(now=app.clock(), policy=app.policy, principal=PRINCIPAL)
+        rows = through.rows_for([session])
+        app.recorder.insert_events([app.mapper.to_stored_event(e) for e in session.collect_events()], also=[rows])
+
+        assert building.table not in _function_text(app)
+        for table in (live, building):
+            assert table.row_version(session_id) == session.version
+    finally:
+        app.close()
+
+
+def _function_text(app) -> str:  # type: ignore[no-untyped-def]
+    with app.factory.datastore.transaction(commit=False) as cursor:
+        cursor.execute("SELECT prosrc FROM pg_proc WHERE proname = %s", (WRITE_ROWS_FUNCTION,))
+        return str(cursor.fetchone()["prosrc"])
