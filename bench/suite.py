@@ -91,7 +91,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -1192,29 +1191,15 @@ def part_scale(url_small: str, url_big: str, sizes: Sizes, folder: str, latency:
 ONE_REPORT = [ProgressEntry(RelatedObjectType.USER, (ChangeCount(ChangeType.CREATE, 1, 0),))]
 
 
-class _OneTable:
-    """Where write_breakdown's rows go: one table of its own, whatever the
-    registry says (write_through.Tables' part; on PostgreSQL one upsert in
-    the events' message, as the function the server runs would make)."""
-
-    def __init__(self, view: Any):
-        self.view = view
-
-    def write(self, cursor: object, rows: Any) -> None:
-        self.view.upsert_in(cursor, rows)
-
-
 def write_breakdown(url: str, session_id: str, calls: int, warmup: int = 20) -> dict[str, dict[str, float]]:
     """Where a read-your-writes report spends its time, without gRPC, in
     this process, call by call: the command as the server runs it (load,
     decide, build the session's row, save the event with its operation
-    record and the row in one transaction), and the same command without the
-    row, in turns. The rows go to a table of its own (dropped at the end), so
-    the server's read model is untouched."""
+    record and the row in one transaction, into the read model's tables as
+    the registry names them, as every writer does), and the same command
+    without the row, in turns."""
     app = open_app(url)
-    view = rows_on(app, f"bench_breakdown_{uuid.uuid4().hex[:8]}")
     with_rows = WriteThrough(app)
-    with_rows.tables = _OneTable(view)  # type: ignore[assignment]
     try:
         render = renderer("ReportSessionProgress", PRINCIPAL)
         times: dict[str, list[float]] = {"with_rows": [], "without": []}
@@ -1227,10 +1212,7 @@ def write_breakdown(url: str, session_id: str, calls: int, warmup: int = 20) -> 
                     times[kind].append(time.perf_counter() - t0)
         return {kind: writes_bench.percentiles(values) for kind, values in times.items()}
     finally:
-        try:
-            view.drop()  # type: ignore[attr-defined]
-        finally:
-            app.close()
+        app.close()
 
 
 def command_rate(url: str, session_ids: list[str], seconds: float) -> float:

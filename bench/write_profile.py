@@ -40,10 +40,10 @@ from sessions.store.urls import parse_store_url  # noqa: E402
 # (label, the functions whose inclusive time it is)
 PARTS = [
     ("the whole command (unit_of_work.run)", r"unit_of_work.py:\d+\(run\)"),
-    ("the store's transaction (the recorder's insert_events)", r"eventsourcing/postgres.py:\d+\(insert_events\)|eventsourcing/sqlite.py:\d+\(insert_events\)"),
-    ("  the registry's read", r"registry.py:\d+\((ask|answer)\)"),
-    ("  the rows' upsert", r"rows.py:\d+\(upsert_in\)"),
-    ("  the events' INSERT (composite array)", r"eventsourcing/postgres.py:466\(_insert_stored_events\)"),
+    ("the store's transaction (PostgreSQL: the one message; SQLite: insert_events)",
+     r"recorders.py:\d+\(_insert_one\)|eventsourcing/sqlite.py:\d+\(insert_events\)"),
+    ("  rendering the message's values (psycopg's mogrify)", r"recorders.py:\d+\(execute\)"),
+    ("  the rows (PostgreSQL: the function's call; SQLite: registry and upsert)", r"write_through.py:\d+\(write\)"),
     ("decide (Session.report_progress)", r"session.py:\d+\(report_progress\)"),
     ("hash chain links (the event's, the operation record's)", r"chain.py:\d+\(link_for\)"),
     ("encode event, operation record, state (to_stored_event)", r"persistence.py:\d+\(to_stored_event\)"),

@@ -1,7 +1,7 @@
 """Events and the rows written with them commit together or not at all, on
 both backends, whatever fails in the rows' write: also an error raised in
-the client before anything reaches the server (on PostgreSQL, after the
-events' insert has been sent in the same pipeline)."""
+the client (on PostgreSQL, while the write's one message is being rendered,
+after the events' insert: nothing is sent)."""
 
 from __future__ import annotations
 

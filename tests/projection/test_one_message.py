@@ -9,11 +9,13 @@ answer ends ready for the next query outside any transaction (committed)."""
 
 from __future__ import annotations
 
+import re
 import tempfile
 
 import pytest
 from eventsourcing.persistence import StoredEvent
 from projection_support import PRINCIPAL, Workload, make_app
+from psycopg import pq
 
 from sessions.projection.fold import SessionFold
 from sessions.projection.registry import Registry
@@ -25,21 +27,27 @@ from sessions.projection.write_through import WriteThrough
 pytestmark = pytest.mark.postgres
 
 
-def _traced_lines(app, write) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
-    """(direction, message type) of every message of ``write()`` on the
-    pool's only connection."""
+def _traced_messages(app, write) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
+    """(direction F or B, message type, the rest) of every message of
+    ``write()`` on the pool's only connection, from libpq's trace."""
     datastore = app.factory.datastore
     with tempfile.TemporaryFile("w+") as trace:
         with datastore.get_connection() as conn:
             conn.pgconn.trace(trace.fileno())
+            conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
         try:
             write()
         finally:
             with datastore.get_connection() as conn:
                 conn.pgconn.untrace()
         trace.seek(0)
-        fields = [line.split("\t") for line in trace.read().splitlines() if line.strip()]
-    return [(f[1], f[3].split(" ")[0]) for f in fields]
+        text = trace.read()
+    return [(m[1], m[2], m[3]) for m in _MESSAGE.finditer(text)]
+
+
+# A message's line: direction, length, type, the rest (a Query's text may
+# span lines: only lines that start as a message are matched).
+_MESSAGE = re.compile(r"^(F|B)\t\d+\t(\w+)\t? ?(.*)$", re.MULTILINE)
 
 
 def test_a_write_with_rows_is_one_query_message_and_commits(postgres_url: str) -> None:
@@ -58,12 +66,14 @@ def test_a_write_with_rows_is_one_query_message_and_commits(postgres_url: str) -
         events = app.mapper.to_stored_event  # (the library's own mapping)
         stored = [events(e) for e in session.collect_events()]
 
-        messages = _traced_lines(app, lambda: app.recorder.insert_events(stored, also=[rows]))
+        messages = _traced_messages(app, lambda: app.recorder.insert_events(stored, also=[rows]))
 
-        sent = [kind for direction, kind in messages if direction == "F"]
+        sent = [kind for direction, kind, _ in messages if direction == "F"]
         assert sent == ["Query"], messages
-        answered = [kind for direction, kind in messages if direction == "B"]
-        assert answered[-1] == "ReadyForQuery" and "ErrorResponse" not in answered, messages
+        answered = [(kind, rest) for direction, kind, rest in messages if direction == "B"]
+        assert "ErrorResponse" not in [kind for kind, _ in answered], messages
+        # Ready for the next query, idle: no transaction left open (committed).
+        assert answered[-1] == ("ReadyForQuery", "I"), messages
         expected = SessionFold(app.mapper).row(app.get_session(session_id))
         for table in (live, building):
             assert table.row_version(session_id) == session.version
@@ -72,28 +82,35 @@ def test_a_write_with_rows_is_one_query_message_and_commits(postgres_url: str) -
         app.close()
 
 
-def test_a_refused_write_commits_none_of_its_statements(postgres_url: str) -> None:
-    """A collision in the events' insert (the third statement of the message)
-    leaves nothing of the message: not the rows, not the other events."""
+def test_a_write_refused_after_its_insert_commits_none_of_its_statements(postgres_url: str) -> None:
+    """A row refused inside the rows' function (the message's last
+    statement, after the events' insert and the live table's upsert) leaves
+    nothing of the message: not the events, not the live table's row."""
     app = make_app(postgres_url)
     try:
         session_id = Workload(app).open("c-refused")
-        live = rows_on(app, Registry.of(app).get(NAME).live_table)
+        registry = Registry.of(app)
+        live = rows_on(app, registry.get(NAME).live_table)
+        through = WriteThrough(app)
+        building = rows_on(app, registry.next_build_table(NAME, code_version(NAME)))
+        registry.start_build(NAME, building.table, code_version(NAME))
+        with app.factory.datastore.transaction(commit=True) as cursor:  # type: ignore[attr-defined]
+            cursor.execute(f"ALTER TABLE {building.table} ADD CONSTRAINT refuses CHECK (version < 0)")
         before = live.row_version(session_id)
+        head = app.recorder.max_notification_id()
         session = app.get_session(session_id)
         session.heartbeat(now=app.clock(), policy=app.policy, principal=PRINCIPAL)
-        rows = WriteThrough(app).rows_for([session])
-        stored = [app.mapper.to_stored_event(e) for e in session.collect_events()]
-        head = app.recorder.max_notification_id()
-        # An event of another stream first, then one that collides with the
-        # session's first event (version 1 exists).
+        rows = through.rows_for([session])
         other = StoredEvent("c-refused-other", 1, "tests.Event", b"{}")
-        colliding = StoredEvent(session_id, 1, stored[0].topic, stored[0].state)
-        with pytest.raises(Exception, match="duplicate key"):  # noqa: PT011 - the store's own error
-            app.recorder.insert_events([other, colliding], also=[rows])
+        stored = [other, *(app.mapper.to_stored_event(e) for e in session.collect_events())]
+
+        with pytest.raises(Exception, match="refuses"):  # noqa: PT011 - the store's own error
+            app.recorder.insert_events(stored, also=[rows])
+
         assert app.recorder.max_notification_id() == head
         assert app.recorder.select_events("c-refused-other") == []
         assert live.row_version(session_id) == before
+        assert building.row_version(session_id) is None
     finally:
         app.close()
 
@@ -129,5 +146,8 @@ def test_a_table_the_function_does_not_know_is_written_too(postgres_url: str) ->
 
 def _function_text(app) -> str:  # type: ignore[no-untyped-def]
     with app.factory.datastore.transaction(commit=False) as cursor:
-        cursor.execute("SELECT prosrc FROM pg_proc WHERE proname = %s", (WRITE_ROWS_FUNCTION,))
+        cursor.execute(
+            "SELECT prosrc FROM pg_proc WHERE proname = %s AND pronamespace = current_schema()::regnamespace",
+            (WRITE_ROWS_FUNCTION,),
+        )
         return str(cursor.fetchone()["prosrc"])

@@ -273,9 +273,9 @@ def test_rows_of_a_group_commit_go_in_one_write_per_table_with_the_newest_row_of
 
 
 def test_a_command_transaction_with_more_rows_than_a_bulk_batch_writes_them_all(store_url) -> None:  # type: ignore[no-untyped-def]
-    """Rows written with events (on PostgreSQL in pipeline mode, where COPY
-    is refused) go in one statement however many: as many as a projector
-    batch that COPY would write."""
+    """Rows written with events go in one statement however many (on
+    PostgreSQL one call of the rows' function in the write's message): as
+    many as a projector batch that COPY would write."""
     app = make_app(store_url)
     try:
         workload = Workload(app)

@@ -133,7 +133,8 @@ def test_rows_written_with_a_group_commit_or_roll_back_with_it(app: SessionsAppl
 
 class FailingInTheClient:
     """A write that fails in this process, before sending anything (on
-    PostgreSQL after the events' insert has been sent)."""
+    PostgreSQL after the events' insert has been rendered into the write's
+    message)."""
 
     order = "x"
 

@@ -99,12 +99,15 @@ def _build_table(app: Any, registry: Registry, registration: Any, version: int) 
     """The unfinished build to resume, or a new, empty table."""
     if registration.building_table and registration.building_version == version:
         return rows_on(app, registration.building_table)
-    if registration.building_table:  # a build of another version: start over
-        rows_on(app, registration.building_table).drop()
     # The table exists before the registry names it: writes go there at once.
     name = registry.next_build_table(NAME, version)
     table = rows_on(app, name)
     registry.start_build(NAME, name, version)
+    if registration.building_table:  # a build of another version: started over
+        # Dropped once the registry names the new one (not before: every
+        # write would fail on the table it names), and once the writes that
+        # read the old name have committed (start_build waited for them).
+        rows_on(app, registration.building_table).drop()
     return table
 
 

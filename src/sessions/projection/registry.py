@@ -93,8 +93,6 @@ class Registry:
         cursor.execute(self._sql(sql), params)
         if not sql.startswith("SELECT"):
             return []
-        # (fetched without looking at the description first: in psycopg's
-        # pipeline mode it comes with the rows)
         if self.postgres:
             return [tuple(r.values()) for r in cursor.fetchall()]
         return [tuple(r) for r in cursor.fetchall()]

@@ -107,8 +107,7 @@ class PostgresSessionRows(PostgresTrackingRecorder, SessionRows):
         if len(rows) < self.BULK:
             self._upsert_statement(cursor, rows)
             return
-        # Large projector batches (catching up, rebuilding; never in a
-        # pipeline): COPY into a temporary table, then one INSERT ... ON
+        # Large projector batches (catching up, rebuilding): COPY into a temporary table, then one INSERT ... ON
         # CONFLICT from it.
         cursor.execute(
             SQL("CREATE TEMPORARY TABLE IF NOT EXISTS snapshot_batch (LIKE {table}) ON COMMIT DELETE ROWS").format(
@@ -208,9 +207,9 @@ def open_rows(app: Any) -> SessionRows:
 #
 # A command's rows go into the tables the registry names inside the command's
 # own transaction (projection.registry). On PostgreSQL that read and the
-# upserts are one function, called in the same round trip as the events'
-# insert: the client never waits, with the events table locked, for the
-# registry's answer (see store.recorders).
+# upserts are one function, called in the same message as the events'
+# insert: the server decides where the rows go, and the process never
+# works or waits with the events table locked (see store.recorders).
 
 WRITE_ROWS_FUNCTION = f"{NAME}_write_rows"
 
@@ -298,7 +297,7 @@ def _registry_exists(cursor: Any) -> bool:
 
 
 def write_rows(cursor: Any, rows: Sequence[SessionRow]) -> None:
-    """(PostgreSQL) Send the call that writes ``rows`` into the current
-    tables, in the transaction of ``cursor``; its answer is not waited for."""
+    """(PostgreSQL) The call that writes ``rows`` into the current tables,
+    executed on ``cursor`` (a command's: rendered into its message)."""
     columns = zip(*(r.values() for r in rows), strict=True)
-    cursor.execute(_WRITE_ROWS_CALL, [list(c) for c in columns], prepare=True)
+    cursor.execute(_WRITE_ROWS_CALL, [list(c) for c in columns])

@@ -16,8 +16,10 @@ the events are inserted (the read model's rows; see
 ``projection.write_through``). Either all of it commits or none.
 
 Both are on top of the library's recorders (selected through its
-``APPLICATION_RECORDER_TOPIC`` setting), not beside them: the SQL, locking
-and notification ids stay the library's.
+``APPLICATION_RECORDER_TOPIC`` setting), not beside them: the tables, the
+lock and the notification ids stay the library's. On PostgreSQL a write is
+sent as one message (``PostgresSessionsRecorder``), its insert the library's
+with one array per column.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import retry
@@ -248,11 +250,9 @@ class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
         # events as one array per column here, rather than one array of its
         # composite type (which psycopg renders in Python, field by field).
         # Same table, columns, order and RETURNING.
-        self._before_insert = b"; ".join(
-            [*(_rendered(s) for s in self.lock_table_statements), _rendered(
-                SQL("NOTIFY {0}").format(Identifier(self.channel_name))
-            )]
-        )
+        before = [*self.lock_table_statements, SQL("NOTIFY {0}").format(Identifier(self.channel_name))]
+        self._before_insert = b"; ".join(_rendered(s) for s in before)
+        self._insert_result = len(before)  # the insert's result comes after theirs
         self._insert_statement = _rendered(
             SQL(
                 "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
@@ -267,6 +267,11 @@ class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # (as the library's insert_events)
     def _insert_one(self, events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> Sequence[int] | None:
+        unexpected = sorted(k for k, v in kwargs.items() if k != "also" and v is not None)
+        if unexpected:
+            # (the library's application recorder writes no other: a tracked
+            # write is a process recorder's, which this is not)
+            raise TypeError(f"unexpected arguments for a write: {unexpected}")
         if not events:
             return None
         columns = (
@@ -276,7 +281,8 @@ class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
             [e.state for e in events],
         )
         with self.datastore.get_connection() as conn:
-            assert conn.autocommit  # (the library's pool: the message is its own transaction)
+            if not conn.autocommit:  # (the library's pool's: the message must be its own transaction)
+                raise ProgrammingError("a write needs a connection in autocommit")
             statements = _Rendering(ClientCursor(conn))
             statements.execute(self._insert_statement, columns)
             for extra in kwargs.get("also", ()):
@@ -285,22 +291,25 @@ class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
                 # (no parameters: the simple protocol, which takes several
                 # statements in one message)
                 curs.execute(b"; ".join([self._before_insert, *statements.rendered]))
-                while not (curs.statusmessage or "").startswith("INSERT"):
+                for _ in range(self._insert_result):  # the results before the insert's
                     curs.nextset()
+                if not (curs.statusmessage or "").startswith("INSERT"):
+                    raise ProgrammingError(f"the insert's result was expected, not {curs.statusmessage!r}")
                 return [row["notification_id"] for row in curs.fetchall()]
 
 
 class _Rendering:
     """A cursor's ``execute`` that renders the statement with its values
-    (psycopg's client-side binding, the connection's quoting) instead of
-    sending it."""
+    (psycopg's client-side binding, the connection's quoting and encoding)
+    instead of sending it."""
 
     def __init__(self, cursor: ClientCursor[Any]):
         self._cursor = cursor
+        self._encoding = cursor.connection.info.encoding
         self.rendered: list[bytes] = []
 
-    def execute(self, statement: Any, params: Sequence[Any] = (), **_: Any) -> None:
-        self.rendered.append(self._cursor.mogrify(statement, params).encode())
+    def execute(self, statement: Any, params: Sequence[Any] | None = None) -> None:
+        self.rendered.append(self._cursor.mogrify(statement, params).encode(self._encoding))
 
 
 def _rendered(statement: Any) -> Any:

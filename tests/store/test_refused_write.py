@@ -1,9 +1,8 @@
 """A write refused by the server in the middle of its transaction (its
-table lock, by a statement timeout) leaves its pooled connection usable: a
-write is one message (store.recorders), and nothing of it is a statement
-psycopg prepares automatically, which in pipeline mode it would record as
-prepared although the server, skipping the rest of the failed pipeline,
-never prepared it."""
+table lock, by a statement timeout) leaves its pooled connection usable,
+with nothing believed prepared that the server does not have (psycopg
+prepares a statement automatically at its 6th use; a write is one message
+of the simple protocol, never prepared: store.recorders)."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ def event(stream: str) -> StoredEvent:
 
 
 @pytest.mark.postgres
-def test_a_write_refused_in_its_pipeline_leaves_the_connection_usable(postgres_url: str) -> None:
+def test_a_write_refused_by_a_timeout_leaves_the_connection_usable(postgres_url: str) -> None:
     # One connection in the pool, so that every write uses it; a statement
     # waiting on a lock is cancelled after 300 ms (the library's own
     # lock_timeout is off).
@@ -29,9 +28,8 @@ def test_a_write_refused_in_its_pipeline_leaves_the_connection_usable(postgres_u
     app = SessionsApplication(parse_store_url(url))
     try:
         recorder = app.recorder
-        # psycopg prepares a statement automatically at its 6th use: these
-        # are the first five (and the library retries the refused write
-        # below several times, so the 6th is among the refused ones).
+        # Five writes before (a statement used a 6th time would be prepared
+        # automatically, and the refused write below is retried several times).
         for k in range(5):
             recorder.insert_events([event(f"before-{k}")])
         with psycopg.connect(postgres_url) as holder:  # another process's lock
