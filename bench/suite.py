@@ -1651,6 +1651,28 @@ def print_table() -> list[str]:
     return lines
 
 
+
+class Steal:
+    """The share of the machine's CPU time that the hypervisor gave to
+    others since this was made (/proc/stat's steal column; 0 elsewhere)."""
+
+    def __init__(self) -> None:
+        self.start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except OSError:
+            return 0, 0
+        return sum(fields), fields[7] if len(fields) > 7 else 0
+
+    def share(self) -> float:
+        total, steal = self._read()
+        elapsed = total - self.start[0]
+        return (steal - self.start[1]) / elapsed if elapsed > 0 else 0.0
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: small sizes, short runs (~2 minutes)")
@@ -1737,6 +1759,7 @@ def main() -> int:
     print(header)
     print(f"{'quick' if args.quick else 'full'} run; parts {','.join(parts)}; backends {','.join(backends)}; {sizes}")
     began = time.perf_counter()
+    stolen = Steal()
     with tempfile.TemporaryDirectory(prefix="sessions_suite_") as folder:
         for backend in backends:
             for part in (
@@ -1761,7 +1784,10 @@ def main() -> int:
                 with store("postgresql", args.postgres) as small, store("postgresql", args.postgres) as big:
                     part_scale(small, big, sizes, folder, latency, rss)
                 print(f"  ({time.perf_counter() - t:.0f}s)", flush=True)
-    print(f"\n{header}; finished in {time.perf_counter() - began:.0f}s, load average {os.getloadavg()[0]:.1f} at the end\n")
+    print(
+        f"\n{header}; finished in {time.perf_counter() - began:.0f}s, load average {os.getloadavg()[0]:.1f} at the end; "
+        f"CPU time stolen by the host during the run: {stolen.share():.1%} (on a shared host, figures move with it)\n"
+    )
     for line in print_table():
         print(line)
     met = [f for f in FIGURES if f.met is True]
