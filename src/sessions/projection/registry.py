@@ -26,12 +26,18 @@ order without ``FOR SHARE``.
 
 from __future__ import annotations
 
+import itertools
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from eventsourcing.persistence import OperationalError
 from eventsourcing.postgres import PostgresDatastore
 
 from sessions.projection.schema import version as code_version
+
+log = logging.getLogger("sessions.projection.registry")
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,19 @@ class Superseded(Exception):
 
 
 _SELECT = "SELECT name, live_table, live_version, building_table, building_version, builds FROM read_models"
+
+# Longest a takeover waits at a time for the readers of the read view (its
+# replacement queues the readers that come after): see Registry._change.
+VIEW_WAIT = 0.2  # s
+
+
+def _lock_not_available(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) == "55P03":  # lock_not_available
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def live_view(name: str) -> str:
@@ -173,12 +192,35 @@ class Registry:
 
     def _change(self, name: str, update: str, params: tuple[Any, ...], view_on: str | None = None) -> None:
         """Update the registration (and the read view, if ``view_on``) in one
-        transaction that waits for the writes that read it."""
-        with self.datastore.transaction(commit=True) as cursor:
-            self._lock(cursor, name)
-            self._run(cursor, update, params)
-            if view_on is not None:
-                self._define(cursor, name, view_on)
+        transaction that waits for the writes that read it.
+
+        On PostgreSQL the view is replaced first, before the registration is
+        locked: replacing it waits for every transaction that has read it
+        (a long ListSessions, an operator's open transaction), and a write
+        that finds the registration locked waits while holding the events
+        table's lock, so that every write would wait for that reader too.
+        Readers of the view queue behind the replacement while it waits, so
+        it waits at most VIEW_WAIT at a time and tries again in a new
+        transaction. (The order of the change is the transaction's: the wait
+        only bounds how long readers queue, and a reader that never ends
+        delays the takeover, not the writes.)"""
+        for attempt in itertools.count(1):
+            try:
+                with self.datastore.transaction(commit=True) as cursor:
+                    if view_on is not None and self.postgres:
+                        cursor.execute("SELECT set_config('lock_timeout', %s, true)", (f"{VIEW_WAIT * 1000:.0f}ms",))
+                        self._define(cursor, name, view_on)
+                        cursor.execute("SELECT set_config('lock_timeout', '0', true)")
+                    self._lock(cursor, name)
+                    self._run(cursor, update, params)
+                    if view_on is not None and not self.postgres:
+                        self._define(cursor, name, view_on)
+                return
+            except OperationalError as e:
+                if not _lock_not_available(e):
+                    raise
+                log.info("registry: the read view of %s is in use; replacing it again (attempt %d)", name, attempt)
+                time.sleep(min(VIEW_WAIT * attempt, 2.0))
 
     def _lock(self, cursor: Any, name: str) -> Registration:
         """Read the registration for an update of it (on SQLite, the write
