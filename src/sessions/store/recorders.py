@@ -40,8 +40,9 @@ from sessions.store.health import connection_lost
 
 class InTransaction(Protocol):
     """Something to write in the events' own transaction, after the events'
-    insert. On PostgreSQL ``write`` sends statements without waiting for
-    any answer (the transaction is one round trip). It may also have
+    insert. On PostgreSQL ``write`` is given a cursor that renders what it
+    executes into the write's one message: it can read no answer (the
+    server decides what depends on the database). It may also have
     ``merged_with(other) -> InTransaction | None``: one write doing both,
     for the saves of a group (None: they cannot be combined)."""
 
