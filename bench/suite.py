@@ -1191,23 +1191,28 @@ def part_scale(url_small: str, url_big: str, sizes: Sizes, folder: str, latency:
 ONE_REPORT = [ProgressEntry(RelatedObjectType.USER, (ChangeCount(ChangeType.CREATE, 1, 0),))]
 
 
-def write_breakdown(url: str, session_id: str, calls: int, warmup: int = 20) -> dict[str, dict[str, float]]:
+def write_breakdown(
+    url: str, session_id: str, without_id: str, calls: int, warmup: int = 20
+) -> dict[str, dict[str, float]]:
     """Where a read-your-writes report spends its time, without gRPC, in
     this process, call by call: the command as the server runs it (load,
     decide, build the session's row, save the event with its operation
     record and the row in one transaction, into the read model's tables as
     the registry names them, as every writer does), and the same command
-    without the row, in turns."""
+    without the row, in turns. The commands without a row go to another
+    session (``without_id``): the server's projector writes that session's
+    row for them, and on the same session its batches would hold the row
+    the next command with its row writes."""
     app = open_app(url)
     with_rows = WriteThrough(app)
     try:
         render = renderer("ReportSessionProgress", PRINCIPAL)
         times: dict[str, list[float]] = {"with_rows": [], "without": []}
         for i in range(warmup + calls):
-            for kind, hook in (("with_rows", with_rows), ("without", None)):
+            for kind, hook, target in (("with_rows", with_rows, session_id), ("without", None, without_id)):
                 app.with_events = hook
                 t0 = time.perf_counter()
-                app.execute(ReportProgress(session_id, ONE_REPORT), CALLER, render)
+                app.execute(ReportProgress(target, ONE_REPORT), CALLER, render)
                 if i >= warmup:
                     times[kind].append(time.perf_counter() - t0)
         return {kind: writes_bench.percentiles(values) for kind, values in times.items()}
@@ -1247,7 +1252,7 @@ def command_rate(url: str, session_ids: list[str], seconds: float) -> float:
 def part_ryw(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     app = open_app(url)
     try:
-        session_id = open_sessions(app, 1, "ryw")[0]
+        session_id, breakdown_without = open_sessions(app, 2, "ryw")
     finally:
         app.close()
     requests = report_requests([session_id])
@@ -1272,7 +1277,7 @@ def part_ryw(backend: str, url: str, sizes: Sizes, folder: str) -> None:
                 seen += 1
                 if writes_bench.users_created(client.GetSession(get, timeout=10).session) != seen:
                     stale += 1
-    breakdown = write_breakdown(url, session_id, sizes.raw_saves)
+    breakdown = write_breakdown(url, session_id, breakdown_without, sizes.raw_saves)
     check_errors("ryw", runs["rpc"])
     rpc = best_p50(runs["rpc"])
     raw = min(runs["raw"], key=lambda r: r["p50"])
