@@ -9,7 +9,6 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from psycopg import ClientCursor
 
 from sessions.store.recorders import _Rendering
 
@@ -27,7 +26,7 @@ def conn(postgres_url: str):  # type: ignore[no-untyped-def]
 
 
 def _round_trip(conn, params):  # type: ignore[no-untyped-def]
-    rendering = _Rendering(ClientCursor(conn))
+    rendering = _Rendering(conn)
     rendering.execute(STATEMENT, params)
     (message,) = rendering.rendered
     return conn.execute(message).fetchone()
@@ -55,7 +54,7 @@ def test_awkward_text(conn, text: str) -> None:  # type: ignore[no-untyped-def]
 def test_a_value_of_another_kind_goes_through_psycopgs_binding(conn) -> None:  # type: ignore[no-untyped-def]
     import datetime
 
-    rendering = _Rendering(ClientCursor(conn))
+    rendering = _Rendering(conn)
     day = datetime.date(2026, 12, 2)
     rendering.execute(b"SELECT %s::date[]", [[day]])
     assert conn.execute(rendering.rendered[0]).fetchone() == ([day],)

@@ -72,12 +72,7 @@ VIEW_WAIT = 0.2  # s
 
 
 def _lock_not_available(error: BaseException) -> bool:
-    seen: BaseException | None = error
-    while seen is not None:
-        if getattr(seen, "sqlstate", None) == "55P03":  # lock_not_available
-            return True
-        seen = seen.__cause__
-    return False
+    return getattr(error.__cause__, "sqlstate", None) == "55P03"  # (the library's error, from psycopg's)
 
 
 def live_view(name: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError, OperationalError
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Identifier, Literal
 
 from sessions.projection.registry import Registry, live_view
 from sessions.projection.rows import COLUMNS, NAME, SessionRow, SessionRows
@@ -236,7 +236,8 @@ def _write_rows_function(known: Sequence[str]) -> str:
 
     def into(table: str) -> str:
         branches = "".join(
-            f"{'IF' if k == 0 else 'ELSIF'} {table} = {_literal(name)} THEN {upsert(_identifier(name), using)};\n    "
+            f"{'IF' if k == 0 else 'ELSIF'} {table} = {Literal(name).as_string(None)} "
+            f"THEN {upsert(Identifier(name).as_string(None), using)};\n    "
             for k, name in enumerate(known)
         )
         otherwise = f"EXECUTE format('{dynamic}', {table}) USING {using};"
@@ -254,14 +255,6 @@ def _write_rows_function(known: Sequence[str]) -> str:
         "  END IF;\n"
         "END $body$"
     )
-
-
-def _literal(name: str) -> str:
-    return "'" + name.replace("'", "''") + "'"
-
-
-def _identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 _WRITE_ROWS_CALL = (

@@ -284,7 +284,7 @@ class PostgresSessionsRecorder(GroupCommit, PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn:
             if not conn.autocommit:  # (the library's pool's: the message must be its own transaction)
                 raise ProgrammingError("a write needs a connection in autocommit")
-            statements = _Rendering(ClientCursor(conn))
+            statements = _Rendering(conn)
             statements.execute(self._insert_statement, columns)
             for extra in kwargs.get("also", ()):
                 extra.write(statements)
@@ -312,22 +312,22 @@ class _Rendering:
     the same for any value, about 5 times slower for these (its list
     dumpers are Python); it renders anything else."""
 
-    def __init__(self, cursor: ClientCursor[Any]):
-        self._cursor = cursor
-        self._encoding = cursor.connection.info.encoding
-        self._escaping = pq.Escaping(cursor.connection.pgconn)
+    def __init__(self, conn: Any):
+        self._conn = conn
+        self._encoding = conn.info.encoding
+        self._escaping = pq.Escaping(conn.pgconn)
         self.rendered: list[bytes] = []
 
     def execute(self, statement: Any, params: Sequence[Any] | None = None) -> None:
-        parts = statement.split(b"%s") if isinstance(statement, bytes) and params else None
-        literals = [self._array(p) for p in params] if parts is not None and params is not None else None
-        if parts is None or literals is None or None in literals or len(parts) != len(literals) + 1:
-            self.rendered.append(self._cursor.mogrify(statement, params).encode(self._encoding))
+        literals = [self._array(p) for p in params or ()]
+        parts = statement.split(b"%s") if isinstance(statement, bytes) else []
+        if params and None not in literals and len(parts) == len(literals) + 1:
+            pieces = [parts[0]]
+            for literal, part in zip(literals, parts[1:], strict=True):
+                pieces += [literal, part]  # type: ignore[list-item]
+            self.rendered.append(b"".join(pieces))
             return
-        out = [parts[0]]
-        for literal, part in zip(literals, parts[1:], strict=True):
-            out += [literal, part]  # type: ignore[list-item]
-        self.rendered.append(b"".join(out))
+        self.rendered.append(ClientCursor(self._conn).mogrify(statement, params).encode(self._encoding))
 
     def _array(self, values: Any) -> bytes | None:
         """``values`` (a list) as a string literal of PostgreSQL's array
