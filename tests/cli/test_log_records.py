@@ -75,3 +75,24 @@ def test_a_log_call_whose_arguments_do_not_fit_never_fails_its_caller(capsys: py
         writer.close()
     assert "after it: fine" in stream.getvalue()
     assert "Logging error" in capsys.readouterr().err  # logging's own report of the bad call
+
+
+@pytest.mark.parametrize("fmt", [
+    logs.TEXT_FORMAT,
+    logs.TEXT_FORMAT.replace("%(name)s", "[worker 1 pid 2] %(name)s"),  # a worker's lines
+])
+def test_a_text_access_line_made_from_its_fields_is_the_formatters_line(fmt: str) -> None:
+    fast = logs._AccessText(fmt)
+    formatter = logging.Formatter(fmt)
+    fields = [
+        ("pkg.Service/GetSession", "OK", 0.04, "agent:a", "", False),
+        ("pkg.Service/ReportSessionProgress", "ABORTED", 12.345, "agent:b%s", "ses1", True),
+        ("pkg.Service/ListSessions", "INVALID_ARGUMENT", 1234.5, "-", "ses%(x)s", False),
+    ]
+    # The same second twice (the cached date), the next second, a time just
+    # before a second ends, and one far away.
+    times = [1_764_700_000.0, 1_764_700_000.999, 1_764_700_001.0005, 1_764_700_059.9999, 1_800_000_000.25]
+    for created in times:
+        for field in fields:
+            expected = formatter.format(logs._access_record(created, field)) + "\n"
+            assert fast.line(created, field) == expected
