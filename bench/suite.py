@@ -14,7 +14,8 @@ folder, or a database ``sessions_bench_<random>`` created on the server of
            subprocess) against the fastest bare grpcio server
            (bench/bare_server.py, in a subprocess) answering a constant,
            fully populated session: sync servers of 4, 8 and 32 worker
-           threads, all measured in the same turns, the fastest counts. The
+           threads and a grpc.aio server, all measured in the same turns,
+           the fastest counts. The
            same load generator (bench/load.py, raw bytes) drives all; the
            service may run at several thread counts (--service-threads, its
            SESSIONS_THREADS, or N:R with SESSIONS_READ_THREADS R), the
@@ -150,7 +151,7 @@ class Sizes:
     qps_concurrency: int = 16
     qps_processes: int = 1
     qps_sessions: int = 100
-    qps_bare_threads: tuple[int, ...] = (4, 8, 32)
+    qps_bare_threads: tuple[int | str, ...] = (4, 8, 32, "aio")  # worker threads of sync servers; "aio"
     # (threads, read threads or None for serve's default); () = serve's defaults
     qps_service_threads: tuple[tuple[int, int | None], ...] = ()
     latency_seconds: float = 3.0
@@ -367,8 +368,8 @@ class ServerProcess:
     """A server in a subprocess: ``python -m sessions serve`` or the bare
     baseline; waits for health SERVING; stops with SIGTERM."""
 
-    def __init__(self, argv: list[str], name: str, folder: str):
-        self.port = free_port()
+    def __init__(self, argv: list[str], name: str, folder: str, port: int | None = None):
+        self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.name = name
         self.log_path = Path(folder) / f"{name}-{self.port}.log"
@@ -394,11 +395,20 @@ class ServerProcess:
         return server
 
     @classmethod
-    def bare(cls, folder: str, profile: str = "", max_workers: int | None = None) -> ServerProcess:
+    def bare(
+        cls, folder: str, profile: str = "", max_workers: int | str | None = None, port: int | None = None
+    ) -> ServerProcess:
+        """``max_workers``: a sync server's threads, or "aio" for a grpc.aio
+        server; ``port``: a port another bare server listens on too
+        (SO_REUSEPORT)."""
         argv = [sys.executable, str(HERE / "bare_server.py"), "--listen", "{listen}"]
-        if max_workers is not None:
+        if max_workers == "aio":
+            argv.append("--aio")
+        elif max_workers is not None:
             argv += ["--max-workers", str(max_workers)]
-        server = cls(argv, "bare", folder)
+        if port is not None:
+            argv.append("--reuse-port")
+        server = cls(argv, "bare", folder, port)
         server.profile_name = profile
         return server
 
@@ -423,6 +433,10 @@ class ServerProcess:
     def wait_serving(self, timeout: float = 600.0) -> None:
         assert self.process is not None
         deadline = time.monotonic() + timeout
+        if "--reuse-port" in self.argv:  # a second bare server on a shared port must not pass for
+            # SERVING on the first one's answer: it prints this line once it listens
+            until(lambda: self.process.poll() is not None or b"listening on" in self.log_path.read_bytes(),
+                  timeout, f"{self.name} to listen", 0.05)
         with grpc.insecure_channel(self.target) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             while True:
@@ -1220,6 +1234,40 @@ def write_breakdown(
         app.close()
 
 
+def command_cpu(url: str, session_id: str, calls: int, warmup: int = 20) -> float:
+    """CPU seconds of this thread per report_progress command with its row
+    written in its transaction, as the server runs it (no gRPC): the part
+    of a write's server CPU that is not gRPC's. (Sequential, one thread:
+    psycopg and libpq run in the calling thread, so thread_time holds it.)"""
+    app = open_app(url)
+    app.with_events = WriteThrough(app)
+    try:
+        render = renderer("ReportSessionProgress", PRINCIPAL)
+        for i in range(warmup + calls):
+            if i == warmup:
+                began = time.thread_time()
+            app.execute(ReportProgress(session_id, ONE_REPORT), CALLER, render)
+        return (time.thread_time() - began) / calls
+    finally:
+        app.close()
+
+
+def bare_round_trip(folder: str, seconds: float, rounds: int) -> tuple[load.LoadResult, float]:
+    """One call in flight on the fastest bare configuration's kind of server
+    (sync, 4 threads; the GetSession it answers is about a report's size):
+    the best p50 of ``rounds`` and the median server CPU per call. What
+    gRPC alone costs a sequential caller, before any work of the service."""
+    with ServerProcess.bare(folder, max_workers=4) as bare:
+        request = get_requests(["ses" + "0" * 17])
+        runs = []
+        for _ in range(rounds):
+            cpu0, _ = bare.usage()
+            result = load.run(bare.target, GET, request, duration=seconds, concurrency=1)
+            cpu1, _ = bare.usage()
+            runs.append((result, (cpu1 - cpu0) / (result.calls + load.WARMUP_CALLS)))
+    return best_p50([r for r, _ in runs]), median(c for _, c in runs)
+
+
 def command_rate(url: str, session_ids: list[str], seconds: float) -> float:
     """report_progress commands per second, one thread per session, each
     sending its next as soon as the previous returns (no gRPC, no projector)."""
@@ -1278,7 +1326,8 @@ def part_ryw(backend: str, url: str, sizes: Sizes, folder: str) -> None:
                 if writes_bench.users_created(client.GetSession(get, timeout=10).session) != seen:
                     stale += 1
     breakdown = write_breakdown(url, session_id, breakdown_without, sizes.raw_saves)
-    check_errors("ryw", runs["rpc"])
+    bare, bare_cpu = bare_round_trip(folder, sizes.ryw_seconds, sizes.rounds)
+    check_errors("ryw", runs["rpc"] + [bare])
     rpc = best_p50(runs["rpc"])
     raw = min(runs["raw"], key=lambda r: r["p50"])
     command = min(runs["command"], key=lambda r: r["p50"])
@@ -1295,8 +1344,16 @@ def part_ryw(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     detail(f"[{backend}] ryw: in process, call by call: the command with its row written in its "
            f"transaction p50 {b['with_rows']:.3f} ms, without the row {b['without']:.3f} ms; the rest of "
            f"the gRPC p50 ({rpc.p50 * 1e3 - b['with_rows']:.3f} ms) is gRPC and the servicer")
+    # The floor of the figure on this machine: a bare gRPC round trip plus
+    # the command with its row, with nothing else of the service around them.
+    floor = bare.p50 * 1e3 + b["with_rows"]
+    detail(f"[{backend}] ryw: floor: a bare grpcio round trip, one in flight, p50 {bare.p50 * 1e3:.3f} ms "
+           f"(server CPU {bare_cpu * 1e3:.3f} ms/call) + the command with its row {b['with_rows']:.3f} ms = "
+           f"{floor:.3f} ms = {floor / (raw['p50'] * 1e3):.2f}x the raw save; the service's p50 is "
+           f"{rpc.p50 * 1e3 / floor:.2f}x that floor")
     figure.notes.append(
         f"command alone {command['p50'] * 1e3:.2f} ms; in process with its row {b['with_rows']:.2f} ms; "
+        f"bare gRPC round trip {bare.p50 * 1e3:.2f} ms; floor (the two) {floor / (raw['p50'] * 1e3):.2f}x; "
         f"stale reads {stale}/50"
     )
     FIGURES.append(figure)
@@ -1336,6 +1393,8 @@ def part_agents(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     # The command layer alone (no gRPC, no read-your-writes wait), same sessions.
     commands_many = command_rate(url, ids, sizes.agents_seconds)
     commands_one = command_rate(url, ids[:1], sizes.agents_seconds)
+    one_command_cpu = command_cpu(url, ids[0], sizes.raw_saves)
+    bare, bare_cpu = bare_round_trip(folder, sizes.agents_seconds, sizes.rounds)
     app = open_app(url)
     try:
         appended = (app.recorder.max_notification_id() or 0) - head_before
@@ -1360,6 +1419,11 @@ def part_agents(backend: str, url: str, sizes: Sizes, folder: str) -> None:
            f"{sizes.agents} agents {cost['many'][0] * 1e3:.3f} ms, {cost['many'][1]:.1f} switches. "
            f"One agent waits {one_best.mean * 1e3:.3f} ms per call on average: "
            f"{(one_best.mean - cost['one'][0]) * 1e3:.3f} ms of it is not the server's CPU")
+    floor = bare_cpu + one_command_cpu
+    detail(f"[{backend}] agents: floor of a report's server CPU: a bare grpcio call, one in flight, "
+           f"{bare_cpu * 1e3:.3f} ms + the command with its row in process {one_command_cpu * 1e3:.3f} ms "
+           f"(thread CPU) = {floor * 1e3:.3f} ms; the service spends {cost['one'][0] / floor:.2f}x that "
+           f"with one agent")
     detail(f"[{backend}] agents: command layer in process (threads, no gRPC, no projector wait): "
            f"{sizes.agents} threads {commands_many:,.0f}/s, 1 thread {commands_one:,.0f}/s = "
            f"{commands_many / commands_one:.2f}x")
@@ -1377,7 +1441,8 @@ def part_agents(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     FIGURES.append(Figure(
         "agents", "server CPU per ReportSessionProgress, one agent", backend, cost["one"][0], "ms",
         target="<= 0.5 ms", absolute_target=lambda v: v <= 0.0005,
-        notes=[f"{cost['many'][0] * 1e3:.2f} ms with {sizes.agents} agents"],
+        notes=[f"{cost['many'][0] * 1e3:.2f} ms with {sizes.agents} agents; floor {floor * 1e3:.2f} ms (bare "
+               f"gRPC call {bare_cpu * 1e3:.2f} + command {one_command_cpu * 1e3:.2f})"],
     ))
 
 
@@ -1421,13 +1486,31 @@ def part_workers(backend: str, url: str, sizes: Sizes, folder: str) -> None:
 
         return run
 
+    def drive_bare(servers: list[ServerProcess]) -> Callable[[], Any]:
+        """h2load on bare servers sharing one port; the cores each process
+        used (all of them working shows that the kernel spread the load)."""
+        def run() -> tuple[load.LoadResult, dict[str, float]]:
+            pids = [server.process.pid for server in servers]  # type: ignore[union-attr]
+            cpu, busy, t0 = [process_cpu(pid) for pid in pids], machine_busy(), time.monotonic()
+            result = h2load.run(
+                servers[0].target, GET, gets[0], duration=sizes.qps_seconds, connections=WORKER_CONNECTIONS,
+                streams=max(sizes.qps_concurrency // WORKER_CONNECTIONS, 1),
+            )
+            wall = time.monotonic() - t0
+            used = {f"server {i + 1}": (process_cpu(pid) - c) / wall for i, (pid, c) in enumerate(zip(pids, cpu, strict=True))}
+            return result, {**used, "machine": (machine_busy() - busy) / wall}
+
+        return run
+
     c_client = h2load.available()
     one_extra = ("--no-deadlines",) + (("--no-projector",) if backend == "sqlite" else ())
-    with ServerProcess.sessions(
-        url, folder, "--workers", "2", "--no-deadlines", "--metrics-listen", f"127.0.0.1:{metrics_ports['two']}"
-    ) as two, ServerProcess.sessions(
-        url, folder, "--workers", "1", *one_extra, "--metrics-listen", f"127.0.0.1:{metrics_ports['one']}"
-    ) as one:
+    with ExitStack() as stack:
+        two = stack.enter_context(ServerProcess.sessions(
+            url, folder, "--workers", "2", "--no-deadlines", "--metrics-listen", f"127.0.0.1:{metrics_ports['two']}"
+        ))
+        one = stack.enter_context(ServerProcess.sessions(
+            url, folder, "--workers", "1", *one_extra, "--metrics-listen", f"127.0.0.1:{metrics_ports['one']}"
+        ))
         read_runs = {
             "one": cores_used(one, drive(one, GET, gets, sizes.qps_concurrency)),
             "two": cores_used(two, drive(two, GET, gets, sizes.qps_concurrency)),
@@ -1435,6 +1518,17 @@ def part_workers(backend: str, url: str, sizes: Sizes, folder: str) -> None:
         if c_client:
             read_runs["one-c"] = cores_used(one, drive_c(one, "one"))
             read_runs["two-c"] = cores_used(two, drive_c(two, "two"))
+            # The machine's own ceiling for the ratio: bare grpcio servers
+            # (sync, 4 threads), two processes on one port (SO_REUSEPORT)
+            # against one, the same C client, in the same turns. The kernel
+            # spreads the client's connections among the two as among the
+            # service's workers.
+            shared_port = free_port()
+            bare_two = [
+                stack.enter_context(ServerProcess.bare(folder, max_workers=4, port=shared_port)) for _ in range(2)
+            ]
+            read_runs["bare-one-c"] = drive_bare([stack.enter_context(ServerProcess.bare(folder, max_workers=4))])
+            read_runs["bare-two-c"] = drive_bare(bare_two)
         costed_reads = in_turns(sizes.qps_rounds, read_runs)
         reads = {key: [result for result, _ in runs] for key, runs in costed_reads.items()}
         costed_writes = in_turns(sizes.rounds, {
@@ -1451,7 +1545,10 @@ def part_workers(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     for kind, costed in (("GetSession", costed_reads), (f"{sizes.agents} agents", costed_writes)):
         for key, runs in costed.items():
             client_name = "C client (h2load)" if key.endswith("-c") else "Python client"
-            label = f"--workers {2 if key.startswith('two') else 1}, {client_name}"
+            if key.startswith("bare"):
+                label = f"bare grpcio server, {'2 processes' if 'two' in key else '1 process'}, {client_name}"
+            else:
+                label = f"--workers {2 if key.startswith('two') else 1}, {client_name}"
             best, cores = max(runs, key=lambda run: run[0].qps)
             rounds = ", ".join(f"{result.qps:,.0f}" for result, _ in runs)
             detail(
@@ -1471,6 +1568,16 @@ def part_workers(backend: str, url: str, sizes: Sizes, folder: str) -> None:
         FIGURES.append(Figure(
             "workers", "GetSession QPS, --workers 2 (Python client)", backend, best_qps(reads["two"]).qps,
             "calls/s", best_qps(reads["one"]).qps, "--workers 1",
+        ))
+        bare_ratio = best_qps(reads["bare-two-c"]).qps / best_qps(reads["bare-one-c"]).qps
+        service_ratio = best_qps(reads["two-c"]).qps / best_qps(reads["one-c"]).qps
+        detail(f"[{backend}] workers: the machine's ceiling: bare grpcio servers 2 processes / 1 = "
+               f"{bare_ratio:.2f}x; the service's --workers 2 / 1 = {service_ratio:.2f}x "
+               f"({service_ratio / bare_ratio:.2f} of the ceiling)")
+        FIGURES.append(Figure(
+            "workers", "GetSession QPS, bare grpcio server, 2 processes (C client)", backend,
+            best_qps(reads["bare-two-c"]).qps, "calls/s", best_qps(reads["bare-one-c"]).qps,
+            "1 process: the machine's ceiling for the ratio",
         ))
     FIGURES.append(Figure(
         "workers", f"events/s, {sizes.agents} agents, --workers 2", backend, best_qps(writes["two"]).qps,
@@ -1699,7 +1806,8 @@ def main() -> int:
     )
     parser.add_argument(
         "--bare-threads", metavar="N,N,...",
-        help="qps part: bare servers' worker threads, the fastest counts (default 4,8,32)",
+        help="qps part: bare servers' worker threads, or aio for a grpc.aio server; the fastest counts "
+        "(default 4,8,32,aio)",
     )
     parser.add_argument(
         "--profile", metavar="DIR",
@@ -1735,12 +1843,10 @@ def main() -> int:
             raise SystemExit("--service-threads: N >= 1, R >= 0")
         sizes.qps_service_threads = services
     if args.bare_threads is not None:
-        try:
-            counts = tuple(int(n) for n in args.bare_threads.split(",") if n.strip())
-        except ValueError:
-            raise SystemExit("--bare-threads: whole numbers, comma-separated") from None
-        if any(n < 1 for n in counts) or not counts:
-            raise SystemExit("--bare-threads: whole numbers >= 1, comma-separated")
+        items = [n.strip() for n in args.bare_threads.split(",") if n.strip()]
+        if not items or not all(n == "aio" or (n.isdigit() and int(n) >= 1) for n in items):
+            raise SystemExit("--bare-threads: whole numbers >= 1 or aio, comma-separated")
+        counts = tuple(n if n == "aio" else int(n) for n in items)
         sizes.qps_bare_threads = counts
     parts = [p.strip() for p in args.only.split(",") if p.strip()] or list(PARTS)
     unknown = sorted(set(parts) - set(PARTS))
