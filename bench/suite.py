@@ -36,13 +36,18 @@ folder, or a database ``sessions_bench_<random>`` created on the server of
   ryw      ReportSessionProgress p50, read-your-writes included (the call
            answers once its change is in the read model), against a raw
            eventsourcing save of one event (``app.save`` of one aggregate
-           event); and the absolute p50 under 5 ms.
+           event); and the absolute p50 under 5 ms. Details: the server's
+           CPU per call, and the floor on this machine: a bare grpcio round
+           trip at one in flight plus the command with its row in process.
   agents   events/s appended by 16 concurrent agents (16 sessions, one
            ReportSessionProgress in flight each) against one agent reporting
            sequentially, through the same server; with the server's CPU and
-           thread switches per call (from /proc) in the details.
+           thread switches per call (from /proc) in the details, and the
+           floor of a report's server CPU: a bare grpcio call's plus the
+           command's (thread CPU, in process).
   rebuild  projection rebuild events/s against the library's decoded read
-           rate (select_notifications + mapping), bench/rebuild.py's functions.
+           rate (select_notifications + mapping), bench/rebuild.py's functions;
+           with this process's CPU per event for both.
   access   GetSession QPS with the access log on (the default: one line per
            call, text, to the server's log file) against the same server
            with ``--access-log off``; two servers measured in turns.
@@ -60,7 +65,11 @@ folder, or a database ``sessions_bench_<random>`` created on the server of
            driven by h2load (a C client, bench/h2load.py; `apt install
            nghttp2-client`), when installed, whose own CPU leaves the
            cores to the servers; every round prints the cores each party
-           used (servers, PostgreSQL, client, machine).
+           used (servers, PostgreSQL, client, machine). The machine's own
+           ceilings for the two ratios, in the same run: bare grpcio
+           servers, two processes on one port against one (h2load, in the
+           same turns), and on PostgreSQL the command layer alone (no gRPC,
+           bench/commit_lock.py), 2 processes x 8 threads against 1 x 16.
   failover (PostgreSQL only) two `sessions project`, steady writes, kill -9
            of the owner: the time until the standby holds the lock, and until
            everything written before the kill is folded. Then (as root) the
@@ -1304,10 +1313,18 @@ def part_ryw(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     finally:
         app.close()
     requests = report_requests([session_id])
+    rpc_cpu: list[float] = []
     with ServerProcess.sessions(url, folder, profile=f"ryw-{backend}") as server:
+
+        def timed_rpc() -> load.LoadResult:
+            cpu0, _ = server.usage()
+            result = load.run(server.target, REPORT, requests, duration=sizes.ryw_seconds, concurrency=1)
+            rpc_cpu.append((server.usage()[0] - cpu0) / (result.calls + load.WARMUP_CALLS))
+            return result
+
         runs = in_turns(sizes.rounds, {
             "raw": lambda: writes_bench.bench_raw_save(url, sizes.raw_saves),
-            "rpc": lambda: load.run(server.target, REPORT, requests, duration=sizes.ryw_seconds, concurrency=1),
+            "rpc": timed_rpc,
             "command": lambda: writes_bench.bench_command(url, session_id, sizes.raw_saves),
         })
         # Read-your-writes, checked: every answer is followed by a GetSession
@@ -1331,7 +1348,8 @@ def part_ryw(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     rpc = best_p50(runs["rpc"])
     raw = min(runs["raw"], key=lambda r: r["p50"])
     command = min(runs["command"], key=lambda r: r["p50"])
-    detail(f"[{backend}] ryw: ReportSessionProgress {rpc.describe()}; stale GetSession after the answer: {stale} of 50")
+    detail(f"[{backend}] ryw: ReportSessionProgress {rpc.describe()}; server CPU {median(rpc_cpu) * 1e3:.3f} ms/call "
+           f"(median); stale GetSession after the answer: {stale} of 50")
     detail(f"[{backend}] ryw: app.save of one event p50 {raw['p50'] * 1e3:.3f} p95 {raw['p95'] * 1e3:.3f} ms; "
            f"report_progress command alone (load, decide, save with its operation record) p50 "
            f"{command['p50'] * 1e3:.3f} ms")
@@ -1352,6 +1370,7 @@ def part_ryw(backend: str, url: str, sizes: Sizes, folder: str) -> None:
            f"{floor:.3f} ms = {floor / (raw['p50'] * 1e3):.2f}x the raw save; the service's p50 is "
            f"{rpc.p50 * 1e3 / floor:.2f}x that floor")
     figure.notes.append(
+        f"server CPU {median(rpc_cpu) * 1e3:.2f} ms/call; "
         f"command alone {command['p50'] * 1e3:.2f} ms; in process with its row {b['with_rows']:.2f} ms; "
         f"bare gRPC round trip {bare.p50 * 1e3:.2f} ms; floor (the two) {floor / (raw['p50'] * 1e3):.2f}x; "
         f"stale reads {stale}/50"
@@ -1584,6 +1603,30 @@ def part_workers(backend: str, url: str, sizes: Sizes, folder: str) -> None:
         "events/s", best_qps(writes["one"]).qps, "--workers 1", ">= 1.4x", ratio_target=lambda r: r >= 1.4,
         target_backend="postgresql",
     ))
+    if backend == "postgresql":
+        # The machine's ceiling for the write ratio: the command layer alone
+        # (no gRPC, no projector; bench/commit_lock.py), the same commands
+        # from two processes of half the threads against one process, in
+        # turns, after the servers above have stopped.
+        import commit_lock  # (here: it imports this module)
+
+        half = max(sizes.agents // 2, 1)
+        layer = in_turns(sizes.rounds, {
+            "one": lambda: commit_lock.run(url, 1, sizes.agents, sizes.agents_seconds),
+            "two": lambda: commit_lock.run(url, 2, half, sizes.agents_seconds),
+        })
+        one_rate = max(r["commands/s"] for r in layer["one"])
+        two_rate = max(r["commands/s"] for r in layer["two"])
+        write_ratio = best_qps(writes["two"]).qps / best_qps(writes["one"]).qps
+        detail(f"[{backend}] workers: the machine's ceiling for writes: the command layer alone, 2 processes x "
+               f"{half} threads {two_rate:,.0f} commands/s / 1 x {sizes.agents} {one_rate:,.0f} = "
+               f"{two_rate / one_rate:.2f}x (rounds {[round(r['commands/s']) for r in layer['two']]} against "
+               f"{[round(r['commands/s']) for r in layer['one']]}); the service's --workers 2 / 1 = "
+               f"{write_ratio:.2f}x")
+        FIGURES.append(Figure(
+            "workers", f"report commands/s, command layer alone, 2 processes x {half} threads", backend,
+            two_rate, "commands/s", one_rate, f"1 process x {sizes.agents} threads: the ceiling for the write ratio",
+        ))
 
 
 def part_failover(backend: str, url: str, sizes: Sizes, folder: str) -> None:
@@ -1719,10 +1762,14 @@ def part_rebuild(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     detail(f"[{backend}] rebuild: {head} events written in {time.perf_counter() - began:.1f}s (setup)")
     app = SessionsApplication(parse_store_url(url), policy=rebuild_bench.POLICY)
     try:
-        reads, folds = [], []
+        reads, folds, read_cpu, fold_cpu = [], [], [], []
         for _ in range(sizes.rounds):
+            cpu = time.process_time()
             reads.append(rebuild_bench.decoded_read_rate(app))
+            read_cpu.append((time.process_time() - cpu) / head)
+            cpu = time.process_time()
             result = rebuild_read_model(app)
+            fold_cpu.append((time.process_time() - cpu) / result.events)
             folds.append(result.events / result.seconds)
         if PROFILER.on:  # three more, profiled, not counted
             with PROFILER.this_process(f"rebuild-{backend}"):
@@ -1730,10 +1777,13 @@ def part_rebuild(backend: str, url: str, sizes: Sizes, folder: str) -> None:
                     rebuild_read_model(app)
     finally:
         app.close()
-    detail(f"[{backend}] rebuild: read {[round(r) for r in reads]} events/s, rebuild {[round(f) for f in folds]} events/s")
+    detail(f"[{backend}] rebuild: read {[round(r) for r in reads]} events/s, rebuild {[round(f) for f in folds]} "
+           f"events/s; this process's CPU per event (median): read {median(read_cpu) * 1e6:.1f} us, rebuild "
+           f"{median(fold_cpu) * 1e6:.1f} us")
     FIGURES.append(Figure(
         "rebuild", "projection rebuild events/s", backend, max(folds), "events/s", max(reads),
         "library decoded read rate", ">= 1.5x (issue 18)", ratio_target=lambda r: r >= 1.5,
+        notes=[f"CPU {median(fold_cpu) * 1e6:.1f} us/event, read {median(read_cpu) * 1e6:.1f}"],
     ))
 
 
