@@ -109,7 +109,9 @@ def write_session(app: SessionsApplication, events: int) -> tuple[str, datetime]
         if i % 3 == 2:
             session.heartbeat(now=now, policy=POLICY, principal=PRINCIPAL)
         else:
-            session.report_progress(REPORTS[i % 2], now=now, policy=POLICY, principal=PRINCIPAL, idempotency_key=f"k{i}")
+            session.report_progress(
+                REPORTS[i % 2], now=now, policy=POLICY, principal=PRINCIPAL, idempotency_key=f"k{i}"
+            )
         if session.version == events // 2:
             middle = now
         if i % CHUNK == 0:

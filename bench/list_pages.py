@@ -52,6 +52,7 @@ from sessions.api import filters
 from sessions.api.listing import encode_token
 from sessions.api.protos import service_pb2, service_pb2_grpc, session_pb2
 from sessions.projection.listing import Cursor, PageQuery, page_sql
+from sessions.projection.row_tables import open_rows
 from sessions.server import SessionsServer
 
 BIG = "c-big"
@@ -144,7 +145,7 @@ def fill_sql(
 
 def load(server: SessionsServer, url: str, backend: str, sessions: int) -> float:
     """Fill the table (untimed for the pages; returned for the record)."""
-    view = server.read_model.projector.table
+    view = open_rows(server.read_model.app)  # the live table itself (the view reads it)
     params = {"session": placeholder_session()}
     started = time.perf_counter()
     with view.datastore.transaction(commit=True) as c:  # type: ignore[attr-defined]
@@ -183,10 +184,11 @@ def timed(calls: dict[str, Callable[[], object]], fetches: int, warmup: int = 10
 def middle_cursor(server: SessionsServer, backend: str, filter_text: str) -> Cursor:
     """The row in the middle of the big container's listing (for this filter):
     a deep page starts after it. Found once, by an OFFSET query (slow, untimed)."""
-    view = server.read_model.projector.table
+    view = open_rows(server.read_model.app)  # the live table itself (the view reads it)
     conditions = filters.parse(filter_text).conditions
     count_query = PageQuery(BIG, conditions, NOW, None, 10**9)
-    built = page_sql(count_query, "{table}" if backend == "postgresql" else view.table, "%s" if backend == "postgresql" else "?")
+    postgres = backend == "postgresql"
+    built = page_sql(count_query, "{table}" if postgres else view.table, "%s" if postgres else "?")
     assert built is not None
     sql, params = built
     sql = f"SELECT created_at, session_id FROM ({sql}) AS everything"
@@ -204,7 +206,7 @@ def middle_cursor(server: SessionsServer, backend: str, filter_text: str) -> Cur
 
 
 def explain(server: SessionsServer, backend: str, query: PageQuery) -> list[str]:
-    view = server.read_model.projector.table
+    view = open_rows(server.read_model.app)  # the live table itself (the view reads it)
     if backend == "sqlite":
         built = page_sql(query, view.table, "?")
         assert built is not None
@@ -230,9 +232,10 @@ def bench_backend(backend: str, url: str, args: argparse.Namespace) -> dict[str,
     out: dict[str, object] = {}
     try:
         out["load_s"] = load(server, url, backend, args.sessions)
-        print(f"  {backend}: loaded {args.sessions + args.sessions // 2 + 10:,} rows in {out['load_s']:.1f} s", file=sys.stderr)
-        key = server.read_model.projector.table.page_token_key()
-        read_model_list = server.read_model.projector.table.list_page
+        loaded = args.sessions + args.sessions // 2 + 10
+        print(f"  {backend}: loaded {loaded:,} rows in {out['load_s']:.1f} s", file=sys.stderr)
+        key = server.read_model.page_token_key()
+        read_model_list = server.read_model.list_page
         size = args.page_size
         figures: dict[str, dict[str, float]] = {}
         rows: dict[str, int] = {}
@@ -271,10 +274,14 @@ def bench_backend(backend: str, url: str, args: argparse.Namespace) -> dict[str,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=1_000_000, help="sessions in the big container (default 1000000)")
+    parser.add_argument(
+        "--sessions", type=int, default=1_000_000, help="sessions in the big container (default 1000000)"
+    )
     parser.add_argument("--backends", default="sqlite,postgresql", help="default sqlite,postgresql")
     parser.add_argument("--fetches", type=int, default=200, help="timed fetches per figure (default 200)")
-    parser.add_argument("--page-size", type=int, default=10, help="rows a page (default 10: the small container fills it)")
+    parser.add_argument(
+        "--page-size", type=int, default=10, help="rows a page (default 10: the small container fills it)"
+    )
     parser.add_argument(
         "--postgres",
         default=os.environ.get("SESSIONS_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -301,8 +308,15 @@ def main() -> int:
     width = 50
     print()
     print(f"{'':{width}}" + "".join(f"{b:>22}" for b in backends))
-    print(f"{'bulk load of the table (s, untimed setup)':{width}}" + "".join(f"{results[b]['load_s']:>22.1f}" for b in backends))
-    names = {"small first": "10-session container, first page", "big first": f"{args.sessions:,}-session container, first page", "big deep": f"{args.sessions:,}-session container, deep page"}
+    print(
+        f"{'bulk load of the table (s, untimed setup)':{width}}"
+        + "".join(f"{results[b]['load_s']:>22.1f}" for b in backends)
+    )
+    names = {
+        "small first": "10-session container, first page",
+        "big first": f"{args.sessions:,}-session container, first page",
+        "big deep": f"{args.sessions:,}-session container, deep page",
+    }
     for label, (filter_text, small, _) in FILTERS.items():
         print(f"\n[{filter_text or 'no filter'}]  (10-session container: {small})")
         for name, title in names.items():

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import statistics
 import sys
@@ -153,10 +154,8 @@ async def _drive(
             async def warm() -> None:
                 for _ in range(WARMUP_CALLS):
                     for first in {t: r for r, t in enumerate(target_of)}.values():
-                        try:
+                        with contextlib.suppress(grpc.aio.AioRpcError):
                             await calls[target_of[first]](requests[first], timeout=CALL_TIMEOUT)
-                        except grpc.aio.AioRpcError:
-                            pass
 
             await asyncio.gather(*(warm() for _ in range(concurrency)))
         barrier.wait(120)  # nothing else runs on this loop yet: blocking is fine
@@ -207,10 +206,8 @@ def _process(index: int, processes: int, targets: list[str], method: str, reques
                    concurrency, cycle, warmup, barrier, parse)
         )
     except BaseException as e:  # report, so that the parent does not wait forever
-        try:
+        with contextlib.suppress(Exception):
             barrier.abort()
-        except Exception:
-            pass
         out.put((index, {"failed": f"{type(e).__name__}: {e}"}))
         return
     out.put((index, result))
@@ -258,10 +255,8 @@ def run(
         child.start()
     results: dict[int, dict[str, Any]] = {}
     try:
-        try:
+        with contextlib.suppress(Exception):  # a child failed before the start: its report says why
             barrier.wait(180)
-        except Exception:
-            pass  # a child failed before the start: its report says why
         limit = time.monotonic() + duration + CALL_TIMEOUT + 60
         while len(results) < processes:
             remaining = limit - time.monotonic()

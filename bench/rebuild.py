@@ -61,7 +61,9 @@ def write_log(url: str, sessions: int) -> int:
         return run
 
     for i in range(sessions):
-        app.execute(OpenSession(f"container-{i % 500}-{i}", "agent", SessionType.AD_SYNC), AGENT, capture("OpenSession"))
+        app.execute(
+            OpenSession(f"container-{i % 500}-{i}", "agent", SessionType.AD_SYNC), AGENT, capture("OpenSession")
+        )
         sid = ids[-1]
         for _ in range(rng.randint(4, 12)):
             clock.advance(1)
@@ -69,7 +71,10 @@ def write_log(url: str, sessions: int) -> int:
                 app.execute(Heartbeat(sid), AGENT, renderer("Heartbeat", AGENT.principal))
             else:
                 entries = [
-                    ProgressEntry(t, tuple(ChangeCount(c, rng.randint(0, 500), rng.randint(0, 3)) for c in rng.sample(list(ChangeType), rng.randint(1, 4))))
+                    ProgressEntry(t, tuple(
+                        ChangeCount(c, rng.randint(0, 500), rng.randint(0, 3))
+                        for c in rng.sample(list(ChangeType), rng.randint(1, 4))
+                    ))
                     for t in rng.sample(list(RelatedObjectType), rng.randint(1, 3))
                 ]
                 app.execute(ReportProgress(sid, entries), AGENT, renderer("ReportSessionProgress", AGENT.principal))

@@ -129,12 +129,12 @@ from bare_server import FAIL_REASON  # noqa: E402
 
 from sessions.api.operations import renderer  # noqa: E402
 from sessions.api.protos import service_pb2, service_pb2_grpc  # noqa: E402
-from sessions.domain.commands import CloseSession, OpenSession, ReportProgress
+from sessions.domain.commands import CloseSession, OpenSession, ReportProgress  # noqa: E402
 from sessions.domain.enums import ChangeType, RelatedObjectType, SessionType  # noqa: E402
 from sessions.domain.policy import Policy  # noqa: E402
 from sessions.domain.progress import ChangeCount, ProgressEntry  # noqa: E402
 from sessions.projection.rebuild import rebuild as rebuild_read_model  # noqa: E402
-from sessions.projection.row_tables import open_rows, rows_on
+from sessions.projection.row_tables import open_rows, rows_on  # noqa: E402
 from sessions.projection.write_through import WriteThrough  # noqa: E402
 from sessions.store.application import Caller, SessionsApplication  # noqa: E402
 from sessions.store.urls import parse_store_url  # noqa: E402
@@ -663,7 +663,9 @@ def best_qps(results: list[load.LoadResult]) -> load.LoadResult:
     return max(results, key=lambda r: r.qps)
 
 
-def paired_best(prefix: str, runs: list[load.LoadResult], figure: str, baseline: str) -> tuple[load.LoadResult, load.LoadResult]:
+def paired_best(
+    prefix: str, runs: list[load.LoadResult], figure: str, baseline: str
+) -> tuple[load.LoadResult, load.LoadResult]:
     """Of rounds that measured both cases call by call: the best p50 of each,
     and every round's ratio in the details."""
     ratios = [r.by_label[figure].p50 / r.by_label[baseline].p50 for r in runs]
@@ -1059,7 +1061,9 @@ def part_rest(backend: str, url: str, sizes: Sizes, folder: str) -> None:
     http_port = free_port()
     paths = [f"/organization-manager/v1/idp/synchronization-sessions/{sid}" for sid in ids]
     requests = get_requests(ids)
-    with ServerProcess.sessions(url, folder, "--http-listen", f"127.0.0.1:{http_port}", profile=f"rest-{backend}") as server:
+    with ServerProcess.sessions(
+        url, folder, "--http-listen", f"127.0.0.1:{http_port}", profile=f"rest-{backend}"
+    ) as server:
         concurrency = sizes.qps_concurrency
 
         def over_rest(n: int, seconds: float) -> Callable[[], load.LoadResult]:
@@ -1101,7 +1105,8 @@ def part_history(backend: str, url: str, sizes: Sizes, folder: str) -> None:
         began = time.perf_counter()
         long_id, _ = audit_history.write_session(app, sizes.history_events)
         short_id = open_sessions(app, 1, "history-short")[0]
-        detail(f"[{backend}] history: {sizes.history_events} events written in {time.perf_counter() - began:.1f}s (setup)")
+        detail(f"[{backend}] history: {sizes.history_events} events written in "
+               f"{time.perf_counter() - began:.1f}s (setup)")
     finally:
         app.close()
     with ServerProcess.sessions(url, folder, profile=f"history-{backend}") as server:
@@ -1171,7 +1176,7 @@ def part_scale(url_small: str, url_big: str, sizes: Sizes, folder: str, latency:
 
             # Call by call in turns: a real session of the big store, then one of the small.
             requests, target_of, labels = [], [], []
-            for big_id, small_id in zip(big_ids, small_ids):
+            for big_id, small_id in zip(big_ids, small_ids, strict=True):
                 requests += get_requests([big_id, small_id])
                 target_of += [1, 0]
                 labels += ["big", "small"]
@@ -1516,7 +1521,10 @@ def part_workers(backend: str, url: str, sizes: Sizes, folder: str) -> None:
                 streams=max(sizes.qps_concurrency // WORKER_CONNECTIONS, 1),
             )
             wall = time.monotonic() - t0
-            used = {f"server {i + 1}": (process_cpu(pid) - c) / wall for i, (pid, c) in enumerate(zip(pids, cpu, strict=True))}
+            used = {
+                f"server {i + 1}": (process_cpu(pid) - c) / wall
+                for i, (pid, c) in enumerate(zip(pids, cpu, strict=True))
+            }
             return result, {**used, "machine": (machine_busy() - busy) / wall}
 
         return run
@@ -1843,9 +1851,15 @@ def main() -> int:
     parser.add_argument("--rss-seconds", type=float, help="longest the RSS read may take (default 90 s)")
     parser.add_argument("--sessions", type=int, help="sessions stored for scale/rss (default 1000000; --quick 20000)")
     parser.add_argument("--history-events", type=int, help="events in the long session (default 10000; --quick 2000)")
-    parser.add_argument("--rebuild-sessions", type=int, help="sessions in the rebuild's log (default 1000; --quick 100)")
-    parser.add_argument("--rounds", type=int, help="turns of figure and baseline; the best is kept (default 3; --quick 1)")
-    parser.add_argument("--rss-calls", type=int, help="distinct sessions read before RSS (default 100000; --quick 5000)")
+    parser.add_argument(
+        "--rebuild-sessions", type=int, help="sessions in the rebuild's log (default 1000; --quick 100)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, help="turns of figure and baseline; the best is kept (default 3; --quick 1)"
+    )
+    parser.add_argument(
+        "--rss-calls", type=int, help="distinct sessions read before RSS (default 100000; --quick 5000)"
+    )
     parser.add_argument("--concurrency", type=int, help="calls in flight for the QPS and RSS figures (default 16)")
     parser.add_argument("--processes", type=int, help="load-generator processes for the QPS figure (default 1)")
     parser.add_argument("--qps-rounds", type=int, help="turns of the qps part's servers (default 5; --quick 1)")
@@ -1940,13 +1954,15 @@ def main() -> int:
             if "postgresql" not in backends:
                 print("\nscale/rss: PostgreSQL only; skipped (not in --backends)")
             else:
-                print(f"\n[postgresql] {'scale' if latency else ''}{'+' if latency and rss else ''}{'rss' if rss else ''} ...", flush=True)
+                name = "+".join(part for part, on in (("scale", latency), ("rss", rss)) if on)
+                print(f"\n[postgresql] {name} ...", flush=True)
                 t = time.perf_counter()
                 with store("postgresql", args.postgres) as small, store("postgresql", args.postgres) as big:
                     part_scale(small, big, sizes, folder, latency, rss)
                 print(f"  ({time.perf_counter() - t:.0f}s)", flush=True)
     print(
-        f"\n{header}; finished in {time.perf_counter() - began:.0f}s, load average {os.getloadavg()[0]:.1f} at the end; "
+        f"\n{header}; finished in {time.perf_counter() - began:.0f}s, "
+        f"load average {os.getloadavg()[0]:.1f} at the end; "
         f"CPU time stolen by the host during the run: {stolen.share():.1%} (on a shared host, figures move with it)\n"
     )
     for line in print_table():
