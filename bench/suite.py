@@ -1491,6 +1491,12 @@ def part_workers(backend: str, url: str, sizes: Sizes, folder: str) -> None:
 
     metrics_ports = {"two": free_port(), "one": free_port()}
 
+    def h2load_gets(target: str) -> load.LoadResult:
+        return h2load.run(
+            target, GET, gets[0], duration=sizes.qps_seconds, connections=WORKER_CONNECTIONS,
+            streams=max(sizes.qps_concurrency // WORKER_CONNECTIONS, 1),
+        )
+
     def drive_c(server: ServerProcess, name: str) -> Callable[[], Any]:
         # One stored session's request: its answer does not change while it
         # runs. h2load cannot read gRPC's status (an error is HTTP 200 with
@@ -1498,10 +1504,7 @@ def part_workers(backend: str, url: str, sizes: Sizes, folder: str) -> None:
         # answers other than OK (its metrics) must not move during the run.
         def run() -> load.LoadResult:
             before = _failed_gets(metrics_ports[name])
-            result = h2load.run(
-                server.target, GET, gets[0], duration=sizes.qps_seconds, connections=WORKER_CONNECTIONS,
-                streams=max(sizes.qps_concurrency // WORKER_CONNECTIONS, 1),
-            )
+            result = h2load_gets(server.target)
             failed = _failed_gets(metrics_ports[name]) - before
             if failed:
                 result.errors += int(failed)
@@ -1516,10 +1519,7 @@ def part_workers(backend: str, url: str, sizes: Sizes, folder: str) -> None:
         def run() -> tuple[load.LoadResult, dict[str, float]]:
             pids = [server.process.pid for server in servers]  # type: ignore[union-attr]
             cpu, busy, t0 = [process_cpu(pid) for pid in pids], machine_busy(), time.monotonic()
-            result = h2load.run(
-                servers[0].target, GET, gets[0], duration=sizes.qps_seconds, connections=WORKER_CONNECTIONS,
-                streams=max(sizes.qps_concurrency // WORKER_CONNECTIONS, 1),
-            )
+            result = h2load_gets(servers[0].target)
             wall = time.monotonic() - t0
             used = {
                 f"server {i + 1}": (process_cpu(pid) - c) / wall
